@@ -1,0 +1,130 @@
+"""Quantizer throughput and peak memory: vqaudio against vector-quantize-pytorch, in one run.
+
+Each (implementation, quantizer, shape, mode) case runs in a fresh subprocess so its peak resident
+memory (high-water RSS minus RSS after building the model and inputs) is its own.
+
+    python benchmarks/quantizers.py                 # both shapes, every quantizer, 2 threads
+    python benchmarks/quantizers.py --shapes small --quantizers vq fsq
+
+Needs ``pip install vector-quantize-pytorch`` for the comparison column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+SHAPES = {"small": (16, 500, 64, 1024), "large": (32, 1000, 128, 8192)}
+QUANTIZERS = ("vq", "ema", "cosine", "fsq", "rvq8")
+FSQ_LEVELS = {1024: [8, 5, 5, 5], 8192: [8, 8, 8, 4, 4]}
+
+
+def build(impl: str, kind: str, dim: int, k: int):
+    if impl == "vqaudio":
+        from vqaudio.quantize import FSQ, EMAVectorQuantizer, ResidualQuantizer, VectorQuantizer
+
+        return {
+            "vq": lambda: VectorQuantizer(dim, k),
+            "ema": lambda: EMAVectorQuantizer(dim, k),
+            "cosine": lambda: VectorQuantizer(dim, k, distance="cosine"),
+            "fsq": lambda: FSQ(FSQ_LEVELS[k], dim=dim),
+            "rvq8": lambda: ResidualQuantizer.alike(8, lambda: EMAVectorQuantizer(dim, k)),
+        }[kind]()
+    import vector_quantize_pytorch as vqp
+
+    return {
+        "vq": lambda: vqp.VectorQuantize(dim, k, learnable_codebook=True, ema_update=False),
+        "ema": lambda: vqp.VectorQuantize(dim, k, decay=0.99),
+        "cosine": lambda: vqp.VectorQuantize(dim, k, use_cosine_sim=True),
+        "fsq": lambda: vqp.FSQ(FSQ_LEVELS[k], dim=dim),
+        "rvq8": lambda: vqp.ResidualVQ(dim=dim, num_quantizers=8, codebook_size=k),
+    }[kind]()
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def run_case(impl: str, kind: str, shape: str, mode: str, threads: int, seconds: float) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    b, t, d, k = SHAPES[shape]
+    model = build(impl, kind, d, k)
+    model.train(mode == "train")
+    # vqaudio takes channels-first (B, D, T); vector-quantize-pytorch its native (B, T, D).
+    x = torch.randn(b, d, t) if impl == "vqaudio" else torch.randn(b, t, d)
+
+    def step():
+        if mode == "train":
+            x.requires_grad_(True)
+            out = model(x)
+            if impl == "vqaudio":
+                q, loss = out.quantized, out.loss
+            else:
+                q, loss = out[0], (out[2].sum() if len(out) > 2 and out[2] is not None else 0.0)
+            (q.square().mean() + loss).backward()
+            x.grad = None
+            for p in model.parameters():
+                p.grad = None
+        else:
+            with torch.inference_mode():
+                model(x)
+
+    step()  # warm-up (and k-means/lazy init where there is one)
+    base = rss_bytes()
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < seconds and len(times) < 50):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    best = sorted(times)[len(times) // 2]
+    return {"vectors_per_s": b * t / best, "peak_mib": max(peak - base, 0) / 2**20, "steps": len(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--quantizers", nargs="+", default=list(QUANTIZERS), choices=QUANTIZERS)
+    parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=8.0, help="time budget per case (median of steps)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(*json.loads(args.case))))
+        return
+    print(f"threads={args.threads}; vectors/s is B*T over the median step; memory is peak RSS growth in MiB")
+    header = f"{'shape':6} {'quantizer':9} {'mode':5} | {'vqaudio v/s':>12} {'MiB':>6} | {'vqp v/s':>12} {'MiB':>6}"
+    print(header + " | speed-up")
+    for shape in args.shapes:
+        for kind in args.quantizers:
+            for mode in args.modes:
+                res = {}
+                for impl in ("vqaudio", "vqp"):
+                    case = json.dumps([impl, kind, shape, mode, args.threads, args.seconds])
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--case", case], capture_output=True, text=True, check=False
+                    )
+                    if proc.returncode != 0:
+                        raise SystemExit(f"case {case} failed:\n{proc.stderr[-2000:]}")
+                    res[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+                ours, theirs = res["vqaudio"], res["vqp"]
+                print(
+                    f"{shape:6} {kind:9} {mode:5} | {ours['vectors_per_s']:12,.0f} {ours['peak_mib']:6.0f} | "
+                    f"{theirs['vectors_per_s']:12,.0f} {theirs['peak_mib']:6.0f} | "
+                    f"{ours['vectors_per_s'] / theirs['vectors_per_s']:.2f}x",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The quantizer protocol shared by every quantizer in :mod:`vqaudio.quantize`.
+
+Every quantizer maps latents ``(B, D, T)`` to codes and back:
+
+* ``forward(z) -> QuantizerOutput`` for training (straight-through gradients, losses, metrics),
+* ``encode(z) -> indices`` (``(B, T)`` int64, or ``(B, Q, T)`` for ``Q`` residual levels),
+* ``decode(indices) -> z_q`` (``(B, D, T)``),
+
+and exposes ``dim``, ``codebook_size``, ``num_levels`` and ``bits_per_frame``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class QuantizerOutput:
+    """What a quantizer's ``forward`` returns.
+
+    Attributes:
+        quantized: ``(B, D, T)`` quantized latents carrying straight-through gradients.
+        indices: ``(B, T)`` int64 code indices, ``(B, Q, T)`` for a residual stack.
+        loss: the weighted sum the trainer adds to its objective (``codebook + beta * commitment``).
+        metrics: detached scalars for logging, at least ``perplexity`` and ``usage``.
+        commitment: ``||z_e - sg[e]||^2``, unweighted (moves the encoder side only).
+        codebook: ``||sg[z_e] - e||^2`` (moves the codebook only); zero for EMA and FSQ.
+    """
+
+    quantized: Tensor
+    indices: Tensor
+    loss: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+    commitment: Tensor | None = None
+    codebook: Tensor | None = None
+
+
+class Quantizer(nn.Module):
+    """Base class: input validation and the attributes every quantizer has.
+
+    Subclasses set ``dim``, ``codebook_size`` and implement ``forward``, ``encode`` and ``decode``.
+    """
+
+    dim: int
+    codebook_size: int
+
+    @property
+    def num_levels(self) -> int:
+        return 1
+
+    @property
+    def bits_per_frame(self) -> float:
+        return self.num_levels * math.log2(self.codebook_size)
+
+    def forward(self, z: Tensor) -> QuantizerOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode(self, z: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decode(self, indices: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check_latents(self, z: Tensor) -> None:
+        """Raise ``ValueError`` unless ``z`` is a finite ``(B, dim, T)`` floating tensor."""
+        if not isinstance(z, Tensor):
+            raise ValueError(f"expected a torch.Tensor of shape (B, {self.dim}, T), got {type(z).__name__}")
+        if z.ndim != 3:
+            raise ValueError(
+                f"expected latents of shape (B, {self.dim}, T) with 3 dims, got {z.ndim} dims: {tuple(z.shape)}"
+            )
+        if z.shape[1] != self.dim:
+            raise ValueError(
+                f"expected {self.dim} channels in latents (B, {self.dim}, T), got {z.shape[1]}: {tuple(z.shape)}"
+            )
+        if not z.is_floating_point():
+            raise ValueError(f"expected floating-point latents, got dtype {z.dtype}")
+        # One reduction instead of an elementwise mask: NaN/Inf propagate through the sum; only when the
+        # sum is not finite (a NaN/Inf, or finite values that overflow it) is the full mask computed.
+        if not bool(torch.isfinite(z.detach().sum(dtype=torch.float32))):
+            bad = int((~torch.isfinite(z)).sum())
+            if bad:
+                raise ValueError(f"latents contain {bad} NaN/Inf value(s) (shape {tuple(z.shape)})")
+
+    def check_indices(self, indices: Tensor, ndim: int = 2) -> None:
+        """Raise ``ValueError`` unless ``indices`` is an integer tensor of rank ``ndim`` within the codebook."""
+        shape = "(B, T)" if ndim == 2 else "(B, Q, T)"
+        if not isinstance(indices, Tensor):
+            raise ValueError(f"expected an integer torch.Tensor of shape {shape}, got {type(indices).__name__}")
+        if indices.ndim != ndim:
+            raise ValueError(f"expected indices of shape {shape}, got {indices.ndim} dims: {tuple(indices.shape)}")
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise ValueError(f"expected integer indices, got dtype {indices.dtype}")
+        if indices.numel():
+            lo, hi = int(indices.min()), int(indices.max())
+            if lo < 0 or hi >= self.codebook_size:
+                raise ValueError(
+                    f"indices must lie in [0, {self.codebook_size - 1}] (codebook_size={self.codebook_size}), "
+                    f"got values in [{lo}, {hi}]"
+                )

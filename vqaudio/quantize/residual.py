@@ -1,0 +1,126 @@
+"""Residual stacking of any quantizers (SoundStream sec. 3.3, Zeghidour et al. 2021)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .base import Quantizer, QuantizerOutput
+
+
+class ResidualQuantizer(Quantizer):
+    """Q quantizers applied in turn, each to what the previous ones left unexplained.
+
+    Stage ``i`` quantizes ``r_i = r_{i-1} - quantized_{i-1}``, ``r_0 = z``; the output is the sum of the
+    stages' outputs. Because each stage's output carries a straight-through gradient, ``r_i`` for i > 0
+    has no gradient to ``z`` and the sum passes the upstream gradient to ``z`` exactly once, while every
+    stage's own parameters (codebook through its loss, projections through the output) still learn.
+
+    With ``dropout=True``, each training example keeps a random number of stages, uniform in
+    [1, Q] (SoundStream's quantizer dropout), so one model serves every bitrate from 1 to Q stages.
+    All stages still run and see their residuals, so every parameter is used on every rank (DDP-safe).
+
+    Args:
+        quantizers: the stages, all with the same ``dim`` and ``codebook_size``.
+        dropout: quantizer dropout in training.
+    """
+
+    def __init__(self, quantizers: Sequence[Quantizer], dropout: bool = False) -> None:
+        super().__init__()
+        quantizers = list(quantizers)
+        if not quantizers:
+            raise ValueError("ResidualQuantizer needs at least one quantizer, got an empty list")
+        dims = {q.dim for q in quantizers}
+        sizes = {q.codebook_size for q in quantizers}
+        if len(dims) != 1:
+            raise ValueError(f"all stages must share dim, got dims {[q.dim for q in quantizers]}")
+        if len(sizes) != 1:
+            raise ValueError(f"all stages must share codebook_size, got {[q.codebook_size for q in quantizers]}")
+        if any(q.num_levels != 1 for q in quantizers):
+            raise ValueError("stages must be single-level quantizers (nest stages, not residual stacks)")
+        self.stages = nn.ModuleList(quantizers)
+        self.dim = quantizers[0].dim
+        self.codebook_size = quantizers[0].codebook_size
+        self.dropout = dropout
+
+    @classmethod
+    def alike(cls, num_quantizers: int, make: Callable[[], Quantizer], dropout: bool = False) -> ResidualQuantizer:
+        """A stack of ``num_quantizers`` stages built by calling ``make()`` once per stage.
+
+        Example: ``ResidualQuantizer.alike(8, lambda: VectorQuantizer(128, 1024))``.
+        """
+        if num_quantizers < 1:
+            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
+        return cls([make() for _ in range(num_quantizers)], dropout=dropout)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.stages)
+
+    def _num_stages(self, n_q: int | None) -> int:
+        if n_q is None:
+            return len(self.stages)
+        if not 1 <= n_q <= len(self.stages):
+            raise ValueError(f"n_q must lie in [1, {len(self.stages)}], got {n_q}")
+        return n_q
+
+    def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
+        """Quantize ``z`` ``(B, D, T)`` with the first ``n_q`` stages (all by default).
+
+        Returns ``indices`` of shape ``(B, n_q, T)``; ``loss``, ``commitment`` and ``codebook`` are sums over
+        stages; ``metrics`` has the mean ``perplexity``/``usage`` and per-stage ``perplexity_q{i}``/``usage_q{i}``.
+        """
+        self.check_latents(z)
+        n_q = self._num_stages(n_q)
+        keep = None
+        if self.training and self.dropout:
+            # keep[b] = number of stages example b uses; stage i contributes where i < keep[b].
+            keep = torch.randint(1, n_q + 1, (z.shape[0], 1, 1), device=z.device)
+        residual = z
+        quantized = torch.zeros_like(z, dtype=torch.float32)
+        indices, metrics = [], {}
+        loss = commitment = codebook = z.new_zeros((), dtype=torch.float32)
+        for i, stage in enumerate(self.stages[:n_q]):
+            out = stage(residual)
+            residual = residual - out.quantized
+            contribution = out.quantized if keep is None else out.quantized * (keep > i)
+            quantized = quantized + contribution
+            indices.append(out.indices)
+            loss = loss + out.loss
+            commitment = commitment + out.commitment
+            codebook = codebook + out.codebook
+            for name, value in out.metrics.items():
+                metrics[f"{name}_q{i}"] = value
+        for name in ("perplexity", "usage"):
+            metrics[name] = torch.stack([metrics[f"{name}_q{i}"] for i in range(n_q)]).mean()
+        return QuantizerOutput(
+            quantized=quantized,
+            indices=torch.stack(indices, dim=1),
+            loss=loss,
+            metrics=metrics,
+            commitment=commitment,
+            codebook=codebook,
+        )
+
+    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
+        """(B, D, T) -> (B, n_q, T) int64 indices."""
+        self.check_latents(z)
+        n_q = self._num_stages(n_q)
+        residual, indices = z, []
+        with torch.no_grad():
+            for stage in self.stages[:n_q]:
+                idx = stage.encode(residual)
+                residual = residual - stage.decode(idx)
+                indices.append(idx)
+        return torch.stack(indices, dim=1)
+
+    def decode(self, indices: Tensor) -> Tensor:
+        """(B, q, T) int64 with 1 <= q <= Q -> (B, D, T), the sum of the first q stages' codes."""
+        self.check_indices(indices, ndim=3)
+        self._num_stages(indices.shape[1])
+        out = self.stages[0].decode(indices[:, 0])
+        for i in range(1, indices.shape[1]):
+            out = out + self.stages[i].decode(indices[:, i])
+        return out
