@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from vqaudio import __version__
+
+from . import train_codec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Speech to discrete units and back. Run `vqaudio COMMAND --help` for each command.",
     )
     parser.add_argument("--version", action="version", version=f"vqaudio {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (train_codec,):
+        module.register(sub)
     return parser
 
 
@@ -24,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as err:  # bad input: one clear line, no traceback
+        print(f"vqaudio {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from .base import Quantizer, QuantizerOutput
 from .ema import EMAVectorQuantizer
+from .factory import QuantizerConfig, build_quantizer
 from .fsq import FSQ
 from .residual import ResidualQuantizer
 from .vq import VectorQuantizer
@@ -10,7 +11,9 @@ __all__ = [
     "EMAVectorQuantizer",
     "FSQ",
     "Quantizer",
+    "QuantizerConfig",
     "QuantizerOutput",
     "ResidualQuantizer",
     "VectorQuantizer",
+    "build_quantizer",
 ]

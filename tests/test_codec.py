@@ -1,0 +1,219 @@
+"""The codec: length round trips, causality, gradients, save/load, bad input, and learning real speech."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vqaudio.models import Codec, CodecConfig, Decoder, Encoder
+from vqaudio.quantize import QuantizerConfig
+
+from .speech import one_utterance
+
+STRIDE_SETS = [[2, 4, 5, 8], [8, 5, 4, 2], [2, 2], [3], [4, 4, 4], [1, 2]]
+
+
+def tiny(strides=(2, 4, 5, 8), causal=False, kind="ema", nq=2, **kw) -> Codec:
+    q = QuantizerConfig(
+        kind=kind, num_quantizers=nq, codebook_size=32, kmeans_init=False, dead_code_threshold=0.0, levels=[4, 4, 2]
+    )
+    return Codec(
+        CodecConfig(
+            channels=4,
+            strides=list(strides),
+            latent_dim=8,
+            causal=causal,
+            quantizer=q,
+            dilations=[1, 3],
+            max_channels=16,
+            **kw,
+        )
+    )
+
+
+@pytest.mark.parametrize("strides", STRIDE_SETS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_any_length_round_trips_to_exactly_t_samples(strides, causal):
+    codec = tiny(strides, causal).eval()
+    hop = math.prod(strides)
+    for length in sorted({1, hop - 1, hop, hop + 1, 3 * hop + 7, 1000}):
+        wav = torch.randn(2, 1, length) * 0.1
+        idx = codec.encode(wav)
+        assert idx.shape == (2, codec.num_levels, math.ceil(length / hop)), (length, idx.shape)
+        out = codec.decode(idx, length=length)
+        assert out.shape == (2, 1, length)
+        assert codec(wav).wav.shape == (2, 1, length)
+        assert codec.decode(idx).shape == (2, 1, idx.shape[-1] * hop)
+
+
+def test_default_codec_properties():
+    codec = Codec()
+    assert codec.sample_rate == 16000 and codec.hop_length == 320 and codec.frame_rate == 50.0
+    assert codec.num_levels == 8 and codec.codebook_size == 1024
+    assert codec.bitrate == pytest.approx(50 * 8 * 10)
+    assert Codec.from_config({"quantizer": {"num_quantizers": 2}}).bitrate == pytest.approx(1000.0)
+
+
+def test_causal_encoder_and_decoder_ignore_the_future():
+    torch.manual_seed(0)
+    codec = tiny(causal=True).eval()
+    hop = codec.hop_length
+    wav = torch.randn(1, 1, 12 * hop)
+    cut = 5 * hop + 100
+    changed = wav.clone()
+    changed[..., cut:] = torch.randn(1, 1, wav.shape[-1] - cut)
+    z1, z2 = codec.encoder(wav), codec.encoder(changed)
+    done = cut // hop  # frames i with (i + 1) * hop <= cut
+    assert torch.equal(z1[..., :done], z2[..., :done])
+    assert not torch.allclose(z1[..., done:], z2[..., done:])
+    lat = torch.randn(1, 8, 12)
+    lat2 = lat.clone()
+    lat2[..., 7:] = torch.randn(1, 8, 5)
+    y1, y2 = codec.decoder(lat), codec.decoder(lat2)
+    assert torch.equal(y1[..., : 7 * hop], y2[..., : 7 * hop])
+    assert not torch.allclose(y1[..., 7 * hop :], y2[..., 7 * hop :])
+    # end to end: output before the frame that holds the first changed sample does not move
+    o1, o2 = codec.decode(codec.encode(wav)), codec.decode(codec.encode(changed))
+    assert torch.equal(o1[..., : done * hop], o2[..., : done * hop])
+
+
+def test_non_causal_encoder_looks_ahead():
+    codec = tiny(causal=False).eval()
+    wav = torch.randn(1, 1, 12 * codec.hop_length)
+    changed = wav.clone()
+    changed[..., 6 * codec.hop_length :] += 1.0
+    assert not torch.equal(codec.encoder(wav)[..., :5], codec.encoder(changed)[..., :5])
+
+
+@pytest.mark.parametrize("kind", ["vq", "ema", "fsq"])
+def test_gradient_reaches_the_encoder_through_the_quantizer(kind):
+    codec = tiny(kind=kind).train()
+    wav = torch.randn(2, 1, 2000) * 0.1
+    out = codec(wav)
+    (out.wav.pow(2).mean() + out.quantizer_loss).backward()
+    for name, p in codec.encoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    for name, p in codec.decoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("activation", ["elu", "snake"])
+def test_save_load_gives_identical_units_and_audio(tmp_path, activation):
+    codec = tiny(activation=activation)
+    codec.train()
+    codec(torch.randn(2, 1, 4000) * 0.1)  # move EMA state away from init
+    codec.eval()
+    path = codec.save_pretrained(tmp_path / "model.pt")
+    loaded = Codec.from_pretrained(path)
+    wav = torch.randn(1, 1, 5000) * 0.1
+    assert torch.equal(loaded.encode(wav), codec.encode(wav))
+    assert torch.equal(loaded.decode(codec.encode(wav)), codec.decode(codec.encode(wav)))
+    assert loaded.config == codec.config
+
+
+def test_from_pretrained_rejects_foreign_and_corrupt_files(tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(ValueError, match="not a vqaudio codec file"):
+        Codec.from_pretrained(foreign)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="corrupt.pt: not a loadable vqaudio codec file"):
+        Codec.from_pretrained(corrupt)
+    with pytest.raises(ValueError, match="codec file not found"):
+        Codec.from_pretrained(tmp_path / "missing.pt")
+
+
+def test_pickled_code_in_a_checkpoint_is_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "vqaudio-codec", "version": 1, "config": Evil(), "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="not a loadable"):
+        Codec.from_pretrained(path)
+
+
+def test_bad_waveforms_give_clear_errors():
+    codec = tiny().eval()
+    with pytest.raises(ValueError, match=r"mono waveform.*\(2, 2, 100\).*downmix"):
+        codec.encode(torch.zeros(2, 2, 100))
+    bad = torch.zeros(1, 1, 100)
+    bad[0, 0, 5] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN/Inf sample"):
+        codec.encode(bad)
+    with pytest.raises(ValueError, match="empty waveform"):
+        codec.encode(torch.zeros(1, 1, 0))
+    with pytest.raises(ValueError, match="int PCM"):
+        codec.encode(torch.zeros(1, 1, 100, dtype=torch.int16))
+
+
+def test_silence_and_clipping_encode_to_valid_units():
+    codec = tiny().eval()
+    for wav in (torch.zeros(1, 1, 3000), torch.ones(1, 1, 3000), torch.sign(torch.randn(1, 1, 3000))):
+        idx = codec.encode(wav)
+        assert idx.min() >= 0 and idx.max() < codec.codebook_size
+        assert torch.isfinite(codec.decode(idx, length=3000)).all()
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['chanels'\]"):
+        Codec.from_config({"chanels": 8})
+    with pytest.raises(ValueError, match=r"codec config.quantizer.num_quantizers: expected int"):
+        Codec.from_config({"quantizer": {"num_quantizers": "eight"}})
+
+
+def test_encoder_decoder_lengths_and_hop():
+    enc, dec = Encoder(channels=4, strides=[2, 3], latent_dim=5), Decoder(channels=4, strides=[2, 3], latent_dim=5)
+    assert enc.hop_length == 6
+    z = enc(torch.randn(3, 1, 60))
+    assert z.shape == (3, 5, 10)
+    assert dec(z).shape == (3, 1, 60)
+    with pytest.raises(ValueError, match="strides must be"):
+        Encoder(strides=[])
+
+
+def _log_mel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    from vqaudio.train.losses import MelSpectrogram
+
+    mel = MelSpectrogram(16000, n_fft=1024, hop=256, n_mels=64)
+    with torch.no_grad():
+        return float((mel(a) - mel(b)).abs().mean())
+
+
+def test_tiny_codec_overfits_one_real_utterance(tmp_path):
+    from vqaudio.train.losses import MultiScaleMelLoss
+
+    torch.manual_seed(0)
+    wav, sr = sf.read(one_utterance(tmp_path), dtype="float32")
+    wav = torch.from_numpy(wav[:sr].astype(np.float32))[None, None]
+    codec = Codec(
+        CodecConfig(
+            channels=8,
+            strides=[2, 4, 5, 8],
+            latent_dim=32,
+            max_channels=64,
+            quantizer=QuantizerConfig(
+                kind="ema", num_quantizers=4, codebook_size=64, dropout=False, dead_code_threshold=0.0
+            ),
+        )
+    )
+    mel_loss = MultiScaleMelLoss(16000)
+    opt = torch.optim.Adam(codec.parameters(), lr=3e-3)
+    codec.eval()
+    before = _log_mel_distance(codec(wav).wav, wav)
+    codec.train()
+    for _ in range(250):
+        out = codec(wav)
+        loss = mel_loss(out.wav, wav) + (out.wav - wav).abs().mean() + out.quantizer_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    codec.eval()
+    after = _log_mel_distance(codec.decode(codec.encode(wav), length=wav.shape[-1]), wav)
+    assert after < 0.5 * before, (before, after)

@@ -1,0 +1,243 @@
+"""The codec: SEANet encoder + any quantizer + SEANet decoder, with a self-describing checkpoint format."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import pathlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import from_dict, to_dict
+from ..quantize import QuantizerConfig, build_quantizer
+from .seanet import Decoder, Encoder
+
+FORMAT = "vqaudio-codec"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CodecConfig:
+    """Architecture of a codec. ``CodecConfig()`` is the default 16 kHz speech model (50 frames/s).
+
+    Attributes:
+        sample_rate: waveform sample rate in Hz.
+        channels: width of the first conv; doubled at each stride, capped at ``max_channels``.
+        strides: encoder downsampling factors; hop = prod(strides) = 320 samples by default.
+        latent_dim: latent channels D.
+        kernel: kernel of the first/last convs; residual_kernel: of the dilated convs.
+        dilations: dilations of the residual units at each resolution.
+        activation: ``"elu"`` or ``"snake"``.
+        causal: left padding only, for streaming.
+        weight_norm: weight normalisation on every conv.
+        quantizer: see :class:`vqaudio.quantize.QuantizerConfig`.
+    """
+
+    sample_rate: int = 16000
+    channels: int = 32
+    strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])
+    latent_dim: int = 128
+    kernel: int = 7
+    residual_kernel: int = 3
+    dilations: list[int] = field(default_factory=lambda: [1, 3, 9])
+    activation: str = "elu"
+    causal: bool = False
+    weight_norm: bool = True
+    max_channels: int = 512
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+
+
+@dataclass
+class CodecOutput:
+    """What ``Codec.forward`` returns.
+
+    Attributes:
+        wav: ``(B, 1, T)`` reconstruction, same length as the input.
+        indices: ``(B, T')`` or ``(B, Q, T')``.
+        quantizer_loss: the quantizer's weighted loss (add it to the training objective).
+        commitment, codebook: its named parts.
+        metrics: the quantizer's metrics (perplexity, usage, per level for residual stacks).
+    """
+
+    wav: Tensor
+    indices: Tensor
+    quantizer_loss: Tensor
+    commitment: Tensor
+    codebook: Tensor
+    metrics: dict[str, Tensor]
+
+
+class Codec(nn.Module):
+    """Waveform codec: ``encode(wav) -> indices``, ``decode(indices, length) -> wav``.
+
+    Args:
+        config: architecture; ``None`` builds the default 16 kHz speech codec.
+    """
+
+    def __init__(self, config: CodecConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or CodecConfig()
+        arch = dict(
+            channels=config.channels,
+            strides=config.strides,
+            latent_dim=config.latent_dim,
+            kernel=config.kernel,
+            residual_kernel=config.residual_kernel,
+            dilations=config.dilations,
+            activation=config.activation,
+            causal=config.causal,
+            weight_norm=config.weight_norm,
+            max_channels=config.max_channels,
+        )
+        self.encoder = Encoder(**arch)
+        self.quantizer = build_quantizer(config.quantizer, config.latent_dim)
+        self.decoder = Decoder(**arch)
+
+    @classmethod
+    def from_config(cls, config: CodecConfig | dict) -> Codec:
+        """A codec from a :class:`CodecConfig` or a plain dict of its fields (nested ``quantizer`` dict)."""
+        if isinstance(config, dict):
+            config = from_dict(CodecConfig, config, where="codec config")
+        return cls(config)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.encoder.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def num_levels(self) -> int:
+        return self.quantizer.num_levels
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second at full depth."""
+        return self.frame_rate * self.quantizer.bits_per_frame
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames for a waveform of ``num_samples``: ``ceil(num_samples / hop_length)`` (at least 1)."""
+        return max(1, math.ceil(num_samples / self.hop_length))
+
+    def _check_wav(self, wav: Tensor) -> Tensor:
+        if not isinstance(wav, Tensor):
+            raise ValueError(f"expected a waveform tensor (B, 1, T), got {type(wav).__name__}")
+        if wav.ndim == 2:
+            wav = wav[:, None]
+        if wav.ndim != 3 or wav.shape[1] != 1:
+            raise ValueError(
+                f"expected a mono waveform of shape (B, 1, T) or (B, T), got {tuple(wav.shape)}; "
+                "downmix multi-channel audio first (vqaudio.data.load_audio does)"
+            )
+        if wav.shape[-1] == 0:
+            raise ValueError("expected at least one sample, got an empty waveform")
+        if not wav.is_floating_point():
+            raise ValueError(f"expected a float waveform in [-1, 1], got dtype {wav.dtype}; convert int PCM first")
+        if not bool(torch.isfinite(wav.sum())) and not bool(torch.isfinite(wav).all()):
+            raise ValueError(f"waveform contains {int((~torch.isfinite(wav)).sum())} NaN/Inf sample(s)")
+        return wav
+
+    def _pad(self, wav: Tensor) -> Tensor:
+        frames = self.num_frames(wav.shape[-1])
+        return F.pad(wav, (0, frames * self.hop_length - wav.shape[-1]))
+
+    def forward(self, wav: Tensor) -> CodecOutput:
+        """Training pass: ``(B, 1, T)`` -> :class:`CodecOutput` with a reconstruction of length T."""
+        wav = self._check_wav(wav)
+        length = wav.shape[-1]
+        latents = self.encoder(self._pad(wav))
+        q = self.quantizer(latents)
+        out = self.decoder(q.quantized)[..., :length]
+        return CodecOutput(out, q.indices, q.loss, q.commitment, q.codebook, q.metrics)
+
+    @torch.no_grad()
+    def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
+        """``(B, 1, T)`` float waveform at ``sample_rate`` -> indices ``(B, ceil(T / hop))`` or ``(B, Q, T')``.
+
+        Args:
+            wav: mono waveform; ``(B, T)`` is accepted as mono.
+            n_q: residual levels to keep (default all); ignored for single quantizers.
+        """
+        wav = self._check_wav(wav)
+        latents = self.encoder(self._pad(wav))
+        if self.num_levels > 1:
+            return self.quantizer.encode(latents, n_q=n_q)
+        return self.quantizer.encode(latents)
+
+    @torch.no_grad()
+    def decode(self, indices: Tensor, length: int | None = None) -> Tensor:
+        """Indices ``(B, T')`` or ``(B, q, T')`` -> waveform ``(B, 1, T' * hop)``, or exactly ``length`` samples.
+
+        Args:
+            indices: int64 codes; for residual codecs any prefix of levels ``1 <= q <= Q``.
+            length: trim (or zero-pad) the output to this many samples, e.g. the input length.
+        """
+        wav = self.decoder(self.quantizer.decode(indices))
+        if length is not None:
+            if length < 1:
+                raise ValueError(f"length must be >= 1, got {length}")
+            wav = wav[..., :length] if wav.shape[-1] >= length else F.pad(wav, (0, length - wav.shape[-1]))
+        return wav
+
+    def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
+        """Write one self-describing file (format tag, config, weights), atomically."""
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": to_dict(self.config),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> Codec:
+        """Load a file written by :meth:`save_pretrained` with ``weights_only=True`` (no pickled code runs)."""
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise ValueError(f"codec file not found: {path}")
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # torch raises several types for corrupt or foreign files
+            raise ValueError(f"{path}: not a loadable vqaudio codec file ({type(err).__name__}: {err})") from err
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a vqaudio codec file (expected format {FORMAT!r})")
+        if payload.get("version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{path}: format version {payload['version']} is newer than this vqaudio reads")
+        model = cls.from_config(payload["config"])
+        model.load_state_dict(payload["state_dict"])
+        return model.eval()
+
+
+def file_checksum(path: str | pathlib.Path) -> str:
+    """sha256 of a file, hex (identifies the model that produced a set of units)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_checksum(model: nn.Module) -> str:
+    """sha256 of a model's serialised state_dict, hex."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return hashlib.sha256(buf.getvalue()).hexdigest()

@@ -1,0 +1,25 @@
+"""Figures people would rather look at than read: spectrogram comparisons, code-usage histograms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def spectrogram_figure(mels: Sequence[np.ndarray], titles: Sequence[str]):
+    """Stacked log-mel spectrograms ``(n_mels, frames)`` on one colour scale."""
+    vmin = min(float(m.min()) for m in mels)
+    vmax = max(float(m.max()) for m in mels)
+    fig, axes = plt.subplots(len(mels), 1, figsize=(10, 2.2 * len(mels)), squeeze=False)
+    for ax, mel, title in zip(axes[:, 0], mels, titles, strict=True):
+        ax.imshow(mel, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma")
+        ax.set_title(title)
+        ax.set_ylabel("mel band")
+    axes[-1, 0].set_xlabel("frame")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,80 @@
+"""Typed quantizer configuration and the factory that builds any quantizer (or residual stack) from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .base import Quantizer
+from .ema import EMAVectorQuantizer
+from .fsq import FSQ
+from .residual import ResidualQuantizer
+from .vq import VectorQuantizer
+
+KINDS = ("vq", "ema", "fsq")
+
+
+@dataclass
+class QuantizerConfig:
+    """Which quantizer a codec uses.
+
+    Attributes:
+        kind: ``"vq"`` (learned codebook), ``"ema"`` (EMA codebook) or ``"fsq"``.
+        num_quantizers: 1 for a single quantizer, Q > 1 for a residual stack of Q alike stages.
+        codebook_size: codes per stage (VQ kinds); FSQ's size is ``prod(levels)``.
+        levels: FSQ levels per channel.
+        dropout: quantizer dropout in a residual stack (one model, every bitrate from 1 to Q stages).
+        beta: commitment weight.
+        decay: EMA decay (``ema``).
+        distance: ``"l2"`` or ``"cosine"`` (``vq``).
+        codebook_dim: factorized low-dimensional lookup (``vq``); ``None`` = latent dim.
+        kmeans_init: k-means init from the first training batch (VQ kinds).
+        dead_code_threshold: restart codes whose running count of assigned vectors per batch (summed over
+            DDP ranks) falls below this (VQ kinds); 0 disables. Keep it well below the average
+            ``frames_per_batch / codebook_size``, or live codes are restarted every step.
+    """
+
+    kind: str = "ema"
+    num_quantizers: int = 8
+    codebook_size: int = 1024
+    levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
+    dropout: bool = True
+    beta: float = 0.25
+    decay: float = 0.99
+    distance: str = "l2"
+    codebook_dim: int | None = None
+    kmeans_init: bool = True
+    dead_code_threshold: float = 0.5
+
+
+def build_quantizer(cfg: QuantizerConfig, dim: int) -> Quantizer:
+    """The quantizer ``cfg`` describes, over latents with ``dim`` channels."""
+    if cfg.kind not in KINDS:
+        raise ValueError(f"quantizer kind must be one of {KINDS}, got {cfg.kind!r}")
+    if cfg.num_quantizers < 1:
+        raise ValueError(f"num_quantizers must be >= 1, got {cfg.num_quantizers}")
+
+    def make() -> Quantizer:
+        if cfg.kind == "fsq":
+            return FSQ(cfg.levels, dim=dim)
+        if cfg.kind == "ema":
+            return EMAVectorQuantizer(
+                dim,
+                cfg.codebook_size,
+                beta=cfg.beta,
+                decay=cfg.decay,
+                kmeans_init=cfg.kmeans_init,
+                dead_code_threshold=cfg.dead_code_threshold,
+            )
+        return VectorQuantizer(
+            dim,
+            cfg.codebook_size,
+            beta=cfg.beta,
+            distance=cfg.distance,
+            codebook_dim=cfg.codebook_dim,
+            kmeans_init=cfg.kmeans_init,
+            dead_code_threshold=cfg.dead_code_threshold,
+        )
+
+    if cfg.num_quantizers == 1:
+        return make()
+    return ResidualQuantizer.alike(cfg.num_quantizers, make, dropout=cfg.dropout)

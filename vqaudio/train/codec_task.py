@@ -1,0 +1,134 @@
+"""Lightning glue for codec training: GAN training with manual optimisation, validation, logging.
+
+The models know nothing of this module; it only wires them to Lightning.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import from_dict, to_dict
+from ..models.codec import Codec
+from .config import TrainCodecConfig
+from .discriminators import Discriminators, discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from .losses import MelSpectrogram, MultiResolutionSTFTLoss, MultiScaleMelLoss
+
+log = logging.getLogger(__name__)
+
+
+class CodecTask(pl.LightningModule):
+    """Trains a :class:`Codec` with reconstruction, quantizer and (after ``adversarial_start``) GAN losses.
+
+    ``gen_steps`` (a buffer, so it is checkpointed) counts codec updates; training stops when it reaches
+    ``trainer.max_steps`` regardless of how many optimizer steps the discriminators add.
+    """
+
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        self.cfg = from_dict(TrainCodecConfig, config, where="train config")
+        self.save_hyperparameters({"config": to_dict(self.cfg)})  # plain dict: loads with weights_only=True
+        self.automatic_optimization = False
+        self.codec = Codec(self.cfg.model)
+        d = self.cfg.discriminator
+        self.disc = Discriminators(d.periods, d.period_channels, d.n_ffts, d.stft_channels)
+        lc = self.cfg.loss
+        sr = self.cfg.model.sample_rate
+        self.mel_loss = MultiScaleMelLoss(sr, lc.mel_windows, lc.mel_bands)
+        self.stft_loss = MultiResolutionSTFTLoss(lc.stft_fft_sizes)
+        self.val_mel = MelSpectrogram(sr, n_fft=1024, hop=256, n_mels=80)
+        self.register_buffer("gen_steps", torch.zeros((), dtype=torch.long))
+        self._logged_references: set[int] = set()
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        opt_g = torch.optim.AdamW(self.codec.parameters(), o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        opt_d = torch.optim.AdamW(self.disc.parameters(), o.disc_lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+        def schedule(step: int) -> float:
+            warm = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else 1.0
+            return warm * o.lr_decay**step
+
+        return [opt_g, opt_d], [
+            torch.optim.lr_scheduler.LambdaLR(opt_g, schedule),
+            torch.optim.lr_scheduler.LambdaLR(opt_d, schedule),
+        ]
+
+    @property
+    def adversarial(self) -> bool:
+        return int(self.gen_steps) >= self.cfg.loss.adversarial_start
+
+    def training_step(self, wav: Tensor, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers()
+        lc, clip = self.cfg.loss, self.cfg.optim.grad_clip
+        out = self.codec(wav)
+        logs: dict[str, Tensor] = {}
+        if self.adversarial:
+            d_loss = discriminator_loss(self.disc(wav), self.disc(out.wav.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            self.clip_gradients(opt_d, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            opt_d.step()
+            sched_d.step()
+            logs["train/disc"] = d_loss.detach()
+        l1 = F.l1_loss(out.wav, wav)
+        stft = self.stft_loss(out.wav, wav)
+        mel = self.mel_loss(out.wav, wav)
+        g_loss = lc.waveform_l1 * l1 + lc.stft * stft + lc.mel * mel + lc.quantizer * out.quantizer_loss
+        if self.adversarial:
+            fake, real = self.disc(out.wav), self.disc(wav)
+            adv, fm = generator_adversarial_loss(fake), feature_matching_loss(real, fake)
+            g_loss = g_loss + lc.adversarial * adv + lc.feature_matching * fm
+            logs.update({"train/adversarial": adv.detach(), "train/feature_matching": fm.detach()})
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        self.clip_gradients(opt_g, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        opt_g.step()
+        sched_g.step()
+        self.gen_steps += 1
+        logs.update(
+            {
+                "train/loss": g_loss.detach(),
+                "train/l1": l1.detach(),
+                "train/stft": stft.detach(),
+                "train/mel": mel.detach(),
+                "train/quantizer": out.quantizer_loss.detach(),
+                "train/commitment": out.commitment.detach(),
+                "train/codebook": out.codebook.detach(),
+                "train/lr": torch.tensor(sched_g.get_last_lr()[0]),
+            }
+        )
+        logs.update({f"codebook/{k}": v.detach() for k, v in out.metrics.items()})
+        self.log_dict(logs, on_step=True, prog_bar=False)
+        self.log("mel", mel.detach(), prog_bar=True, logger=False)
+        if int(self.gen_steps) >= self.cfg.trainer.max_steps:
+            self.trainer.should_stop = True
+
+    def validation_step(self, wav: Tensor, batch_idx: int) -> None:
+        out = self.codec(wav)
+        mel_distance = F.l1_loss(self.val_mel(out.wav), self.val_mel(wav))
+        self.log("val/mel_distance", mel_distance, prog_bar=True, sync_dist=True, batch_size=wav.shape[0])
+        self.log("val/stft_distance", self.stft_loss(out.wav, wav), sync_dist=True, batch_size=wav.shape[0])
+        self.log("val/perplexity", out.metrics["perplexity"], sync_dist=True, batch_size=wav.shape[0])
+        self.log("val/usage", out.metrics["usage"], sync_dist=True, batch_size=wav.shape[0])
+        if batch_idx < self.cfg.trainer.num_audio_examples and self.global_rank == 0:
+            self._log_example(batch_idx, wav[0], out.wav[0])
+
+    def _log_example(self, index: int, ref: Tensor, hyp: Tensor) -> None:
+        writer = getattr(self.logger, "experiment", None)
+        if writer is None or not hasattr(writer, "add_audio"):
+            return
+        from ..plots import spectrogram_figure
+
+        step, sr = int(self.gen_steps), self.cfg.model.sample_rate
+        writer.add_audio(f"audio/{index}/resynthesis", hyp.float().clamp(-1, 1).cpu(), step, sr)
+        if index not in self._logged_references:
+            writer.add_audio(f"audio/{index}/reference", ref.float().cpu(), step, sr)
+            self._logged_references.add(index)
+        mels = [self.val_mel(x[None]).squeeze(0).float().cpu().numpy() for x in (ref, hyp)]
+        writer.add_figure(f"spectrogram/{index}", spectrogram_figure(mels, ["reference", "resynthesis"]), step)

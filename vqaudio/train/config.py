@@ -1,0 +1,88 @@
+"""Typed training configs for ``vqaudio train-codec`` (YAML <-> dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..models.codec import CodecConfig
+
+
+@dataclass
+class DataConfig:
+    """Attributes:
+    segment_seconds: random crop length for training.
+    batch_size: crops per batch (per device).
+    num_workers: DataLoader worker processes.
+    valid_max_utts: validation utterances used (the first ones in sorted order).
+    valid_max_seconds: validation utterances are cut to this length.
+    """
+
+    segment_seconds: float = 1.0
+    batch_size: int = 16
+    num_workers: int = 4
+    valid_max_utts: int = 16
+    valid_max_seconds: float = 10.0
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (EnCodec/DAC-style) and when the adversarial terms switch on."""
+
+    waveform_l1: float = 0.1
+    stft: float = 1.0
+    mel: float = 15.0
+    quantizer: float = 1.0
+    adversarial: float = 1.0
+    feature_matching: float = 2.0
+    adversarial_start: int = 5000
+    stft_fft_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    mel_windows: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
+    mel_bands: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 128])
+
+
+@dataclass
+class DiscriminatorConfig:
+    periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
+    period_channels: list[int] = field(default_factory=lambda: [32, 128, 512, 1024])
+    n_ffts: list[int] = field(default_factory=lambda: [1024, 512, 256, 128])
+    stft_channels: int = 32
+
+
+@dataclass
+class OptimConfig:
+    """AdamW for codec and discriminators (HiFi-GAN's betas); exponential LR decay per step (DAC)."""
+
+    lr: float = 3e-4
+    disc_lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    weight_decay: float = 0.0
+    lr_decay: float = 0.999996
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning flags and cadence. ``max_steps`` counts codec (generator) updates."""
+
+    max_steps: int = 200000
+    val_every: int = 2000
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    seed: int = 0
+    num_audio_examples: int = 2
+
+
+@dataclass
+class TrainCodecConfig:
+    model: CodecConfig = field(default_factory=CodecConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
