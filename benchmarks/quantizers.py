@@ -1,7 +1,9 @@
 """Quantizer throughput and peak memory: vqaudio against vector-quantize-pytorch, in one run.
 
-Each (implementation, quantizer, shape, mode) case runs in a fresh subprocess so its peak resident
-memory (high-water RSS minus RSS after building the model and inputs) is its own.
+Each (implementation, quantizer, shape, mode) case runs in fresh subprocesses: one for speed (default
+allocator), one for peak memory (high-water RSS minus RSS after building the model and inputs, with
+glibc's mmap threshold pinned at 64 KiB so freed tensors leave RSS at once and the peak follows live
+tensors, not allocator caching; identical settings for both implementations).
 
     python benchmarks/quantizers.py                 # both shapes, every quantizer, 2 threads
     python benchmarks/quantizers.py --shapes small --quantizers vq fsq
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -90,6 +93,19 @@ def run_case(impl: str, kind: str, shape: str, mode: str, threads: int, seconds:
     return {"vectors_per_s": b * t / best, "peak_mib": max(peak - base, 0) / 2**20, "steps": len(times)}
 
 
+def _subprocess_case(case: list, env: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--case", json.dumps(case)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **env},
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"case {case} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -110,13 +126,11 @@ def main() -> None:
             for mode in args.modes:
                 res = {}
                 for impl in ("vqaudio", "vqp"):
-                    case = json.dumps([impl, kind, shape, mode, args.threads, args.seconds])
-                    proc = subprocess.run(
-                        [sys.executable, __file__, "--case", case], capture_output=True, text=True, check=False
+                    speed = _subprocess_case([impl, kind, shape, mode, args.threads, args.seconds], {})
+                    memory = _subprocess_case(
+                        [impl, kind, shape, mode, args.threads, 0.0], {"MALLOC_MMAP_THRESHOLD_": "65536"}
                     )
-                    if proc.returncode != 0:
-                        raise SystemExit(f"case {case} failed:\n{proc.stderr[-2000:]}")
-                    res[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+                    res[impl] = {"vectors_per_s": speed["vectors_per_s"], "peak_mib": memory["peak_mib"]}
                 ours, theirs = res["vqaudio"], res["vqp"]
                 print(
                     f"{shape:6} {kind:9} {mode:5} | {ours['vectors_per_s']:12,.0f} {ours['peak_mib']:6.0f} | "

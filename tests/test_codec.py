@@ -217,3 +217,35 @@ def test_tiny_codec_overfits_one_real_utterance(tmp_path):
     codec.eval()
     after = _log_mel_distance(codec.decode(codec.encode(wav), length=wav.shape[-1]), wav)
     assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 5, 8])
+def test_fast_transposed_conv_equals_torch(stride):
+    from vqaudio.models.seanet import conv_transpose_2s
+
+    x = torch.randn(3, 6, 17, requires_grad=True)
+    ref = torch.nn.ConvTranspose1d(6, 4, 2 * stride, stride=stride)
+    ours = conv_transpose_2s(x, ref.weight, ref.bias, stride)
+    expected = ref(x)
+    assert ours.shape == expected.shape
+    assert torch.allclose(ours, expected, atol=1e-5)
+    g = torch.randn_like(expected)
+    grads = torch.autograd.grad((ours * g).sum(), (x, ref.weight, ref.bias))
+    grads_ref = torch.autograd.grad((expected * g).sum(), (x, ref.weight, ref.bias))
+    for a, b in zip(grads, grads_ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, dilation", [(7, 1, 1), (3, 1, 9), (4, 2, 1), (10, 5, 1), (16, 8, 1), (1, 1, 1)]
+)
+@pytest.mark.parametrize("causal", [False, True])
+def test_padded_conv_equals_explicit_padding(kernel, stride, dilation, causal):
+    from vqaudio.models.seanet import PaddedConv1d
+
+    conv = PaddedConv1d(5, 3, kernel, stride=stride, dilation=dilation, causal=causal, weight_norm=False)
+    x = torch.randn(2, 5, 40 * stride)
+    total = (kernel - 1) * dilation + 1 - stride
+    pad = (total, 0) if causal else (total - total // 2, total // 2)
+    expected = conv.conv(torch.nn.functional.pad(x, pad))
+    assert torch.allclose(conv(x), expected, atol=1e-5)

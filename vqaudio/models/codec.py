@@ -26,7 +26,10 @@ class CodecConfig:
 
     Attributes:
         sample_rate: waveform sample rate in Hz.
-        channels: width of the first conv; doubled at each stride, capped at ``max_channels``.
+        channels: decoder width at the waveform end; doubled at each stride, capped at ``max_channels``.
+        encoder_channels: encoder width at the waveform end; ``None`` means ``channels``. The default
+            encoder is half as wide as the decoder: encoding is the hot path (unit extraction over
+            thousands of hours) while resynthesis quality rests mostly on the decoder.
         strides: encoder downsampling factors; hop = prod(strides) = 320 samples by default.
         latent_dim: latent channels D.
         kernel: kernel of the first/last convs; residual_kernel: of the dilated convs.
@@ -39,6 +42,7 @@ class CodecConfig:
 
     sample_rate: int = 16000
     channels: int = 32
+    encoder_channels: int | None = 16
     strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])
     latent_dim: int = 128
     kernel: int = 7
@@ -82,7 +86,6 @@ class Codec(nn.Module):
         super().__init__()
         self.config = config = config or CodecConfig()
         arch = dict(
-            channels=config.channels,
             strides=config.strides,
             latent_dim=config.latent_dim,
             kernel=config.kernel,
@@ -93,9 +96,10 @@ class Codec(nn.Module):
             weight_norm=config.weight_norm,
             max_channels=config.max_channels,
         )
-        self.encoder = Encoder(**arch)
+        enc_channels = config.channels if config.encoder_channels is None else config.encoder_channels
+        self.encoder = Encoder(channels=enc_channels, **arch)
         self.quantizer = build_quantizer(config.quantizer, config.latent_dim)
-        self.decoder = Decoder(**arch)
+        self.decoder = Decoder(channels=config.channels, **arch)
 
     @classmethod
     def from_config(cls, config: CodecConfig | dict) -> Codec:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
@@ -29,9 +30,10 @@ class Snake(nn.Module):
         return x + (self.alpha * x).sin().pow(2) / (self.alpha + 1e-9)
 
 
-def make_activation(kind: str, channels: int) -> nn.Module:
+def make_activation(kind: str, channels: int, inplace: bool = False) -> nn.Module:
+    """``inplace`` only where the input is used by nothing else (ELU's backward reads its output)."""
     if kind == "elu":
-        return nn.ELU()
+        return nn.ELU(inplace=inplace)
     if kind == "snake":
         return Snake(channels)
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
@@ -40,7 +42,10 @@ def make_activation(kind: str, channels: int) -> nn.Module:
 class PaddedConv1d(nn.Module):
     """Conv1d with the padding that keeps ``out_len = in_len / stride`` (for lengths divisible by stride).
 
-    Total padding ``(k - 1) * d + 1 - s``: all on the left when causal, split as in EnCodec otherwise.
+    Total padding ``(k - 1) * d + 1 - s``: all on the left when causal, split as in EnCodec otherwise
+    (left gets the odd sample). No input copy: the conv pads both sides by the left amount itself and
+    the outputs past ``in_len / stride`` (which only the extra right padding produces) are dropped.
+    Kernel 1 runs as one batched GEMM (PyTorch's CPU conv takes a slow im2col path for it).
     """
 
     def __init__(
@@ -57,10 +62,42 @@ class PaddedConv1d(nn.Module):
         conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation)
         self.conv = _weight_norm(conv) if weight_norm else conv
         total = (kernel - 1) * dilation + 1 - stride
-        self.pad = (total, 0) if causal else (total - total // 2, total // 2)
+        self.left = total if causal else total - total // 2
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(nn.functional.pad(x, self.pad))
+        conv = self.conv
+        stride = conv.stride[0]
+        if conv.kernel_size[0] == 1 and stride == 1:
+            return torch.baddbmm(conv.bias[None, :, None], conv.weight[:, :, 0].expand(x.shape[0], -1, -1), x)
+        y = F.conv1d(x, conv.weight, conv.bias, stride=stride, padding=self.left, dilation=conv.dilation)
+        frames = x.shape[-1] // stride
+        return y if y.shape[-1] == frames else y[..., :frames]
+
+
+def conv_transpose_2s(x: Tensor, weight: Tensor, bias: Tensor, stride: int) -> Tensor:
+    """``conv_transpose1d(x, weight, bias, stride)`` for kernel ``2 * stride``, as one GEMM and an overlap-add.
+
+    Each input frame j emits ``2s`` samples per output channel; the first ``s`` land at ``j * s``, the
+    second ``s`` overlap the next frame's first half. PyTorch's CPU transposed conv takes a col2im path
+    several times slower than this.
+
+    Args:
+        x: ``(B, C_in, L)``.
+        weight: ``(C_in, C_out, 2s)`` as in ``nn.ConvTranspose1d``.
+
+    Returns:
+        ``(B, C_out, (L + 1) * s)``.
+    """
+    b, cin, frames = x.shape
+    cout = weight.shape[1]
+    cols = torch.matmul(weight.reshape(cin, cout * 2 * stride).t(), x)  # (B, C_out * 2s, L)
+    cols = cols.view(b, cout, 2, stride, frames).transpose(-1, -2)  # (B, C_out, 2, L, s)
+    out = cols.new_empty(b, cout, frames + 1, stride)
+    out[:, :, :frames] = cols[:, :, 0]
+    out[:, :, frames] = 0
+    out[:, :, 1:] += cols[:, :, 1]
+    out += bias[None, :, None, None]
+    return out.view(b, cout, (frames + 1) * stride)
 
 
 class PaddedConvTranspose1d(nn.Module):
@@ -73,7 +110,7 @@ class PaddedConvTranspose1d(nn.Module):
         self.trim = (0, stride) if causal else (stride - stride // 2, stride // 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
+        y = conv_transpose_2s(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
         left, right = self.trim
         return y[..., left : y.shape[-1] - right]
 
@@ -87,12 +124,12 @@ class ResidualUnit(nn.Module):
         self.block = nn.Sequential(
             make_activation(act, channels),
             PaddedConv1d(channels, hidden, kernel, dilation=dilation, causal=causal, weight_norm=weight_norm),
-            make_activation(act, hidden),
+            make_activation(act, hidden, inplace=True),
             PaddedConv1d(hidden, channels, 1, causal=causal, weight_norm=weight_norm),
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x)
+        return self.block(x).add_(x)  # the 1x1 conv's output is not needed by its backward
 
 
 def _check_strides(strides: Sequence[int]) -> list[int]:
@@ -139,9 +176,9 @@ class Encoder(nn.Module):
         for s in strides:
             layers += [ResidualUnit(ch, d, residual_kernel, activation, **kw) for d in dilations]
             out = min(2 * ch, max_channels)
-            layers += [make_activation(activation, ch), PaddedConv1d(ch, out, 2 * s, stride=s, **kw)]
+            layers += [make_activation(activation, ch, inplace=True), PaddedConv1d(ch, out, 2 * s, stride=s, **kw)]
             ch = out
-        layers += [make_activation(activation, ch), PaddedConv1d(ch, latent_dim, 3, **kw)]
+        layers += [make_activation(activation, ch, inplace=True), PaddedConv1d(ch, latent_dim, 3, **kw)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, wav: Tensor) -> Tensor:
@@ -177,9 +214,9 @@ class Decoder(nn.Module):
         layers: list[nn.Module] = [PaddedConv1d(latent_dim, widths[-1], kernel, **kw)]
         for i, s in enumerate(reversed(strides)):
             cin, cout = widths[-1 - i], widths[-2 - i]
-            layers += [make_activation(activation, cin), PaddedConvTranspose1d(cin, cout, s, **kw)]
+            layers += [make_activation(activation, cin, inplace=True), PaddedConvTranspose1d(cin, cout, s, **kw)]
             layers += [ResidualUnit(cout, d, residual_kernel, activation, **kw) for d in dilations]
-        layers += [make_activation(activation, channels), PaddedConv1d(channels, 1, kernel, **kw)]
+        layers += [make_activation(activation, channels, inplace=True), PaddedConv1d(channels, 1, kernel, **kw)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, latents: Tensor) -> Tensor:

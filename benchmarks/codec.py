@@ -1,0 +1,146 @@
+"""CPU real-time factor of encode and decode: vqaudio's default codec against EnCodec 24 kHz and DAC 16 kHz.
+
+All models randomly initialised (speed does not depend on weights), 10 s of audio, batch 1, inference
+mode, 1 and 2 threads; real-time factor = audio seconds per wall-clock second (higher is faster).
+
+    pip install --no-deps encodec einops descript-audio-codec
+    python benchmarks/codec.py [--seconds 10] [--threads 1 2] [--repeats 3]
+
+EnCodec and DAC import torchaudio / audiotools only for file helpers: empty modules stand in for them
+here (see ../shared/environment.md), the models themselves are the published architectures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import types
+
+import torch
+from torch import nn
+
+
+def _stub_imports() -> None:
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
+    audiotools = types.ModuleType("audiotools")
+    audiotools.AudioSignal = object
+    ml = types.ModuleType("audiotools.ml")
+    ml.BaseModel = type("BaseModel", (nn.Module,), {"INTERN": [], "EXTERN": []})
+    audiotools.ml = ml
+    sys.modules.setdefault("audiotools", audiotools)
+    sys.modules.setdefault("audiotools.ml", ml)
+    sys.modules.setdefault("argbind", types.ModuleType("argbind"))
+
+
+def vqaudio_model():
+    from vqaudio import Codec
+
+    codec = Codec().eval()
+    return {
+        "name": "vqaudio default (16 kHz, 8x1024 RVQ)",
+        "sr": codec.sample_rate,
+        "params": sum(p.numel() for p in codec.parameters()),
+        "tokens_per_s": codec.frame_rate * codec.num_levels,
+        "kbps": codec.bitrate / 1000,
+        "encode": lambda wav: codec.encode(wav),
+        "decode": lambda idx: codec.decode(idx),
+    }
+
+
+def encodec_model():
+    _stub_imports()
+    import encodec
+
+    model = encodec.EncodecModel.encodec_model_24khz(pretrained=False).eval()
+    model.set_target_bandwidth(6.0)
+    return {
+        "name": "EnCodec 24 kHz (6 kbps, 8 codebooks)",
+        "sr": model.sample_rate,
+        "params": sum(p.numel() for p in model.parameters()),
+        "tokens_per_s": 75 * 8,
+        "kbps": 6.0,
+        "encode": lambda wav: model.encode(wav),
+        "decode": lambda frames: model.decode(frames),
+    }
+
+
+def dac_model():
+    _stub_imports()
+    import importlib
+    import importlib.util
+
+    # Import the model modules only: the package __init__ files pull in training and file utilities.
+    root = importlib.util.find_spec("dac").submodule_search_locations[0]
+    for name, sub in (("dac", ""), ("dac.nn", "/nn"), ("dac.model", "/model")):
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [root + sub]
+        sys.modules.setdefault(name, pkg)
+    DAC = importlib.import_module("dac.model.dac").DAC
+
+    model = DAC(
+        encoder_dim=64,
+        encoder_rates=[2, 4, 5, 8],
+        decoder_dim=1536,
+        decoder_rates=[8, 5, 4, 2],
+        n_codebooks=12,
+        codebook_size=1024,
+        codebook_dim=8,
+        sample_rate=16000,
+    ).eval()
+
+    def encode(wav):
+        z = model.encoder(wav)
+        return model.quantizer(z)[1]
+
+    return {
+        "name": "DAC 16 kHz (6 kbps, 12 codebooks)",
+        "sr": 16000,
+        "params": sum(p.numel() for p in model.parameters()),
+        "tokens_per_s": 50 * 12,
+        "kbps": 6.0,
+        "encode": encode,
+        "decode": lambda codes: model.decoder(model.quantizer.from_codes(codes)[0]),
+    }
+
+
+def time_it(fn, arg, repeats: int) -> float:
+    with torch.inference_mode():
+        fn(arg)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(arg)
+            times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["vqaudio", "encodec", "dac"])
+    args = parser.parse_args()
+    builders = {"vqaudio": vqaudio_model, "encodec": encodec_model, "dac": dac_model}
+    print(f"{args.seconds:g} s of audio, batch 1; RTF = audio seconds per wall second (min of {args.repeats})")
+    print(f"{'model':40} {'params':>8} {'kbps':>5} {'tok/s':>6} {'thr':>3} {'encode RTF':>10} {'decode RTF':>10}")
+    for key in args.models:
+        torch.manual_seed(0)
+        m = builders[key]()
+        wav = torch.randn(1, 1, int(args.seconds * m["sr"])) * 0.1
+        with torch.inference_mode():
+            codes = m["encode"](wav)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            enc = args.seconds / time_it(m["encode"], wav, args.repeats)
+            dec = args.seconds / time_it(m["decode"], codes, args.repeats)
+            print(
+                f"{m['name']:40} {m['params'] / 1e6:7.1f}M {m['kbps']:5.1f} {m['tokens_per_s']:6.0f} {threads:3d} "
+                f"{enc:10.1f} {dec:10.1f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
