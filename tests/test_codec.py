@@ -24,6 +24,7 @@ def tiny(strides=(2, 4, 5, 8), causal=False, kind="ema", nq=2, **kw) -> Codec:
     return Codec(
         CodecConfig(
             channels=4,
+            encoder_channels=4,
             strides=list(strides),
             latent_dim=8,
             causal=causal,
@@ -195,6 +196,7 @@ def test_tiny_codec_overfits_one_real_utterance(tmp_path):
     codec = Codec(
         CodecConfig(
             channels=8,
+            encoder_channels=8,
             strides=[2, 4, 5, 8],
             latent_dim=32,
             max_channels=64,
