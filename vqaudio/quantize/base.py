@@ -65,8 +65,12 @@ class Quantizer(nn.Module):
     def decode(self, indices: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def check_latents(self, z: Tensor) -> None:
-        """Raise ``ValueError`` unless ``z`` is a finite ``(B, dim, T)`` floating tensor."""
+    def check_latents(self, z: Tensor, finite: bool = True) -> None:
+        """Raise ``ValueError`` unless ``z`` is a finite ``(B, dim, T)`` floating tensor.
+
+        ``finite=False`` checks shape and dtype only, for callers that check a smaller tensor derived
+        from ``z`` through which any NaN/Inf propagates, and call :meth:`check_finite` on ``z`` if it is not.
+        """
         if not isinstance(z, Tensor):
             raise ValueError(f"expected a torch.Tensor of shape (B, {self.dim}, T), got {type(z).__name__}")
         if z.ndim != 3:
@@ -79,9 +83,18 @@ class Quantizer(nn.Module):
             )
         if not z.is_floating_point():
             raise ValueError(f"expected floating-point latents, got dtype {z.dtype}")
-        # One reduction instead of an elementwise mask: NaN/Inf propagate through the sum; only when the
-        # sum is not finite (a NaN/Inf, or finite values that overflow it) is the full mask computed.
-        if not bool(torch.isfinite(z.detach().sum(dtype=torch.float32))):
+        if finite:
+            self.check_finite(z, z)
+
+    @staticmethod
+    def check_finite(probe: Tensor, z: Tensor) -> None:
+        """Raise ``ValueError`` if ``z`` holds NaN/Inf, looking at ``probe`` first (``z`` itself, or a
+        tensor computed from it through which NaN/Inf propagate).
+
+        One reduction instead of an elementwise mask: NaN/Inf propagate through the sum; only when the sum
+        is not finite (a NaN/Inf, or finite values that overflow it) is ``z``'s full mask computed.
+        """
+        if not bool(torch.isfinite(probe.detach().sum(dtype=torch.float32))):
             bad = int((~torch.isfinite(z)).sum())
             if bad:
                 raise ValueError(f"latents contain {bad} NaN/Inf value(s) (shape {tuple(z.shape)})")

@@ -72,14 +72,18 @@ class FSQ(Quantizer):
         rounded = bounded.round()
         if bounded.requires_grad:
             rounded = straight_through(bounded, rounded)
-        digits = (rounded.detach() + self._half_width).long()
-        indices = (digits * self._basis).sum(1)
-        return rounded / self._half_width, indices
+        return rounded / self._half_width, self._indices(rounded.detach())
+
+    def _indices(self, rounded: Tensor) -> Tensor:
+        """(B, C, T) rounded integer-valued floats -> (B, T) int64, one channel at a time (no (B, C, T) int64)."""
+        indices = torch.zeros(rounded.shape[0], rounded.shape[2], dtype=torch.long, device=rounded.device)
+        for c, (hw, base) in enumerate(zip(self._half_width[:, 0].tolist(), self._basis[:, 0].tolist(), strict=True)):
+            indices += (rounded[:, c] + hw).long() * base
+        return indices
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """(B, C, T) normalised codes on the grid -> (B, T) int64 indices."""
-        digits = torch.round(codes.float() * self._half_width + self._half_width).long()
-        return (digits * self._basis).sum(1)
+        return self._indices(torch.round(codes.float() * self._half_width))
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         """(B, T) int64 indices -> (B, C, T) float32 normalised codes."""
@@ -88,11 +92,18 @@ class FSQ(Quantizer):
         )
         return (digits.float() - self._half_width) / self._half_width
 
+    def _project(self, z: Tensor) -> Tensor:
+        """Checked projection: NaN/Inf in ``z`` propagate to every projected channel of their frame
+        (IEEE NaN * 0 = NaN), so the small projected tensor is what is checked."""
+        self.check_latents(z, finite=False)
+        x = self.project_in(z.float())
+        self.check_finite(x, z)
+        return x
+
     def forward(self, z: Tensor) -> QuantizerOutput:
         """Quantize ``z`` of shape ``(B, D, T)``."""
-        self.check_latents(z)
         with torch.autocast(z.device.type, enabled=False):
-            codes, indices = self._quantize(self.project_in(z.float()))
+            codes, indices = self._quantize(self._project(z))
             out = self.project_out(codes)
             metrics = usage_metrics(code_counts(indices, self.codebook_size))
         zero = out.new_zeros(())
@@ -102,9 +113,8 @@ class FSQ(Quantizer):
 
     def encode(self, z: Tensor) -> Tensor:
         """(B, D, T) -> (B, T) int64 indices."""
-        self.check_latents(z)
         with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
-            return self._quantize(self.project_in(z.float()))[1]
+            return self._quantize(self._project(z))[1]
 
     def decode(self, indices: Tensor) -> Tensor:
         """(B, T) int64 -> (B, D, T)."""
