@@ -40,6 +40,21 @@ def data_dirs(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     return out[0], out[1]
 
 
+def train_args(conf, train, valid, exp) -> list[str]:
+    """The ``vqaudio train-codec`` arguments for a config, data dirs and an experiment dir."""
+    return [
+        "train-codec",
+        "--config",
+        str(conf),
+        "--train-data",
+        str(train),
+        "--valid-data",
+        str(valid),
+        "--exp-dir",
+        str(exp),
+    ]
+
+
 def tiny_config(tmp_path: pathlib.Path, **trainer) -> pathlib.Path:
     cfg = yaml.safe_load(TINY.read_text())
     cfg["trainer"].update(trainer)
@@ -56,19 +71,7 @@ def test_train_codec_cli_trains_checkpoints_and_exports(tmp_path):
     cfg = yaml.safe_load(conf.read_text())
     cfg["loss"]["adversarial_start"] = 6
     conf.write_text(yaml.safe_dump(cfg))
-    rc = main(
-        [
-            "train-codec",
-            "--config",
-            str(conf),
-            "--train-data",
-            str(train),
-            "--valid-data",
-            str(valid),
-            "--exp-dir",
-            str(exp),
-        ]
-    )
+    rc = main(train_args(conf, train, valid, exp))
     assert rc == 0
     for name in (
         "config.yaml",
@@ -88,19 +91,7 @@ def test_train_codec_cli_trains_checkpoints_and_exports(tmp_path):
     wav = torch.from_numpy(sf.read(_first_wav(valid), dtype="float32")[0])[None, None]
     assert codec.decode(codec.encode(wav), length=wav.shape[-1]).shape == wav.shape
     # a second run into the same dir without --resume refuses rather than clobbering
-    rc = main(
-        [
-            "train-codec",
-            "--config",
-            str(conf),
-            "--train-data",
-            str(train),
-            "--valid-data",
-            str(valid),
-            "--exp-dir",
-            str(exp),
-        ]
-    )
+    rc = main(train_args(conf, train, valid, exp))
     assert rc == 2
 
 
@@ -112,20 +103,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     train, valid = data_dirs(tmp_path)
     conf = tiny_config(tmp_path, max_steps=40, val_every=1000, checkpoint_every=2, log_every=5)
     exp = tmp_path / "exp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "vqaudio.cli.main",
-        "train-codec",
-        "--config",
-        str(conf),
-        "--train-data",
-        str(train),
-        "--valid-data",
-        str(valid),
-        "--exp-dir",
-        str(exp),
-    ]
+    cmd = [sys.executable, "-m", "vqaudio.cli.main", *train_args(conf, train, valid, exp)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = exp / "checkpoints" / "last.ckpt"
@@ -166,17 +144,5 @@ def test_training_survives_a_bad_file(tmp_path, bad):
         junk.write_bytes(b"\x00" * 1000)
         scp.write_text(scp.read_text() + f"zzz-bad {junk}\n")
     conf = tiny_config(tmp_path, max_steps=8, val_every=1000, checkpoint_every=100, log_every=2)
-    rc = main(
-        [
-            "train-codec",
-            "--config",
-            str(conf),
-            "--train-data",
-            str(train),
-            "--valid-data",
-            str(valid),
-            "--exp-dir",
-            str(tmp_path / "exp"),
-        ]
-    )
+    rc = main(train_args(conf, train, valid, tmp_path / "exp"))
     assert rc == 0
