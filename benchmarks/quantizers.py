@@ -1,8 +1,9 @@
 """Quantizer throughput and peak memory: vqaudio against vector-quantize-pytorch, in one run.
 
-Each (implementation, quantizer, shape, mode) case runs in fresh subprocesses: one for speed (default
-allocator), one for peak memory (high-water RSS minus RSS after building the model and inputs, with
-glibc's mmap threshold pinned at 64 KiB so freed tensors leave RSS at once and the peak follows live
+Speed: both implementations in one fresh process, steps alternating (A, B, A, B, ...), median step
+each, so drifts in machine speed hit both alike. Memory: each implementation in its own process, peak
+RSS growth over three steps after a warm-up (high-water RSS minus RSS after building the model and
+inputs), with glibc's mmap threshold pinned at 64 KiB so freed tensors leave RSS at once and the peak follows live
 tensors, not allocator caching; identical settings for both implementations).
 
     python benchmarks/quantizers.py                 # both shapes, every quantizer, 2 threads
@@ -53,11 +54,10 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def run_case(impl: str, kind: str, shape: str, mode: str, threads: int, seconds: float) -> dict:
+def _stepper(impl: str, kind: str, shape: str, mode: str):
+    """Build one implementation's model and input; return a function that runs one step."""
     import torch
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
     b, t, d, k = SHAPES[shape]
     model = build(impl, kind, d, k)
     model.train(mode == "train")
@@ -80,17 +80,42 @@ def run_case(impl: str, kind: str, shape: str, mode: str, threads: int, seconds:
             with torch.inference_mode():
                 model(x)
 
-    step()  # warm-up (and k-means/lazy init where there is one)
-    base = rss_bytes()
-    times = []
+    return step
+
+
+def run_speed(kind: str, shape: str, mode: str, threads: int, seconds: float) -> dict:
+    """Both implementations in one process, steps alternating, so both see the same machine state."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    steps = {impl: _stepper(impl, kind, shape, mode) for impl in ("vqaudio", "vqp")}
+    for step in steps.values():
+        step()  # warm-up (and k-means/lazy init where there is one)
+    times = {impl: [] for impl in steps}
     start = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < seconds and len(times) < 50):
-        t0 = time.perf_counter()
+    while len(times["vqp"]) < 3 or (time.perf_counter() - start < 2 * seconds and len(times["vqp"]) < 50):
+        for impl, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[impl].append(time.perf_counter() - t0)
+    b, t = SHAPES[shape][:2]
+    return {impl: b * t / sorted(ts)[len(ts) // 2] for impl, ts in times.items()}
+
+
+def run_memory(impl: str, kind: str, shape: str, mode: str, threads: int) -> dict:
+    """Peak RSS growth over 3 steps after a warm-up step, one implementation per process."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    step = _stepper(impl, kind, shape, mode)
+    step()
+    base = rss_bytes()
+    for _ in range(3):
         step()
-        times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    best = sorted(times)[len(times) // 2]
-    return {"vectors_per_s": b * t / best, "peak_mib": max(peak - base, 0) / 2**20, "steps": len(times)}
+    return {"peak_mib": max(peak - base, 0) / 2**20}
 
 
 def _subprocess_case(case: list, env: dict) -> dict:
@@ -116,7 +141,8 @@ def main() -> None:
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(*json.loads(args.case))))
+        case = json.loads(args.case)
+        print(json.dumps(run_speed(*case[1:]) if case[0] == "speed" else run_memory(*case[1:])))
         return
     print(f"threads={args.threads}; vectors/s is B*T over the median step; memory is peak RSS growth in MiB")
     header = f"{'shape':6} {'quantizer':9} {'mode':5} | {'vqaudio v/s':>12} {'MiB':>6} | {'vqp v/s':>12} {'MiB':>6}"
@@ -124,13 +150,13 @@ def main() -> None:
     for shape in args.shapes:
         for kind in args.quantizers:
             for mode in args.modes:
+                speed = _subprocess_case(["speed", kind, shape, mode, args.threads, args.seconds], {})
                 res = {}
                 for impl in ("vqaudio", "vqp"):
-                    speed = _subprocess_case([impl, kind, shape, mode, args.threads, args.seconds], {})
                     memory = _subprocess_case(
-                        [impl, kind, shape, mode, args.threads, 0.0], {"MALLOC_MMAP_THRESHOLD_": "65536"}
+                        ["memory", impl, kind, shape, mode, args.threads], {"MALLOC_MMAP_THRESHOLD_": "65536"}
                     )
-                    res[impl] = {"vectors_per_s": speed["vectors_per_s"], "peak_mib": memory["peak_mib"]}
+                    res[impl] = {"vectors_per_s": speed[impl], "peak_mib": memory["peak_mib"]}
                 ours, theirs = res["vqaudio"], res["vqp"]
                 print(
                     f"{shape:6} {kind:9} {mode:5} | {ours['vectors_per_s']:12,.0f} {ours['peak_mib']:6.0f} | "
