@@ -1,7 +1,8 @@
 """CPU real-time factor of encode and decode: vqaudio's default codec against EnCodec 24 kHz and DAC 16 kHz.
 
 All models randomly initialised (speed does not depend on weights), 10 s of audio, batch 1, inference
-mode, 1 and 2 threads; real-time factor = audio seconds per wall-clock second (higher is faster).
+mode, 1 and 2 threads; real-time factor = audio seconds per wall-clock second (higher is faster). The
+models alternate within each repeat, so drifts in machine speed affect all of them alike.
 
     pip install --no-deps encodec einops descript-audio-codec
     python benchmarks/codec.py [--seconds 10] [--threads 1 2] [--repeats 3]
@@ -104,37 +105,39 @@ def dac_model():
     }
 
 
-def time_it(fn, arg, repeats: int) -> float:
-    with torch.inference_mode():
-        fn(arg)  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(arg)
-            times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["vqaudio", "encodec", "dac"])
     args = parser.parse_args()
     builders = {"vqaudio": vqaudio_model, "encodec": encodec_model, "dac": dac_model}
-    print(f"{args.seconds:g} s of audio, batch 1; RTF = audio seconds per wall second (min of {args.repeats})")
-    print(f"{'model':40} {'params':>8} {'kbps':>5} {'tok/s':>6} {'thr':>3} {'encode RTF':>10} {'decode RTF':>10}")
+    models = []
     for key in args.models:
         torch.manual_seed(0)
         m = builders[key]()
-        wav = torch.randn(1, 1, int(args.seconds * m["sr"])) * 0.1
+        m["wav"] = torch.randn(1, 1, int(args.seconds * m["sr"])) * 0.1
         with torch.inference_mode():
-            codes = m["encode"](wav)
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            enc = args.seconds / time_it(m["encode"], wav, args.repeats)
-            dec = args.seconds / time_it(m["decode"], codes, args.repeats)
+            m["codes"] = m["encode"](m["wav"])
+        models.append(m)
+    print(f"{args.seconds:g} s of audio, batch 1; RTF = audio seconds per wall second (best of {args.repeats});")
+    print("models alternate within each repeat, so drifts in machine speed hit all of them alike")
+    print(f"{'model':40} {'params':>8} {'kbps':>5} {'tok/s':>6} {'thr':>3} {'encode RTF':>10} {'decode RTF':>10}")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        best = {id(m): [float("inf"), float("inf")] for m in models}
+        with torch.inference_mode():
+            for m in models:  # warm-up
+                m["decode"](m["encode"](m["wav"]))
+            for _ in range(args.repeats):
+                for m in models:
+                    for j, (fn, arg) in enumerate(((m["encode"], m["wav"]), (m["decode"], m["codes"]))):
+                        t0 = time.perf_counter()
+                        fn(arg)
+                        best[id(m)][j] = min(best[id(m)][j], time.perf_counter() - t0)
+        for m in models:
+            enc, dec = (args.seconds / t for t in best[id(m)])
             print(
                 f"{m['name']:40} {m['params'] / 1e6:7.1f}M {m['kbps']:5.1f} {m['tokens_per_s']:6.0f} {threads:3d} "
                 f"{enc:10.1f} {dec:10.1f}",

@@ -23,3 +23,16 @@ def spectrogram_figure(mels: Sequence[np.ndarray], titles: Sequence[str]):
     axes[-1, 0].set_xlabel("frame")
     fig.tight_layout()
     return fig
+
+
+def usage_histogram_figure(counts: np.ndarray, title: str):
+    """Bar chart of code counts sorted by frequency, log scale: how evenly a codebook is used."""
+    order = np.sort(np.asarray(counts))[::-1]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(np.arange(order.size), np.maximum(order, 0.5), width=1.0, color="tab:blue")
+    ax.set_yscale("log")
+    ax.set_xlabel("code rank")
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

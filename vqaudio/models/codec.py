@@ -183,6 +183,46 @@ class Codec(nn.Module):
         return self.quantizer.encode(latents)
 
     @torch.no_grad()
+    def encode_chunked(self, wav: Tensor, chunk_seconds: float = 30.0, n_q: int | None = None) -> Tensor:
+        """:meth:`encode` of a long ``(1, 1, T)`` waveform in chunks, with flat memory and the same result.
+
+        Each chunk of frames is encoded with ``receptive_field`` samples of real audio on both sides (fewer
+        at the file's edges, exactly as the whole-file encode sees them), and only its own frames are kept,
+        so every frame sees the same input as in one pass; results agree with :meth:`encode` to float
+        rounding (tested).
+        """
+        wav = self._check_wav(wav)
+        if wav.shape[0] != 1:
+            raise ValueError(f"encode_chunked takes one waveform (1, 1, T), got batch {wav.shape[0]}")
+        hop = self.hop_length
+        frames = self.num_frames(wav.shape[-1])
+        step = max(1, int(chunk_seconds * self.sample_rate) // hop)
+        if frames <= step:
+            return self.encode(wav, n_q=n_q)
+        ctx = -(-self.encoder.receptive_field // hop)  # context in whole frames, rounded up
+        padded = self._pad(wav)
+        pieces = []
+        for first in range(0, frames, step):
+            last = min(first + step, frames)
+            lo, hi = max(0, first - ctx), min(frames, last + ctx)
+            codes = self.encode(padded[..., lo * hop : hi * hop], n_q=n_q)
+            pieces.append(codes[..., first - lo : last - lo])
+        return torch.cat(pieces, dim=-1)
+
+    @torch.no_grad()
+    def encode_file(self, path: str, n_q: int | None = None, chunk_seconds: float = 30.0) -> Tensor:
+        """Units of an audio file: ``(T',)`` for a single quantizer, ``(Q, T')`` for a residual one.
+
+        The file is read as mono at ``sample_rate`` (resampled / downmixed, logged) and encoded in
+        chunks (:meth:`encode_chunked`); unreadable or empty audio raises ``ValueError`` naming the file.
+        """
+        from ..data.audio import load_audio
+
+        wav = torch.from_numpy(load_audio(str(path), self.sample_rate))[None, None]
+        param = next(self.parameters())
+        return self.encode_chunked(wav.to(param.device), chunk_seconds, n_q=n_q)[0].cpu()
+
+    @torch.no_grad()
     def decode(self, indices: Tensor, length: int | None = None) -> Tensor:
         """Indices ``(B, T')`` or ``(B, q, T')`` -> waveform ``(B, 1, T' * hop)``, or exactly ``length`` samples.
 

@@ -184,6 +184,16 @@ class Encoder(nn.Module):
     def forward(self, wav: Tensor) -> Tensor:
         return self.net(wav)
 
+    @property
+    def receptive_field(self) -> int:
+        """Input samples that can influence one output frame (sum over convs of (k - 1) * d * input hop)."""
+        rf, jump = 1, 1
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                rf += (m.kernel_size[0] - 1) * m.dilation[0] * jump
+                jump *= m.stride[0]
+        return rf
+
 
 class Decoder(nn.Module):
     """Latents ``(B, latent_dim, T')`` -> waveform ``(B, 1, T' * hop)``; the mirror of :class:`Encoder`.

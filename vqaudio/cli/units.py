@@ -1,0 +1,163 @@
+"""``vqaudio extract-units``, ``resynth``, ``evaluate``, ``encode``, ``decode``."""
+
+from __future__ import annotations
+
+import argparse
+
+EXTRACT_HELP = """Extract units from a Kaldi data dir with a trained codec.
+
+Writes OUT_DIR/units (Kaldi/ESPnet text, level 0), units.level<q> for further residual levels,
+tokens.txt (ESPnet token list), units.json (model checksum, sample rate, frame rate, codebook size,
+levels, dedup), with --format fairseq also <set>.tsv + <set>.km; failed.txt lists unreadable files.
+
+Sharding: --nj N --job I handles block I of N (run the N jobs anywhere, e.g. one per SLURM task); the
+job that finishes last merges everything in sorted order. Resumable: run the same command again after
+a kill and it continues where it stopped (no duplicated or truncated lines).
+
+Exit status 0 only when every utterance was extracted; the last line says how many failed.
+
+example:
+  vqaudio extract-units --model exp/codec/model.pt --data data/dev_clean_2 --out exp/units/dev_clean_2
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract-units",
+        help="units for ASR / unit LMs (sharded, resumable)",
+        description=EXTRACT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="model.pt from train-codec or Codec.save_pretrained")
+    p.add_argument("--data", required=True, help="Kaldi data dir (wav.scp, optional segments)")
+    p.add_argument("--out", required=True, help="output dir")
+    p.add_argument("--format", default="kaldi", help="comma list of kaldi,fairseq (default kaldi)")
+    p.add_argument("--dedup", action="store_true", help="run-length dedup of frames (unit LMs / unit ASR)")
+    p.add_argument("--levels", type=int, help="residual levels to write (default all)")
+    p.add_argument("--nj", type=int, default=1, help="number of jobs the data is split into")
+    p.add_argument("--job", type=int, default=1, help="which job this is, 1..nj")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batch-seconds", type=float, default=60.0, help="audio per batch")
+    p.set_defaults(func=run_extract)
+
+    p = sub.add_parser(
+        "resynth",
+        help="units -> wav files + wav.scp",
+        description="Decode units (a units dir, its units file, or a fairseq .km) to wav files "
+        "and a wav.scp. Resumable: existing wavs are kept.",
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--units", required=True, help="OUT_DIR/units of extract-units, the dir, or a .km file")
+    p.add_argument("--levels", type=int, help="residual levels to use (default all written)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_resynth)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score resynthesis against references",
+        description="Per-utterance CSV, metrics.json and RESULTS.md (log-mel and MR-STFT distance, "
+        "SI-SDR, STOI, wide-band PESQ; with --units also bitrate, token rate, codebook "
+        "usage and unit entropy) and PNG plots.",
+    )
+    p.add_argument("--ref", required=True, help="Kaldi data dir of the references")
+    p.add_argument("--hyp", required=True, help="dir with the resynthesized wav.scp")
+    p.add_argument("--out", required=True)
+    p.add_argument("--units", help="units dir, for bitrate, token rate and code usage")
+    p.set_defaults(func=run_evaluate)
+
+    p = sub.add_parser("encode", help="one audio file -> units (text, one level per line)")
+    p.add_argument("--model", required=True)
+    p.add_argument("input")
+    p.add_argument("output", help="text file; '-' for stdout")
+    p.add_argument("--levels", type=int)
+    p.set_defaults(func=run_encode)
+
+    p = sub.add_parser("decode", help="units text (one level per line) -> wav file")
+    p.add_argument("--model", required=True)
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=run_decode)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from ..units.extract import extract_units
+
+    res = extract_units(
+        args.model,
+        args.data,
+        args.out,
+        formats=tuple(f for f in args.format.split(",") if f),
+        dedup=args.dedup,
+        levels=args.levels,
+        nj=args.nj,
+        job=args.job,
+        device=args.device,
+        batch_seconds=args.batch_seconds,
+    )
+    rate = res.audio_seconds / 3600 / (res.wall_seconds / 60) if res.wall_seconds > 0 else 0.0
+    print(
+        f"throughput: {res.audio_seconds / 3600:.3f} h of audio in {res.wall_seconds:.1f} s "
+        f"= {rate:.2f} h of audio per minute"
+    )
+    status = "merged into " + args.out if res.merged else "waiting for the other jobs to merge"
+    print(
+        f"job {args.job}/{args.nj}: {res.extracted + res.skipped} utterances extracted "
+        f"({res.skipped} from an earlier run), {res.failed} failed; {status}"
+    )
+    return 0 if res.failed == 0 else 1
+
+
+def run_resynth(args: argparse.Namespace) -> int:
+    from ..units.resynth import resynthesize
+
+    print(f"wrote {resynthesize(args.model, args.units, args.out, levels=args.levels, device=args.device)}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+
+    summary = evaluate(args.ref, args.hyp, args.out, units=args.units)
+    print(pathlib_read(args.out))
+    return 0 if summary["num_utterances"] else 1
+
+
+def pathlib_read(out: str) -> str:
+    import pathlib
+
+    return (pathlib.Path(out) / "RESULTS.md").read_text()
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..models.codec import Codec
+
+    codec = Codec.from_pretrained(args.model)
+    codes = codec.encode_file(args.input, n_q=args.levels)
+    codes = codes[None] if codes.ndim == 1 else codes
+    text = "".join(" ".join(map(str, level.tolist())) + "\n" for level in codes)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w") as f:
+            f.write(text)
+    return 0
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    import soundfile as sf
+    import torch
+
+    from ..models.codec import Codec
+
+    codec = Codec.from_pretrained(args.model)
+    with open(args.input) as f:
+        levels = [[int(u) for u in line.split()] for line in f if line.strip()]
+    if not levels or len({len(level) for level in levels}) != 1:
+        raise ValueError(f"{args.input}: expected one line of units per level, all of the same length")
+    idx = torch.tensor(levels, dtype=torch.long)
+    idx = idx[None] if codec.num_levels > 1 else idx[:1]
+    sf.write(args.output, codec.decode(idx)[0, 0].clamp(-1, 1).numpy(), codec.sample_rate)
+    return 0

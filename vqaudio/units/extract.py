@@ -1,0 +1,256 @@
+"""Unit extraction at scale: sharded, resumable, batched by length, bad files logged and skipped.
+
+Layout of a job's work in ``OUT_DIR/.work/``::
+
+    job<I>of<N>.jsonl      one JSON line per extracted utterance (utt, num_samples, codes per level)
+    job<I>of<N>.failed     one JSON line per failed utterance (utt, reason)
+    job<I>of<N>.done       written when job I has been through all of its utterances
+
+Lines are appended whole and fsync'ed per batch; a killed job truncates a partial last line on
+restart and skips what it has, so nothing is duplicated or lost. When every job of N is done, the
+outputs are merged in sorted order (each file written atomically): see :mod:`vqaudio.units.formats`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.audio import AudioError, load_audio
+from ..data.kaldi import Utterance, read_data_dir
+from ..models.codec import Codec, file_checksum
+from .formats import (
+    UnitsInfo,
+    atomic_write_text,
+    dedup_units,
+    level_path,
+    write_fairseq,
+    write_info,
+    write_token_list,
+    write_units,
+)
+
+log = logging.getLogger(__name__)
+FORMATS = ("kaldi", "fairseq")
+
+
+@dataclass
+class ExtractResult:
+    """Counts of one ``extract_units`` call (this job), and whether the merged outputs were written."""
+
+    extracted: int
+    failed: int
+    skipped: int
+    audio_seconds: float
+    wall_seconds: float
+    merged: bool
+
+
+def _read_jsonl(path: pathlib.Path) -> list[dict]:
+    """Complete JSON lines of ``path``; a partial last line (a killed write) is cut off the file."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+        log.info("%s: dropped a partial last line left by a killed run", path)
+    return [json.loads(line) for line in data[:end].decode().splitlines() if line.strip()]
+
+
+def _append_lines(path: pathlib.Path, records: list[dict]) -> None:
+    if not records:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def split_for_job(utts: list[Utterance], nj: int, job: int) -> list[Utterance]:
+    """Contiguous block ``job`` (1-based) of ``nj`` near-equal blocks of the sorted utterances."""
+    if nj < 1 or not 1 <= job <= nj:
+        raise ValueError(f"--job must lie in [1, --nj={nj}], got {job}")
+    bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
+    return utts[bounds[job - 1] : bounds[job]]
+
+
+def _batches(items: list[tuple[Utterance, np.ndarray]], hop: int, batch_samples: int):
+    """Group loaded utterances with the same frame count (so batching changes no unit) up to a budget."""
+    groups: dict[int, list] = {}
+    for utt, wav in items:
+        groups.setdefault(-(-wav.shape[0] // hop), []).append((utt, wav))
+    for frames, group in sorted(groups.items()):
+        per_batch = max(1, batch_samples // (frames * hop))
+        for i in range(0, len(group), per_batch):
+            yield group[i : i + per_batch]
+
+
+def extract_units(
+    model: str | pathlib.Path,
+    data_dir: str | pathlib.Path,
+    out_dir: str | pathlib.Path,
+    formats: tuple[str, ...] = ("kaldi",),
+    dedup: bool = False,
+    levels: int | None = None,
+    nj: int = 1,
+    job: int = 1,
+    device: str = "cpu",
+    batch_seconds: float = 60.0,
+    chunk_seconds: float = 30.0,
+    progress: bool = True,
+) -> ExtractResult:
+    """Extract units of one job's share of ``data_dir`` into ``out_dir``; merge when all jobs are done.
+
+    Args:
+        model: a ``model.pt`` written by ``Codec.save_pretrained`` / ``vqaudio train-codec``.
+        data_dir: Kaldi data dir (``wav.scp``, optional ``segments``).
+        out_dir: output dir (created).
+        formats: any of ``kaldi``, ``fairseq``.
+        dedup: run-length dedup of frames (over the tuple of written levels).
+        levels: residual levels to write (default all).
+        nj, job: this process handles block ``job`` (1-based) of ``nj``.
+        device: ``cpu`` or ``cuda``.
+        batch_seconds: audio per batch (utterances of equal frame count are batched).
+        chunk_seconds: longer utterances are encoded in chunks of this length (flat memory, same units).
+    """
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad or not formats:
+        raise ValueError(f"--format must be a comma list of {FORMATS}, got {list(formats)}")
+    model = pathlib.Path(model)
+    codec = Codec.from_pretrained(model, map_location=device).to(device)
+    if levels is not None and not 1 <= levels <= codec.num_levels:
+        raise ValueError(f"--levels must lie in [1, {codec.num_levels}] for {model}, got {levels}")
+    levels = levels or codec.num_levels
+    out = pathlib.Path(out_dir)
+    work = out / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    utts = read_data_dir(data_dir)
+    mine = split_for_job(utts, nj, job)
+    stem = work / f"job{job}of{nj}"
+    units_file, failed_file, done_file = (stem.with_suffix(s) for s in (".jsonl", ".failed", ".done"))
+    have = {r["utt"] for r in _read_jsonl(units_file)}
+    failed_file.unlink(missing_ok=True)  # earlier failures are retried
+    todo = [u for u in mine if u.utt_id not in have]
+    log.info("job %d/%d: %d utterances, %d already extracted, %d to do", job, nj, len(mine), len(have), len(todo))
+    t0, audio_seconds, n_ok, n_failed = time.time(), 0.0, 0, 0
+    sr, hop = codec.sample_rate, codec.hop_length
+    n_q = levels if codec.num_levels > 1 else None
+    batch_samples = int(batch_seconds * sr)
+    bar = tqdm(total=len(todo), desc=f"extract job {job}/{nj}", unit="utt", disable=not progress)
+    for start in range(0, len(todo), 64):  # load a window of files, batch those of equal length
+        loaded, failures = [], []
+        for u in todo[start : start + 64]:
+            try:
+                loaded.append((u, load_audio(u.source, sr, u.start, u.end, name=u.utt_id)))
+            except AudioError as err:
+                log.warning("%s failed: %s", u.utt_id, err)
+                failures.append({"utt": u.utt_id, "reason": str(err)})
+        records = []
+        for batch in _batches(loaded, hop, batch_samples):
+            lengths = [w.shape[0] for _, w in batch]
+            if len(batch) == 1 and lengths[0] > chunk_seconds * sr:
+                wav = torch.from_numpy(batch[0][1])[None, None].to(device)
+                codes = codec.encode_chunked(wav, chunk_seconds, n_q=n_q)
+            else:
+                wav = torch.from_numpy(np.stack([np.pad(w, (0, max(lengths) - w.shape[0])) for _, w in batch]))
+                codes = codec.encode(wav[:, None].to(device), n_q=n_q)
+            codes = codes.cpu()
+            if codes.ndim == 2:
+                codes = codes[:, None]
+            for (u, w), c in zip(batch, codes, strict=True):
+                records.append({"utt": u.utt_id, "num_samples": int(w.shape[0]), "codes": c.tolist()})
+                audio_seconds += w.shape[0] / sr
+        _append_lines(units_file, records)
+        _append_lines(failed_file, failures)
+        n_ok, n_failed = n_ok + len(records), n_failed + len(failures)
+        bar.update(len(records) + len(failures))
+    bar.close()
+    atomic_write_text(done_file, f"{len(mine)}\n")
+    wall = time.time() - t0
+    if audio_seconds:
+        log.info(
+            "job %d/%d: %.2f h of audio in %.1f s = %.1f h of audio per minute",
+            job,
+            nj,
+            audio_seconds / 3600,
+            wall,
+            audio_seconds / 3600 / (wall / 60),
+        )
+    merged = all((work / f"job{j}of{nj}.done").exists() for j in range(1, nj + 1))
+    if merged:
+        _merge(codec, model, utts, out, work, nj, formats, dedup, levels, pathlib.Path(data_dir).name)
+    return ExtractResult(n_ok, n_failed, len(have), audio_seconds, wall, merged)
+
+
+def _merge(
+    codec: Codec,
+    model: pathlib.Path,
+    utts: list[Utterance],
+    out: pathlib.Path,
+    work: pathlib.Path,
+    nj: int,
+    formats,
+    dedup: bool,
+    levels: int,
+    set_name: str,
+) -> None:
+    records: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    for j in range(1, nj + 1):
+        for r in _read_jsonl(work / f"job{j}of{nj}.jsonl"):
+            records[r["utt"]] = r
+        for r in _read_jsonl(work / f"job{j}of{nj}.failed"):
+            failed[r["utt"]] = r["reason"]
+    order = [u for u in utts if u.utt_id in records]  # sorted by utterance id (C locale)
+
+    def frames_of(utt: str) -> list[list[int]]:
+        codes = records[utt]["codes"][:levels]
+        if not dedup:
+            return codes
+        steps = list(zip(*codes, strict=True))
+        kept = dedup_units(steps)
+        return [list(level) for level in zip(*kept, strict=True)] if kept else [[] for _ in codes]
+
+    per_utt = {u.utt_id: frames_of(u.utt_id) for u in order}
+    if "kaldi" in formats:
+        for q in range(levels):
+            write_units(level_path(out, q), {utt: codes[q] for utt, codes in per_utt.items()})
+        write_token_list(out / "tokens.txt", codec.codebook_size)
+    if "fairseq" in formats:
+        sources = [u.source for u in order]
+        files = [s for s in sources if not s.rstrip().endswith("|")]
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(s)) for s in files]) if files else ""
+        rows = [
+            (
+                os.path.relpath(os.path.abspath(u.source), root) if u.source in files else u.utt_id,
+                records[u.utt_id]["num_samples"],
+                per_utt[u.utt_id][0],
+            )
+            for u in order
+        ]
+        write_fairseq(out, set_name, root, rows)
+    atomic_write_text(out / "failed.txt", "".join(f"{utt}\t{reason}\n" for utt, reason in sorted(failed.items())))
+    write_info(
+        out,
+        UnitsInfo(
+            model_checksum=file_checksum(model),
+            sample_rate=codec.sample_rate,
+            frame_rate=codec.frame_rate,
+            codebook_size=codec.codebook_size,
+            levels=levels,
+            dedup=dedup,
+            num_utterances=len(order),
+            num_failed=len(failed),
+        ),
+    )
+    log.info("merged %d utterances (%d failed) into %s", len(order), len(failed), out)

@@ -1,0 +1,152 @@
+"""Unit files in the formats downstream tools read.
+
+* Kaldi/ESPnet text: ``units`` (``utt u1 u2 ...``, level 0), ``units.level<q>`` for further levels,
+  ``tokens.txt`` (ESPnet token list: ``<blank>``, one unit per line, ``<unk>``, ``<sos/eos>``), and
+  ``units.json`` (model checksum, sample rate, frame rate, codebook size, levels, dedup).
+* fairseq: ``<set>.tsv`` (root on line 1, then ``relpath<TAB>num_samples``) and ``<set>.km`` (one line of
+  space-separated level-0 units per manifest row, same order).
+All writers write a temporary file and rename it, so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class UnitsInfo:
+    """What ``units.json`` records about a set of units."""
+
+    model_checksum: str
+    sample_rate: int
+    frame_rate: float
+    codebook_size: int
+    levels: int
+    dedup: bool
+    num_utterances: int = 0
+    num_failed: int = 0
+
+
+def dedup_units(units: Sequence[int]) -> list[int]:
+    """Run-length dedup: ``[5, 5, 3, 3, 3, 5] -> [5, 3, 5]`` (as unit LMs and unit ASR use)."""
+    return [u for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
+
+
+def atomic_write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return path
+
+
+def level_path(out_dir: str | pathlib.Path, level: int) -> pathlib.Path:
+    """``units`` for level 0, ``units.level<q>`` for level q."""
+    return pathlib.Path(out_dir) / ("units" if level == 0 else f"units.level{level}")
+
+
+def write_units(path: str | pathlib.Path, units: dict[str, Sequence[int]]) -> pathlib.Path:
+    """Kaldi text ``utt u1 u2 ...`` in C-locale order of utterance ids, atomically."""
+    lines = [f"{utt} {' '.join(map(str, units[utt]))}\n" for utt in sorted(units, key=str.encode)]
+    return atomic_write_text(path, "".join(lines))
+
+
+def read_units(path: str | pathlib.Path) -> dict[str, list[int]]:
+    """Read a Kaldi text unit file (``units`` or ``units.level<q>``), or a ``units`` dir's level 0.
+
+    Raises ``ValueError`` naming the file and line for a non-integer unit or a duplicate utterance.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "units"
+    out: dict[str, list[int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            utt = parts[0]
+            if utt in out:
+                raise ValueError(f"{path}:{n}: duplicate utterance {utt!r}")
+            try:
+                out[utt] = [int(u) for u in parts[1:]]
+            except ValueError:
+                raise ValueError(f"{path}:{n}: units must be integers, got {line.strip()[:80]!r}") from None
+    return out
+
+
+def read_levels(out_dir: str | pathlib.Path, levels: int | None = None) -> dict[str, list[list[int]]]:
+    """``{utt: [level0 units, level1 units, ...]}`` from a units dir, the first ``levels`` levels."""
+    out_dir = pathlib.Path(out_dir)
+    info = read_info(out_dir)
+    levels = info.levels if levels is None else levels
+    if not 1 <= levels <= info.levels:
+        raise ValueError(f"{out_dir}: levels must lie in [1, {info.levels}], got {levels}")
+    per_level = [read_units(level_path(out_dir, q)) for q in range(levels)]
+    for q, table in enumerate(per_level[1:], 1):
+        if table.keys() != per_level[0].keys():
+            raise ValueError(f"{level_path(out_dir, q)}: utterances differ from {level_path(out_dir, 0)}")
+    return {utt: [table[utt] for table in per_level] for utt in per_level[0]}
+
+
+def write_info(out_dir: str | pathlib.Path, info: UnitsInfo) -> pathlib.Path:
+    return atomic_write_text(pathlib.Path(out_dir) / "units.json", json.dumps(asdict(info), indent=2) + "\n")
+
+
+def read_info(out_dir: str | pathlib.Path) -> UnitsInfo:
+    path = pathlib.Path(out_dir) / "units.json"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: is {out_dir} a directory written by `vqaudio extract-units`?")
+    return UnitsInfo(**json.loads(path.read_text()))
+
+
+def write_token_list(path: str | pathlib.Path, codebook_size: int) -> pathlib.Path:
+    """ESPnet token list: ``<blank>``, units ``0 .. K-1``, ``<unk>``, ``<sos/eos>``."""
+    tokens = ["<blank>", *map(str, range(codebook_size)), "<unk>", "<sos/eos>"]
+    return atomic_write_text(path, "\n".join(tokens) + "\n")
+
+
+def write_fairseq(
+    out_dir: str | pathlib.Path, name: str, root: str, rows: Iterable[tuple[str, int, Sequence[int]]]
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """fairseq manifest ``<name>.tsv`` and units ``<name>.km`` in the same order.
+
+    Args:
+        root: the manifest's first line (audio paths are relative to it).
+        rows: ``(relative_path, num_samples, level-0 units)`` per utterance.
+    """
+    rows = list(rows)
+    tsv = atomic_write_text(
+        pathlib.Path(out_dir) / f"{name}.tsv", root + "\n" + "".join(f"{rel}\t{n}\n" for rel, n, _ in rows)
+    )
+    km = atomic_write_text(
+        pathlib.Path(out_dir) / f"{name}.km", "".join(" ".join(map(str, units)) + "\n" for _, _, units in rows)
+    )
+    return tsv, km
+
+
+def read_fairseq(out_dir: str | pathlib.Path, name: str) -> tuple[str, list[tuple[str, int, list[int]]]]:
+    """Inverse of :func:`write_fairseq`: the root and ``(relpath, num_samples, units)`` rows."""
+    tsv = pathlib.Path(out_dir) / f"{name}.tsv"
+    km = pathlib.Path(out_dir) / f"{name}.km"
+    lines = tsv.read_text().splitlines()
+    units = km.read_text().splitlines()
+    if len(lines) - 1 != len(units):
+        raise ValueError(f"{tsv} has {len(lines) - 1} rows but {km} has {len(units)} lines")
+    rows = []
+    for n, (row, km_line) in enumerate(zip(lines[1:], units, strict=True), 2):
+        try:
+            rel, samples = row.split("\t")
+            rows.append((rel, int(samples), [int(u) for u in km_line.split()]))
+        except ValueError:
+            raise ValueError(f"{tsv}:{n}: expected 'relpath<TAB>num_samples', got {row!r}") from None
+    return lines[0], rows
