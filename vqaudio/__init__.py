@@ -1,6 +1,14 @@
 """vqaudio: speech to discrete units and back."""
 
-from .models import Codec, CodecConfig
+import os
+
+# oneDNN caches its conv primitives (and their memory) per input shape, 1024 by default. Unit extraction
+# sees a new shape per utterance, and the cache grew resident memory by ~29 MiB per shape, to 2.7 GiB on a
+# 300-file job. 64 keeps it flat (~300 MiB) at the same speed (benchmarks/README.md). A value the user
+# set wins. oneDNN reads it when it creates its first primitive, so this works after `import torch` too.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+
+from .models import Codec, CodecConfig  # noqa: E402
 
 __version__ = "0.1.0"
 

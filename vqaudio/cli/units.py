@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--job", type=int, default=1, help="which job this is, 1..nj")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-seconds", type=float, default=60.0, help="audio per batch")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads for this job (default: torch's choice); on a "
+        "CPU machine, N jobs x 1 thread beat 1 job x N threads",
+    )
     p.set_defaults(func=run_extract)
 
     p = sub.add_parser(
@@ -81,8 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    import torch
+
     from ..units.extract import extract_units
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     res = extract_units(
         args.model,
         args.data,
