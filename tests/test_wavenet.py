@@ -1,0 +1,126 @@
+"""The WaveNet prior: causality, incremental = full, reproducible sampling, learning a known Markov chain."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vqaudio.models import WaveNetPrior
+
+
+def small(**kw) -> WaveNetPrior:
+    torch.manual_seed(0)
+    args = dict(codebook_size=16, residual_channels=16, skip_channels=24, layers=6, dilation_cycle=3)
+    args.update(kw)
+    return WaveNetPrior(**args).eval()
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_shapes_and_receptive_field(levels):
+    prior = small(num_levels=levels)
+    tokens = torch.randint(0, 16, (2, 20) if levels == 1 else (2, levels, 20))
+    logits = prior(tokens)
+    assert logits.shape == ((2, 16, 20) if levels == 1 else (2, levels, 16, 20))
+    assert prior.receptive_field == (1 + 2 + 4) * 2 + 1
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_logits_at_t_ignore_tokens_at_and_after_t(levels):
+    prior = small(num_levels=levels)
+    tokens = torch.randint(0, 16, (1, levels, 30))
+    base = prior(tokens)
+    for t in (0, 7, 29):
+        changed = tokens.clone()
+        changed[..., t:] = torch.randint(0, 16, changed[..., t:].shape)
+        out = prior(changed)
+        assert torch.equal(out[..., :t], base[..., :t]) if t else True
+        assert torch.allclose(out[..., : t + 1], base[..., : t + 1])  # t itself sees only frames < t
+
+
+@pytest.mark.parametrize("levels, speakers", [(1, 0), (2, 0), (1, 3)])
+def test_incremental_logits_equal_full_forward(levels, speakers):
+    prior = small(num_levels=levels, num_speakers=speakers)
+    tokens = torch.randint(0, 16, (3, levels, 40))
+    spk = torch.tensor([0, 2, 1]) if speakers else None
+    full = prior(tokens, spk)
+    assert full.shape == (3, levels, 16, 40)  # 3-D tokens give (B, Q, K, T) for any Q
+    state = prior.init_state(3)
+    cond = prior._cond(spk)
+    x = prior.start[None].expand(3, -1)
+    with torch.no_grad():
+        for t in range(40):
+            step = prior.step(x, state, t, cond)
+            assert torch.allclose(step, full[..., t], atol=1e-5), t
+            x = prior._embed(tokens[:, :, t : t + 1])[:, :, 0]
+
+
+def test_sampling_is_reproducible_and_respects_top_k_and_prompt():
+    prior = small(num_levels=2)
+    a = prior.generate(2, 25, seed=7)
+    b = prior.generate(2, 25, seed=7)
+    assert torch.equal(a, b) and a.shape == (2, 2, 25)
+    assert not torch.equal(a, prior.generate(2, 25, seed=8))
+    prompt = torch.randint(0, 16, (2, 2, 5))
+    c = prior.generate(2, 10, seed=1, prompt=prompt)
+    assert c.shape == (2, 2, 15) and torch.equal(c[..., :5], prompt)
+    greedy = prior.generate(1, 20, top_k=1, seed=3)
+    assert torch.equal(greedy, prior.generate(1, 20, top_k=1, seed=4))  # top-1 is deterministic
+    nucleus = prior.generate(1, 20, top_p=1e-6, seed=5)
+    assert torch.equal(nucleus, greedy[:1])
+
+
+def test_bad_input_and_arguments():
+    prior = small(num_levels=2)
+    with pytest.raises(ValueError, match=r"expected tokens of shape \(B, 2, T\)"):
+        prior(torch.zeros(1, 3, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, 15\]"):
+        prior(torch.full((1, 2, 5), 16))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        prior.generate(1, 3, temperature=0)
+    with pytest.raises(ValueError, match="speakers"):
+        prior(torch.zeros(1, 2, 5, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+
+
+def test_save_load_round_trip(tmp_path):
+    prior = small(num_levels=2, num_speakers=2)
+    prior.save_pretrained(tmp_path / "prior.pt")
+    loaded = WaveNetPrior.from_pretrained(tmp_path / "prior.pt")
+    tokens = torch.randint(0, 16, (1, 2, 12))
+    spk = torch.tensor([1])
+    assert torch.equal(loaded(tokens, spk), prior(tokens, spk))
+    assert torch.equal(loaded.generate(1, 8, seed=2, speakers=spk), prior.generate(1, 8, seed=2, speakers=spk))
+
+
+def test_prior_learns_a_markov_chain_to_within_a_tenth_of_a_bit():
+    torch.manual_seed(0)
+    k = 8
+    transition = torch.distributions.Dirichlet(torch.full((k,), 0.3)).sample((k,))
+    stationary = torch.full((k,), 1.0 / k)
+    for _ in range(200):
+        stationary = stationary @ transition
+    entropy_rate = float(-(stationary[:, None] * transition * transition.clamp_min(1e-12).log2()).sum())
+
+    def sample(n, length, seed):
+        g = torch.Generator().manual_seed(seed)
+        seq = torch.empty(n, length, dtype=torch.long)
+        seq[:, 0] = torch.multinomial(stationary.expand(n, -1), 1, generator=g)[:, 0]
+        for t in range(1, length):
+            seq[:, t] = torch.multinomial(transition[seq[:, t - 1]], 1, generator=g)[:, 0]
+        return seq
+
+    prior = WaveNetPrior(k, residual_channels=32, skip_channels=32, layers=3, dilation_cycle=3).train()
+    opt = torch.optim.Adam(prior.parameters(), lr=3e-3)
+    train = sample(256, 64, seed=1)
+    for step in range(300):
+        batch = train[torch.randint(0, 256, (32,))]
+        loss = torch.nn.functional.cross_entropy(prior(batch)[:, :, 1:], batch[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    prior.eval()
+    test = sample(128, 64, seed=2)
+    with torch.no_grad():
+        nll_bits = float(torch.nn.functional.cross_entropy(prior(test)[:, :, 1:], test[:, 1:])) / math.log(2)
+    assert abs(nll_bits - entropy_rate) < 0.1, (nll_bits, entropy_rate)
