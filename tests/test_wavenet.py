@@ -47,11 +47,11 @@ def test_incremental_logits_equal_full_forward(levels, speakers):
     full = prior(tokens, spk)
     assert full.shape == (3, levels, 16, 40)  # 3-D tokens give (B, Q, K, T) for any Q
     state = prior.init_state(3)
-    cond = prior._cond(spk)
     x = prior.start[None].expand(3, -1)
     with torch.no_grad():
+        weights = prior.prepare_steps(spk)
         for t in range(40):
-            step = prior.step(x, state, t, cond)
+            step = prior.step(x, state, t, weights)
             assert torch.allclose(step, full[..., t], atol=1e-5), t
             x = prior._embed(tokens[:, :, t : t + 1])[:, :, 0]
 
@@ -113,7 +113,7 @@ def test_prior_learns_a_markov_chain_to_within_a_tenth_of_a_bit():
     prior = WaveNetPrior(k, residual_channels=32, skip_channels=32, layers=3, dilation_cycle=3).train()
     opt = torch.optim.Adam(prior.parameters(), lr=3e-3)
     train = sample(256, 64, seed=1)
-    for step in range(300):
+    for _ in range(300):
         batch = train[torch.randint(0, 256, (32,))]
         loss = torch.nn.functional.cross_entropy(prior(batch)[:, :, 1:], batch[:, 1:])
         opt.zero_grad()

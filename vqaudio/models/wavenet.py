@@ -52,14 +52,16 @@ class _Layer(nn.Module):
         g = self.gate(self.conv(F.pad(x, (self.dilation, 0))), cond)
         return (x + self.res(g)) * math.sqrt(0.5), self.skip(g)
 
-    def step(self, x: Tensor, past: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One time step: ``x`` (B, C) now, ``past`` (B, C) the input ``dilation`` steps ago."""
+    def fused(self, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Weights for one incremental step: ``[past, x] @ w_in + b_in`` gives both conv taps at once (the
+        speaker term folded into ``b_in``, (B, 2C)), ``g @ w_out + b_out`` the residual and skip 1x1s."""
         w = self.conv.weight  # (2C, C, 2): tap 0 sees t - dilation, tap 1 sees t
-        h = torch.addmm(self.conv.bias, past, w[:, :, 0].t()) + x @ w[:, :, 1].t()
-        g = self.gate(h[:, :, None], cond)[:, :, 0]
-        res = torch.addmm(self.res.bias, g, self.res.weight[:, :, 0].t())
-        skip = torch.addmm(self.skip.bias, g, self.skip.weight[:, :, 0].t())
-        return (x + res) * math.sqrt(0.5), skip
+        w_in = torch.cat([w[:, :, 0], w[:, :, 1]], dim=1).t().contiguous()  # (2C, 2C)
+        b_in = self.conv.bias[None]
+        if cond is not None:
+            b_in = b_in + self.cond(cond)
+        w_out = torch.cat([self.res.weight[:, :, 0], self.skip.weight[:, :, 0]], dim=0).t().contiguous()
+        return w_in, b_in, w_out, torch.cat([self.res.bias, self.skip.bias])
 
 
 class WaveNetPrior(nn.Module):
@@ -172,20 +174,37 @@ class WaveNetPrior(nn.Module):
         return logits[:, 0] if one_level and self.num_levels == 1 else logits
 
     def init_state(self, batch: int) -> list[Tensor]:
-        """Empty per-layer input queues: ``(B, C, dilation)`` of zeros (the causal padding)."""
+        """Empty per-layer input queues ``(dilation, B, C)`` of zeros (the causal padding)."""
         p = self.start
-        return [p.new_zeros(batch, p.shape[0], d) for d in self.dilations]
+        return [p.new_zeros(d, batch, p.shape[0]) for d in self.dilations]
 
-    def step(self, x: Tensor, state: list[Tensor], t: int, cond: Tensor | None) -> Tensor:
-        """Logits ``(B, Q, K)`` for the next frame, given the input vector ``x`` (B, C) at step ``t``."""
-        skip = 0
-        for layer, queue in zip(self.layers, state, strict=True):
-            slot = t % layer.dilation
-            past = queue[:, :, slot].clone()
-            queue[:, :, slot] = x
-            x, s = layer.step(x, past, cond)
-            skip = skip + s
-        return self._head(skip[:, :, None])[..., 0]
+    def prepare_steps(self, speakers: Tensor | None = None) -> list:
+        """Per-layer fused weights and the head's, computed once per generation (see :meth:`step`)."""
+        cond = self._cond(speakers)
+        head = (
+            self.out1.weight[:, :, 0].t().contiguous(),
+            self.out1.bias,
+            self.out2.weight[:, :, 0].t().contiguous(),
+            self.out2.bias,
+        )
+        return [[layer.fused(cond) for layer in self.layers], head]
+
+    def step(self, x: Tensor, state: list[Tensor], t: int, weights: list) -> Tensor:
+        """Logits ``(B, Q, K)`` for frame ``t`` given its input vector ``x`` (B, C) (the previous frame's
+        embedding, or ``start``); updates the queues in ``state``. O(layers), not O(receptive field)."""
+        layers, (w1, b1, w2, b2) = weights
+        c = x.shape[1]
+        skip = None
+        for (w_in, b_in, w_out, b_out), queue, d in zip(layers, state, self.dilations, strict=True):
+            slot = t % d
+            h = torch.addmm(b_in, torch.cat([queue[slot], x], dim=1), w_in)
+            queue[slot] = x
+            a, b = h.chunk(2, dim=1)
+            rs = torch.addmm(b_out, torch.tanh(a) * torch.sigmoid(b), w_out)
+            x = (x + rs[:, :c]) * math.sqrt(0.5)
+            skip = rs[:, c:] if skip is None else skip + rs[:, c:]
+        logits = torch.addmm(b2, torch.relu(torch.addmm(b1, torch.relu(skip), w1)), w2)
+        return logits.view(x.shape[0], self.num_levels, self.codebook_size)
 
     @torch.no_grad()
     def generate(
@@ -229,13 +248,13 @@ class WaveNetPrior(nn.Module):
         else:
             prompt = torch.zeros(batch, self.num_levels, 0, dtype=torch.long, device=device)
             self._check(prompt, speakers)
-        cond = self._cond(speakers.to(device) if speakers is not None else None)
+        weights = self.prepare_steps(speakers.to(device) if speakers is not None else None)
         state = self.init_state(batch)
         out = [prompt[:, :, t] for t in range(prompt.shape[2])]
         x = self.start[None].expand(batch, -1)
         logits = None
         for t in range(prompt.shape[2] + steps):
-            logits = self.step(x, state, t, cond)
+            logits = self.step(x, state, t, weights)
             if t < prompt.shape[2]:
                 frame = prompt[:, :, t]
             else:
