@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pathlib
 
 import pytest
 import torch
@@ -124,3 +125,98 @@ def test_prior_learns_a_markov_chain_to_within_a_tenth_of_a_bit():
     with torch.no_grad():
         nll_bits = float(torch.nn.functional.cross_entropy(prior(test)[:, :, 1:], test[:, 1:])) / math.log(2)
     assert abs(nll_bits - entropy_rate) < 0.1, (nll_bits, entropy_rate)
+
+
+def test_train_prior_and_sample_cli(tmp_path):
+    """train-prior on units of a known Markov chain, then sample speech through a codec."""
+    import json
+
+    from vqaudio.cli.main import main
+    from vqaudio.models import Codec, CodecConfig
+    from vqaudio.quantize import QuantizerConfig
+    from vqaudio.units import UnitsInfo, read_units, write_info, write_units
+
+    torch.manual_seed(0)
+    k = 16
+    transition = torch.distributions.Dirichlet(torch.full((k,), 0.2)).sample((k,))
+    for split, n in (("train", 40), ("valid", 4)):
+        d = tmp_path / split
+        seqs = {}
+        for i in range(n):
+            s = [int(torch.randint(0, k, ()))]
+            for _ in range(119):
+                s.append(int(torch.multinomial(transition[s[-1]], 1)))
+            seqs[f"u{i:03d}"] = s
+        write_units(d / "units", seqs)
+        write_info(d, UnitsInfo("synthetic", 16000, 50.0, k, 1, False, n, 0))
+    conf = tmp_path / "prior.yaml"
+    conf.write_text(
+        (pathlib.Path(__file__).resolve().parents[1] / "recipes/librispeech/conf/prior_tiny.yaml")
+        .read_text()
+        .replace("max_steps: 200", "max_steps: 30")
+        .replace("val_every: 100", "val_every: 15")
+    )
+    exp = tmp_path / "exp"
+    assert (
+        main(
+            [
+                "train-prior",
+                "--config",
+                str(conf),
+                "--train-units",
+                str(tmp_path / "train"),
+                "--valid-units",
+                str(tmp_path / "valid"),
+                "--exp-dir",
+                str(exp),
+            ]
+        )
+        == 0
+    )
+    assert (exp / "prior.pt").is_file() and (exp / "checkpoints" / "best.ckpt").is_file()
+    ckpt = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 30
+    codec = Codec(
+        CodecConfig(
+            channels=4,
+            encoder_channels=4,
+            latent_dim=8,
+            max_channels=16,
+            quantizer=QuantizerConfig(kind="vq", num_quantizers=1, codebook_size=k),
+        )
+    )
+    codec.save_pretrained(tmp_path / "codec.pt")
+    out = tmp_path / "samples"
+    assert (
+        main(
+            [
+                "sample",
+                "--prior",
+                str(exp),
+                "--codec",
+                str(tmp_path / "codec.pt"),
+                "--num",
+                "3",
+                "--seconds",
+                "0.5",
+                "--out",
+                str(out),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num"] == 3 and 0 <= summary["repetition_rate"] <= 1 and summary["unit_entropy_bits"] > 0
+    units = read_units(out / "units")
+    assert len(units) == 3 and all(len(v) == 25 for v in units.values())
+    import soundfile as sf
+
+    assert len(sf.read(out / "sample_0000.wav")[0]) == 25 * codec.hop_length
+
+
+def test_repetition_stats():
+    from vqaudio.units.sample import repetition_stats
+
+    assert repetition_stats([1, 1, 1, 2, 2, 3]) == {"repetition_rate": 0.6, "longest_run": 3.0}

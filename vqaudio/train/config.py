@@ -86,3 +86,41 @@ class TrainCodecConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
+class PriorModelConfig:
+    """Architecture of the WaveNet prior (``codebook_size`` and ``num_levels`` come from the units)."""
+
+    residual_channels: int = 128
+    skip_channels: int = 256
+    layers: int = 20
+    dilation_cycle: int = 10
+
+
+@dataclass
+class PriorDataConfig:
+    """Attributes:
+    segment_frames: random crop length of the unit sequences for training.
+    batch_size: crops per batch.
+    levels: residual levels to model (default: all the units have).
+    """
+
+    segment_frames: int = 500
+    batch_size: int = 16
+    levels: int | None = None
+
+
+@dataclass
+class PriorOptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainPriorConfig:
+    model: PriorModelConfig = field(default_factory=PriorModelConfig)
+    data: PriorDataConfig = field(default_factory=PriorDataConfig)
+    optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)

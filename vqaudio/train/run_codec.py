@@ -5,18 +5,15 @@ from __future__ import annotations
 import logging
 import pathlib
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..config import load_yaml, save_yaml, to_dict
+from ..config import to_dict
 from ..data import CropDataset
 from ..models.codec import Codec
 from .codec_task import CodecTask
 from .config import TrainCodecConfig
-from .logs import add_file_log
+from .experiment import fit, prepare_experiment
 
 log = logging.getLogger(__name__)
 BATCHES_PER_EPOCH = 200
@@ -69,81 +66,15 @@ def train_codec(
         resume: continue from ``checkpoints/last.ckpt``.
         overrides: trainer fields to override, e.g. ``{"max_steps": 100, "devices": "2"}``.
     """
+    cfg = prepare_experiment(TrainCodecConfig, config, exp_dir, resume, overrides, "codec")
     exp = pathlib.Path(exp_dir)
-    ckpt_dir = exp / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    saved = exp / "config.yaml"
-    if resume and saved.is_file():
-        cfg = load_yaml(TrainCodecConfig, saved)
-    elif isinstance(config, TrainCodecConfig):
-        cfg = config
-    elif config is not None:
-        cfg = load_yaml(TrainCodecConfig, config)
-    else:
-        cfg = TrainCodecConfig()
-    if not resume and last.exists():
-        raise ValueError(
-            f"{exp} already holds checkpoints ({last}); pass --resume to continue it or choose another --exp-dir"
-        )
-    for key, value in (overrides or {}).items():
-        if not hasattr(cfg.trainer, key):
-            raise ValueError(f"unknown trainer override {key!r}")
-        setattr(cfg.trainer, key, type(getattr(cfg.trainer, key))(value))
-    exp.mkdir(parents=True, exist_ok=True)
-    add_file_log(exp / "log" / "train.log")
-    save_yaml(cfg, saved)
-    log.info("training codec in %s (resume=%s): %s", exp, resume and last.exists(), to_dict(cfg))
-    pl.seed_everything(cfg.trainer.seed, workers=True)
     train_loader, valid_loader = _loaders(cfg, train_data, valid_data)
     task = CodecTask(to_dict(cfg))
-    t = cfg.trainer
-    best = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor="val/mel_distance",
-        mode="min",
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    latest = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="latest",
-        every_n_train_steps=t.checkpoint_every,
-        save_top_k=1,
-        save_last=True,
-        enable_version_counter=False,
-    )
-    trainer = pl.Trainer(
-        max_steps=-1,
-        max_epochs=-1,
-        val_check_interval=t.val_every,
-        check_val_every_n_epoch=None,
-        log_every_n_steps=t.log_every,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
-        default_root_dir=exp,
-        num_sanity_val_steps=0,
-        logger=TensorBoardLogger(exp, name="tb", version=""),
-        callbacks=[best, latest, LearningRateMonitor()],
-        enable_model_summary=False,
-    )
-    trainer.fit(
-        task, train_loader, valid_loader, ckpt_path=str(last) if resume and last.exists() else None, weights_only=True
-    )
-    trainer.save_checkpoint(last, weights_only=False)
+    trainer, best = fit(task, train_loader, valid_loader, cfg.trainer, exp, resume, "val/mel_distance")
+    last = exp / "checkpoints" / "last.ckpt"
     model = exp / "model.pt"
     if trainer.is_global_zero:
-        source = pathlib.Path(best.best_model_path) if best.best_model_path else last
-        export_codec(source, model)
+        export_codec(best, model)
         export_codec(last, exp / "model_last.pt")
-        log.info(
-            "exported %s (from %s, val/mel_distance %s) after %d codec steps",
-            model,
-            source.name,
-            best.best_model_score,
-            int(task.gen_steps),
-        )
+        log.info("exported %s (from %s) after %d codec steps", model, best.name, int(task.gen_steps))
     return model

@@ -1,0 +1,98 @@
+"""What every training job shares: the experiment dir, its config, and a Lightning trainer with checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import TypeVar
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from ..config import load_yaml, save_yaml, to_dict
+from .config import TrainerConfig
+from .logs import add_file_log
+
+log = logging.getLogger(__name__)
+C = TypeVar("C")
+
+
+def prepare_experiment(cls: type[C], config, exp_dir, resume: bool, overrides: dict | None, what: str) -> C:
+    """Load the config (the experiment's own ``config.yaml`` on resume), apply trainer overrides, refuse to
+    clobber an existing run, start ``log/train.log`` and save ``config.yaml``."""
+    exp = pathlib.Path(exp_dir)
+    last = exp / "checkpoints" / "last.ckpt"
+    saved = exp / "config.yaml"
+    if resume and saved.is_file():
+        cfg = load_yaml(cls, saved)
+    elif isinstance(config, cls):
+        cfg = config
+    elif config is not None:
+        cfg = load_yaml(cls, config)
+    else:
+        cfg = cls()
+    if not resume and last.exists():
+        raise ValueError(
+            f"{exp} already holds checkpoints ({last}); pass --resume to continue it or choose another --exp-dir"
+        )
+    for key, value in (overrides or {}).items():
+        if not hasattr(cfg.trainer, key):
+            raise ValueError(f"unknown trainer override {key!r}")
+        setattr(cfg.trainer, key, type(getattr(cfg.trainer, key))(value))
+    exp.mkdir(parents=True, exist_ok=True)
+    add_file_log(exp / "log" / "train.log")
+    save_yaml(cfg, saved)
+    log.info("training %s in %s (resume=%s): %s", what, exp, resume and last.exists(), to_dict(cfg))
+    pl.seed_everything(cfg.trainer.seed, workers=True)
+    return cfg
+
+
+def fit(
+    task: pl.LightningModule,
+    train_loader,
+    valid_loader,
+    t: TrainerConfig,
+    exp_dir,
+    resume: bool,
+    monitor: str,
+    max_steps: int = -1,
+) -> tuple[pl.Trainer, pathlib.Path]:
+    """Run Lightning with best (by ``monitor``, lower is better) and last checkpoints; resume from
+    ``checkpoints/last.ckpt`` with ``weights_only=True``. Returns the trainer and the best checkpoint."""
+    exp = pathlib.Path(exp_dir)
+    ckpt_dir = exp / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1, enable_version_counter=False
+    )
+    latest = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="latest",
+        every_n_train_steps=t.checkpoint_every,
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        val_check_interval=t.val_every,
+        check_val_every_n_epoch=None,
+        log_every_n_steps=t.log_every,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        default_root_dir=exp,
+        num_sanity_val_steps=0,
+        logger=TensorBoardLogger(exp, name="tb", version=""),
+        callbacks=[best, latest, LearningRateMonitor()],
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        task, train_loader, valid_loader, ckpt_path=str(last) if resume and last.exists() else None, weights_only=True
+    )
+    trainer.save_checkpoint(last, weights_only=False)
+    return trainer, pathlib.Path(best.best_model_path) if best.best_model_path else last
