@@ -125,5 +125,5 @@ def unit_stats(units: list[np.ndarray] | list[list[int]], codebook_size: int) ->
         return {"usage": 0.0, "entropy_bits": 0.0, "perplexity": 1.0}
     counts = np.bincount(flat, minlength=codebook_size).astype(np.float64)
     p = counts / counts.sum()
-    h = _entropy(p) / float(np.log(2))
+    h = max(_entropy(p) / float(np.log(2)), 0.0)  # no "-0.0" for a single used code
     return {"usage": float((counts > 0).mean()), "entropy_bits": h, "perplexity": float(2**h)}

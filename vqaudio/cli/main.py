@@ -8,7 +8,7 @@ import sys
 
 from vqaudio import __version__
 
-from . import prior, train_codec, units
+from . import data, prior, train_codec, units
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vqaudio {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train_codec, units, prior):
+    for module in (train_codec, units, prior, data):
         module.register(sub)
     return parser
 

@@ -27,9 +27,9 @@ def read_table(path: str | pathlib.Path, min_fields: int = 2) -> dict[str, str]:
             if not line.strip():
                 raise ValueError(f"{path}:{n}: empty line (Kaldi tables have none; run fix_data_dir)")
             parts = line.split(maxsplit=1)
-            if len(parts) < 2 or len(line.split()) < min_fields:
+            if len(parts) < min(2, min_fields) or len(line.split()) < min_fields:
                 raise ValueError(f"{path}:{n}: expected at least {min_fields} fields, got {line!r}")
-            key, rest = parts
+            key, rest = parts[0], parts[1] if len(parts) > 1 else ""
             if key in table:
                 raise ValueError(f"{path}:{n}: duplicate key {key!r}")
             table[key] = rest.strip()
@@ -81,3 +81,159 @@ def read_utt2dur(data_dir: str | pathlib.Path) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"{path}:{n}: duration must be a number, got {value!r}") from None
     return out
+
+
+def _lines(path: pathlib.Path) -> list[str]:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        raise ValueError(f"{path}: last line has no trailing newline (run fix_data_dir)")
+    return data.decode("utf-8").splitlines()
+
+
+def _check_sorted_unique(path: pathlib.Path) -> list[str]:
+    """Keys of a Kaldi table; raises naming file and line unless they are unique and C-locale sorted."""
+    keys, prev = [], None
+    for n, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            raise ValueError(f"{path}:{n}: empty line")
+        key = line.split()[0]
+        if prev is not None and key.encode() <= prev.encode():
+            what = "duplicate key" if key == prev else "not sorted in C locale order"
+            raise ValueError(f"{path}:{n}: {what}: {key!r} after {prev!r} (run fix_data_dir)")
+        keys.append(key)
+        prev = key
+    return keys
+
+
+def validate_data_dir(data_dir: str | pathlib.Path) -> int:
+    """Check a Kaldi data dir as Kaldi's validate_data_dir.sh does; return the number of utterances.
+
+    Rules: ``wav.scp`` and ``utt2spk`` exist; every table is unique-keyed, C-locale sorted, ends in a newline;
+    ``spk2utt`` is the inverse of ``utt2spk``; ``text``, ``utt2dur``, ``segments`` and ``wav.scp`` (or the
+    segments' recordings) cover exactly the utterances of ``utt2spk``. Errors name the file and line.
+    """
+    d = pathlib.Path(data_dir)
+    for name in ("wav.scp", "utt2spk"):
+        if not (d / name).is_file():
+            raise ValueError(f"{d}: missing {name} (run the recipe's data preparation stage)")
+    utts = _check_sorted_unique(d / "utt2spk")
+    utt2spk = read_table(d / "utt2spk")
+    for n, (utt, spk) in enumerate(utt2spk.items(), 1):
+        if len(spk.split()) != 1:
+            raise ValueError(f"{d / 'utt2spk'}:{n}: expected 'utt spk', got {utt} {spk!r}")
+    if (d / "spk2utt").is_file():
+        _check_sorted_unique(d / "spk2utt")
+        inverse: dict[str, list[str]] = {}
+        for utt, spk in utt2spk.items():
+            inverse.setdefault(spk, []).append(utt)
+        spk2utt = {k: v.split() for k, v in read_table(d / "spk2utt").items()}
+        if spk2utt != {k: sorted(v, key=str.encode) for k, v in inverse.items()}:
+            raise ValueError(f"{d / 'spk2utt'} is not the inverse of {d / 'utt2spk'} (run fix_data_dir)")
+    recs = _check_sorted_unique(d / "wav.scp")
+    if (d / "segments").is_file():
+        seg_utts = _check_sorted_unique(d / "segments")
+        if seg_utts != utts:
+            raise ValueError(f"{d / 'segments'} and {d / 'utt2spk'} list different utterances")
+        missing = {v.split()[0] for v in read_table(d / "segments", 4).values()} - set(recs)
+        if missing:
+            raise ValueError(f"{d / 'segments'}: recordings missing from wav.scp, e.g. {sorted(missing)[0]!r}")
+    elif recs != utts:
+        extra = sorted(set(recs) ^ set(utts), key=str.encode)
+        raise ValueError(f"{d / 'wav.scp'} and {d / 'utt2spk'} list different utterances, e.g. {extra[0]!r}")
+    for name in ("text", "utt2dur"):
+        if (d / name).is_file() and _check_sorted_unique(d / name) != utts:
+            extra = sorted(set(_check_sorted_unique(d / name)) ^ set(utts), key=str.encode)
+            raise ValueError(f"{d / name} and {d / 'utt2spk'} list different utterances, e.g. {extra[0]!r}")
+    read_utt2dur(d)
+    return len(utts)
+
+
+TABLES = ("wav.scp", "segments", "text", "utt2spk", "utt2dur")
+
+
+def fix_data_dir(data_dir: str | pathlib.Path) -> int:
+    """Sort every table in C locale order, drop empty lines and utterances not present in every table,
+    and rebuild ``spk2utt`` (as Kaldi's fix_data_dir.sh). Returns the number of utterances kept."""
+    d = pathlib.Path(data_dir)
+    tables = {n: {} for n in TABLES if (d / n).is_file()}
+    for name in tables:
+        for line in (d / name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                key = line.split()[0]
+                tables[name].setdefault(key, line.strip())
+    keyed = [n for n in tables if n != "wav.scp" or "segments" not in tables]
+    keep = set.intersection(*(set(tables[n]) for n in keyed))
+    for name, rows in tables.items():
+        keys = keep if name in keyed else set(rows)
+        text = "".join(rows[k] + "\n" for k in sorted(keys, key=str.encode))
+        (d / name).write_text(text, encoding="utf-8")
+    if "utt2spk" in tables:
+        spk2utt: dict[str, list[str]] = {}
+        for utt in sorted(keep, key=str.encode):
+            spk2utt.setdefault(tables["utt2spk"][utt].split()[1], []).append(utt)
+        (d / "spk2utt").write_text(
+            "".join(f"{s} {' '.join(u)}\n" for s, u in sorted(spk2utt.items(), key=lambda kv: kv[0].encode()))
+        )
+    return len(keep)
+
+
+def split_data_dir(data_dir: str | pathlib.Path, nj: int) -> list[pathlib.Path]:
+    """Split into ``DIR/split<nj>/<1..nj>/`` by speaker (no speaker spans two shards), like Kaldi's
+    split_data.sh; the shards are valid data dirs whose utterances add up to the whole."""
+    d = pathlib.Path(data_dir)
+    validate_data_dir(d)
+    spk2utt = {k: v.split() for k, v in read_table(d / "spk2utt").items()} if (d / "spk2utt").is_file() else {}
+    if not spk2utt:
+        for utt, spk in read_table(d / "utt2spk").items():
+            spk2utt.setdefault(spk, []).append(utt)
+    speakers = sorted(spk2utt, key=str.encode)
+    if nj < 1 or nj > len(speakers):
+        raise ValueError(f"--nj must lie in [1, {len(speakers)}] (the number of speakers in {d}), got {nj}")
+    total = sum(len(u) for u in spk2utt.values())
+    shards, bounds, acc, j = [[] for _ in range(nj)], [total * (i + 1) / nj for i in range(nj)], 0, 0
+    for i, spk in enumerate(speakers):
+        left = len(speakers) - i
+        if j < nj - 1 and (acc >= bounds[j] or left <= nj - 1 - j) and shards[j]:
+            j += 1
+        shards[j].append(spk)
+        acc += len(spk2utt[spk])
+    out = []
+    for i, spks in enumerate(shards, 1):
+        sub = d / f"split{nj}" / str(i)
+        sub.mkdir(parents=True, exist_ok=True)
+        utts = {u for s in spks for u in spk2utt[s]}
+        for name in TABLES:
+            if (d / name).is_file():
+                rows = read_table(d / name, min_fields=1 if name == "text" else 2)
+                keys = (
+                    utts
+                    if name != "wav.scp" or not (d / "segments").is_file()
+                    else {read_table(d / "segments", 4)[u].split()[0] for u in utts}
+                )
+                (sub / name).write_text("".join(f"{k} {rows[k]}\n" for k in sorted(keys, key=str.encode)))
+        (sub / "spk2utt").write_text("".join(f"{s} {' '.join(spk2utt[s])}\n" for s in spks))
+        out.append(sub)
+    return out
+
+
+def write_utt2dur(data_dir: str | pathlib.Path) -> int:
+    """Write ``utt2dur`` (seconds, 3 decimals) from ``segments`` or the audio headers of ``wav.scp``."""
+    import soundfile as sf
+
+    from .audio import AudioError, load_audio
+
+    d = pathlib.Path(data_dir)
+    lines = []
+    for u in read_data_dir(d):
+        if u.end is not None:
+            dur = u.end - u.start
+        elif u.source.rstrip().endswith("|"):
+            dur = load_audio(u.source, 16000, name=u.utt_id).shape[0] / 16000
+        else:
+            try:
+                dur = sf.info(u.source).duration - u.start
+            except (sf.LibsndfileError, RuntimeError, OSError) as err:
+                raise AudioError(f"{u.source}: unreadable audio for utterance {u.utt_id} ({err})") from err
+        lines.append(f"{u.utt_id} {dur:.3f}\n")
+    (d / "utt2dur").write_text("".join(lines))
+    return len(lines)
