@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Helpers for recipe stages (source after utils/parse_options.sh).
+# log STAGE MESSAGE...         timestamped line
+# done_or_run DIR STAGE        false (and says so) when DIR/.done exists, so a finished stage is skipped
+# need PATH STAGE              exits naming the stage to run first when PATH is missing
+# name PART                    LibriSpeech part name -> data dir name (dashes to underscores)
+log() { echo "$(date '+%F %T') [stage $1] ${*:2}"; }
+done_or_run() { [ -f "$1/.done" ] && { log "$2" "$1 is done, skipping"; return 1; }; return 0; }
+need() { [ -e "$1" ] || { echo "$0: $1 is missing: run stage $2 first (--stage $2)" >&2; exit 1; }; }
+name() { echo "$1" | tr '-' '_'; }
