@@ -23,11 +23,13 @@ from .speech import SHARED, make_corpus
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def recipe_copy(tmp_path: pathlib.Path) -> tuple[pathlib.Path, dict]:
-    """The recipe copied into tmp (utils resolved), and an environment whose PATH has a `vqaudio` command."""
-    rdir = tmp_path / "recipes" / "librispeech"
-    shutil.copytree(ROOT / "recipes" / "utils", tmp_path / "recipes" / "utils")
-    shutil.copytree(ROOT / "recipes" / "librispeech", rdir, symlinks=True, ignore=shutil.ignore_patterns("data", "exp"))
+def recipe_copy(tmp_path: pathlib.Path, recipe: str = "librispeech") -> tuple[pathlib.Path, dict]:
+    """The recipes copied into tmp (their relative symlinks intact), and an environment whose PATH has a
+    `vqaudio` command."""
+    shutil.copytree(
+        ROOT / "recipes", tmp_path / "recipes", symlinks=True, ignore=shutil.ignore_patterns("data", "exp", "downloads")
+    )
+    rdir = tmp_path / "recipes" / recipe
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "vqaudio"
@@ -195,3 +197,99 @@ def test_split_by_speaker_covers_everything_once(tmp_path):
     assert sorted(seen) == sorted(u for u, _ in lines)
     with pytest.raises(ValueError, match=r"--nj must lie in \[1, 5\]"):
         split_data_dir(d, 6)
+
+
+def make_ljspeech(root: pathlib.Path, n: int = 8) -> pathlib.Path:
+    """LJSpeech-1.1 layout: wavs/LJ001-00NN.wav at 22.05 kHz and metadata.csv (id|text|normalized)."""
+    import numpy as np
+
+    from .speech import synth_utterance
+
+    corpus = root / "LJSpeech-1.1"
+    (corpus / "wavs").mkdir(parents=True)
+    rows = []
+    for i in range(1, n + 1):
+        uid = f"LJ001-{i:04d}"
+        wav = synth_utterance(1.0, seed=i, sr=22050)
+        sf.write(corpus / "wavs" / f"{uid}.wav", np.asarray(wav), 22050)
+        rows.append(f"{uid}|Printing, number {i}.|Printing, number {i}.")
+    (corpus / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return corpus
+
+
+def make_vctk(root: pathlib.Path, speakers: int = 4, utts: int = 2) -> pathlib.Path:
+    """VCTK-Corpus-0.92 layout: wav48_silence_trimmed/pNNN/pNNN_00K_mic1.flac at 48 kHz and txt/pNNN/*.txt."""
+    from .speech import synth_utterance
+
+    corpus = root / "VCTK-Corpus-0.92"
+    for s in range(speakers):
+        spk = f"p{225 + s}"
+        (corpus / "wav48_silence_trimmed" / spk).mkdir(parents=True)
+        (corpus / "txt" / spk).mkdir(parents=True)
+        for u in range(1, utts + 1):
+            uid = f"{spk}_{u:03d}"
+            sf.write(
+                corpus / "wav48_silence_trimmed" / spk / f"{uid}_mic1.flac",
+                synth_utterance(0.8, seed=s * 10 + u, sr=48000),
+                48000,
+            )
+            sf.write(
+                corpus / "wav48_silence_trimmed" / spk / f"{uid}_mic2.flac",
+                synth_utterance(0.8, seed=99, sr=48000),
+                48000,
+            )  # mic 2 is ignored
+            (corpus / "txt" / spk / f"{uid}.txt").write_text(f"Please call Stella {u}.\n")
+    return corpus
+
+
+@pytest.mark.parametrize(
+    "recipe, extra",
+    [
+        ("ljspeech", ["--num_dev", "2", "--num_test", "2"]),
+        ("vctk", ["--num_dev_speakers", "1", "--num_test_speakers", "1"]),
+    ],
+)
+def test_single_and_multi_speaker_recipes(tmp_path, recipe, extra):
+    rdir, env = recipe_copy(tmp_path, recipe)
+    corpus = make_ljspeech(tmp_path) if recipe == "ljspeech" else make_vctk(tmp_path)
+    codec_conf, prior_conf = short_configs(rdir)
+    args = [
+        "--corpus_dir",
+        str(corpus),
+        "--codec_config",
+        codec_conf,
+        "--prior_config",
+        prior_conf,
+        "--tag",
+        "t",
+        "--num_samples",
+        "1",
+        "--sample_seconds",
+        "1",
+        *extra,
+    ]
+    done = run(rdir, env, *args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    exp = rdir / "exp" / "t"
+    speakers = {}
+    for split in ("train", "dev", "test"):
+        d = rdir / "data" / split
+        assert validate_data_dir(d) > 0
+        utt2spk = read_table(d / "utt2spk")
+        assert all(u.startswith(s) for u, s in utt2spk.items())
+        speakers[split] = set(utt2spk.values())
+        units = read_levels(exp / "units" / split)
+        for utt, path in read_table(d / "wav.scp").items():
+            info = sf.info(path)
+            expected = math.ceil(info.frames * 16000 / info.samplerate / 320)
+            assert abs(len(units[utt][0]) - expected) <= 1, (utt, len(units[utt][0]), expected)
+    if recipe == "vctk":  # dev and test voices are unseen in training
+        assert not (speakers["train"] & speakers["dev"]) and not (speakers["train"] & speakers["test"])
+        assert not any("mic2" in p for p in read_table(rdir / "data" / "train" / "wav.scp").values())
+    else:
+        assert speakers["train"] == speakers["dev"] == {"LJ"}
+    results = (exp / "RESULTS.md").read_text()
+    assert results.count("| SI-SDR dB (higher) |") == 2  # dev and test
+    assert (exp / "samples" / "sample_0000.wav").is_file()
+    again = run(rdir, env, *args)
+    assert again.returncode == 0 and "training" not in again.stdout
