@@ -167,7 +167,5 @@ def run_decode(args: argparse.Namespace) -> int:
         levels = [[int(u) for u in line.split()] for line in f if line.strip()]
     if not levels or len({len(level) for level in levels}) != 1:
         raise ValueError(f"{args.input}: expected one line of units per level, all of the same length")
-    idx = torch.tensor(levels, dtype=torch.long)
-    idx = idx[None] if codec.num_levels > 1 else idx[:1]
-    sf.write(args.output, codec.decode(idx)[0, 0].clamp(-1, 1).numpy(), codec.sample_rate)
+    sf.write(args.output, codec.decode_utterance(torch.tensor(levels, dtype=torch.long)).numpy(), codec.sample_rate)
     return 0

@@ -237,6 +237,15 @@ class Codec(nn.Module):
             wav = wav[..., :length] if wav.shape[-1] >= length else F.pad(wav, (0, length - wav.shape[-1]))
         return wav
 
+    @torch.no_grad()
+    def decode_utterance(self, codes: Tensor, length: int | None = None) -> Tensor:
+        """One utterance's codes ``(q, T')`` (``q`` levels; the first row for a single quantizer) ->
+        waveform ``(T' * hop,)`` or ``(length,)``, clamped to [-1, 1]."""
+        if codes.ndim != 2:
+            raise ValueError(f"expected one utterance's codes of shape (levels, frames), got {tuple(codes.shape)}")
+        idx = codes[None] if self.num_levels > 1 else codes[:1]
+        return self.decode(idx, length=length)[0, 0].clamp(-1, 1)
+
     def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
         """Write one self-describing file (format tag, config, weights), atomically."""
         path = pathlib.Path(path)

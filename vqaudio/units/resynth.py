@@ -53,8 +53,7 @@ def resynthesize(
         if wav_path.exists():
             continue
         idx = torch.tensor(codes, dtype=torch.long, device=device)
-        idx = idx[None] if codec.num_levels > 1 else idx[:1]
-        wav = codec.decode(idx, length=num_samples)[0, 0].clamp(-1, 1).cpu().numpy()
+        wav = codec.decode_utterance(idx, length=num_samples).cpu().numpy()
         tmp = wav_path.with_name(f".{wav_path.name}.tmp")
         sf.write(tmp, wav, codec.sample_rate, format="WAV", subtype="PCM_16")
         tmp.replace(wav_path)

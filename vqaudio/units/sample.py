@@ -59,8 +59,7 @@ def sample_speech(
         for i in range(n):
             name = f"sample_{start + i:04d}"
             units[name] = codes[i].tolist()
-            idx = codes[i : i + 1] if codec.num_levels > 1 else codes[i : i + 1, 0]
-            wav = codec.decode(idx)[0, 0].clamp(-1, 1).numpy()
+            wav = codec.decode_utterance(codes[i]).numpy()
             sf.write(out / f"{name}.wav", wav, codec.sample_rate, subtype="PCM_16")
     for q in range(prior.num_levels):
         write_units(level_path(out, q), {k: v[q] for k, v in units.items()})
