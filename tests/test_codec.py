@@ -251,3 +251,65 @@ def test_padded_conv_equals_explicit_padding(kernel, stride, dilation, causal):
     pad = (total, 0) if causal else (total - total // 2, total // 2)
     expected = conv.conv(torch.nn.functional.pad(x, pad))
     assert torch.allclose(conv(x), expected, atol=1e-5)
+
+
+def _randomise(module: torch.nn.Module) -> torch.nn.Module:
+    """Non-zero biases and Snake alphas, so that a path that drops one cannot pass."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias") or name.endswith("alpha"):
+                p.copy_(torch.rand(p.shape, generator=gen) * 0.5 + 0.25)
+    return module
+
+
+@pytest.mark.parametrize("strides", [[2, 4, 5, 8], [3], [4, 4, 4], [1, 2]])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("activation", ["elu", "snake"])
+def test_time_major_inference_equals_the_layers(strides, causal, activation):
+    from vqaudio.models.timemajor import supports_time_major
+
+    torch.manual_seed(0)
+    arch = dict(strides=strides, causal=causal, activation=activation, latent_dim=8, dilations=[1, 3], max_channels=16)
+    for channels, weight_norm in ((4, True), (6, False)):
+        enc = _randomise(Encoder(channels=channels, weight_norm=weight_norm, **arch))
+        dec = _randomise(Decoder(channels=channels, weight_norm=weight_norm, **arch))
+        for batch, frames in ((1, 1), (3, 7)):
+            wav = torch.randn(batch, 1, frames * enc.hop_length)
+            kept = wav.clone()
+            with torch.no_grad():
+                assert supports_time_major(wav)
+                z = enc(wav)
+                assert torch.allclose(z, enc.net(wav), atol=1e-5), (channels, batch, frames)
+                z_kept = z.clone()
+                out = dec(z)
+                assert torch.allclose(out, dec.net(z), atol=1e-5), (channels, batch, frames)
+            assert torch.equal(wav, kept) and torch.equal(z, z_kept)  # inputs are never written
+
+
+def test_time_major_default_codec_equals_the_layers_in_float64():
+    codec = _randomise(Codec()).double().eval()
+    wav = torch.randn(2, 1, 3 * codec.hop_length, dtype=torch.float64) * 0.3
+    with torch.no_grad():
+        z = codec.encoder(wav)
+        assert torch.allclose(z, codec.encoder.net(wav), atol=1e-10)
+        assert torch.allclose(codec.decoder(z), codec.decoder.net(z), atol=1e-10)
+
+
+def test_time_major_weights_follow_parameter_updates():
+    dec = _randomise(Decoder(channels=4, strides=[2, 3], latent_dim=8, max_channels=16))
+    z = torch.randn(1, 8, 5)
+    with torch.no_grad():
+        before = dec(z)
+    opt = torch.optim.SGD(dec.parameters(), lr=0.1)
+    dec.net(z).square().sum().backward()
+    opt.step()  # in-place updates
+    with torch.no_grad():
+        after = dec(z)
+        assert not torch.allclose(before, after, atol=1e-3)
+        assert torch.allclose(after, dec.net(z), atol=1e-5)
+    other = _randomise(Decoder(channels=4, strides=[2, 3], latent_dim=8, max_channels=16))
+    torch.nn.init.normal_(other.net[0].conv.parametrizations.weight.original1)
+    dec.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(dec(z), other.net(z), atol=1e-5)

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
+from .timemajor import forward_time_major, supports_time_major
+
 ACTIVATIONS = ("elu", "snake")
 
 
@@ -182,6 +184,8 @@ class Encoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, wav: Tensor) -> Tensor:
+        if supports_time_major(wav):
+            return forward_time_major(self.net, wav)
         return self.net(wav)
 
     @property
@@ -230,4 +234,6 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, latents: Tensor) -> Tensor:
+        if supports_time_major(latents):
+            return forward_time_major(self.net, latents)
         return self.net(latents)
