@@ -313,3 +313,23 @@ def test_time_major_weights_follow_parameter_updates():
     dec.load_state_dict(other.state_dict())
     with torch.no_grad():
         assert torch.allclose(dec(z), other.net(z), atol=1e-5)
+
+
+def test_forward_without_quantization_is_a_continuous_autoencoder():
+    codec = tiny(kind="vq").train()
+    stage = codec.quantizer.stages[0]
+    stage.kmeans_init = True
+    stage.initted.fill_(False)
+    codebook = stage.codebook.detach().clone()
+    wav = torch.randn(2, 1, 700) * 0.1
+    out = codec(wav, quantize=False)
+    assert out.indices is None and out.metrics == {}
+    assert float(out.quantizer_loss) == 0.0
+    expected = codec.decoder(codec.encoder(torch.nn.functional.pad(wav, (0, 3 * 320 - 700))))[..., :700]
+    assert torch.allclose(out.wav, expected, atol=1e-6)
+    out.wav.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in codec.encoder.parameters())
+    # the quantizer is neither run nor updated: no k-means init, no codebook change, no gradient
+    assert not bool(stage.initted) and torch.equal(stage.codebook, codebook) and stage.codebook.grad is None
+    codec(wav)  # the first quantized training pass initialises it
+    assert bool(stage.initted)

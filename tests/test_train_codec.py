@@ -67,9 +67,9 @@ def test_train_codec_cli_trains_checkpoints_and_exports(tmp_path):
     train, valid = data_dirs(tmp_path)
     conf = tiny_config(tmp_path, max_steps=12, val_every=6, checkpoint_every=4, log_every=2)
     exp = tmp_path / "exp"
-    # adversarial terms from step 6 on, so both phases run
+    # quantization from codec step 4 on and adversarial terms from step 6 on, so all three phases run
     cfg = yaml.safe_load(conf.read_text())
-    cfg["loss"]["adversarial_start"] = 6
+    cfg["loss"].update(quantizer_start=4, adversarial_start=6)
     conf.write_text(yaml.safe_dump(cfg))
     rc = main(train_args(conf, train, valid, exp))
     assert rc == 0
@@ -87,12 +87,27 @@ def test_train_codec_cli_trains_checkpoints_and_exports(tmp_path):
     assert saved["loss"]["adversarial_start"] == 6 and saved["model"]["channels"] == 8
     ckpt = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert int(ckpt["state_dict"]["gen_steps"]) == 12
+    # the quantizer loss is exactly zero while warming up, then on; codebook metrics appear with it
+    scalars = _scalars(exp, "train/quantizer")
+    zero = [v == 0.0 for _, v in scalars]
+    assert any(zero) and not all(zero) and zero == sorted(zero, reverse=True), scalars
+    assert _scalars(exp, "codebook/perplexity")
     codec = Codec.from_pretrained(exp / "model.pt")
+    assert all(bool(s.initted) for s in codec.quantizer.stages)  # k-means ran when quantization began
     wav = torch.from_numpy(sf.read(_first_wav(valid), dtype="float32")[0])[None, None]
     assert codec.decode(codec.encode(wav), length=wav.shape[-1]).shape == wav.shape
     # a second run into the same dir without --resume refuses rather than clobbering
     rc = main(train_args(conf, train, valid, exp))
     assert rc == 2
+
+
+def _scalars(exp: pathlib.Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (exp / "tb").rglob("events.out.tfevents*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
 
 
 def _first_wav(data_dir: pathlib.Path) -> str:
@@ -146,3 +161,21 @@ def test_training_survives_a_bad_file(tmp_path, bad):
     conf = tiny_config(tmp_path, max_steps=8, val_every=1000, checkpoint_every=100, log_every=2)
     rc = main(train_args(conf, train, valid, tmp_path / "exp"))
     assert rc == 0
+
+
+def test_two_process_ddp_training_runs_through_every_phase(tmp_path):
+    # Parameters sit out phases (the quantizer before quantizer_start, the discriminators before
+    # adversarial_start): plain DDP stops at the first such step, so "auto" must pick a tolerant DDP.
+    train, valid = data_dirs(tmp_path)
+    conf = tiny_config(tmp_path, max_steps=6, val_every=1000, checkpoint_every=100, log_every=2, devices="2")
+    cfg = yaml.safe_load(conf.read_text())
+    cfg["trainer"]["accelerator"] = "cpu"
+    cfg["loss"].update(quantizer_start=2, adversarial_start=4)
+    conf.write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "vqaudio.cli.main", *train_args(conf, train, valid, exp)]
+    done = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert int(final["state_dict"]["gen_steps"]) == 6
+    assert (exp / "model.pt").is_file()

@@ -61,14 +61,14 @@ class CodecOutput:
 
     Attributes:
         wav: ``(B, 1, T)`` reconstruction, same length as the input.
-        indices: ``(B, T')`` or ``(B, Q, T')``.
+        indices: ``(B, T')`` or ``(B, Q, T')``; ``None`` when the pass skipped quantization.
         quantizer_loss: the quantizer's weighted loss (add it to the training objective).
         commitment, codebook: its named parts.
         metrics: the quantizer's metrics (perplexity, usage, per level for residual stacks).
     """
 
     wav: Tensor
-    indices: Tensor
+    indices: Tensor | None
     quantizer_loss: Tensor
     commitment: Tensor
     codebook: Tensor
@@ -159,11 +159,21 @@ class Codec(nn.Module):
         frames = self.num_frames(wav.shape[-1])
         return F.pad(wav, (0, frames * self.hop_length - wav.shape[-1]))
 
-    def forward(self, wav: Tensor) -> CodecOutput:
-        """Training pass: ``(B, 1, T)`` -> :class:`CodecOutput` with a reconstruction of length T."""
+    def forward(self, wav: Tensor, quantize: bool = True) -> CodecOutput:
+        """Training pass: ``(B, 1, T)`` -> :class:`CodecOutput` with a reconstruction of length T.
+
+        Args:
+            wav: mono waveform; ``(B, T)`` is accepted as mono.
+            quantize: ``False`` passes the latents straight to the decoder (a continuous autoencoder, for
+                the warm-up before ``loss.quantizer_start``): the quantizer is neither run nor updated,
+                ``indices`` is ``None`` and the quantizer losses are zero.
+        """
         wav = self._check_wav(wav)
         length = wav.shape[-1]
         latents = self.encoder(self._pad(wav))
+        if not quantize:
+            zero = latents.new_zeros(())
+            return CodecOutput(self.decoder(latents)[..., :length], None, zero, zero, zero, {})
         q = self.quantizer(latents)
         out = self.decoder(q.quantized)[..., :length]
         return CodecOutput(out, q.indices, q.loss, q.commitment, q.codebook, q.metrics)

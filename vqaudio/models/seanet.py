@@ -20,6 +20,11 @@ from .timemajor import forward_time_major, supports_time_major
 
 ACTIVATIONS = ("elu", "snake")
 
+# _ZERO_BIAS: conv biases start at zero (as in DAC's init_weights). With PyTorch's default uniform biases
+# the signal shrinks through ~20 convs while every bias adds a constant, so a fresh encoder's latents
+# varied over time by 2 % of their size: the decoder learnt to ignore them and the tiny recipe codec
+# used 1-2 % of its codes (perplexity ~1.3). With zero biases the same run keeps perplexity 25-70.
+
 
 class Snake(nn.Module):
     """x + sin^2(alpha x) / alpha with a learned per-channel alpha (Ziyin et al. 2020; used in DAC)."""
@@ -62,6 +67,7 @@ class PaddedConv1d(nn.Module):
     ) -> None:
         super().__init__()
         conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation)
+        nn.init.zeros_(conv.bias)  # see _ZERO_BIAS
         self.conv = _weight_norm(conv) if weight_norm else conv
         total = (kernel - 1) * dilation + 1 - stride
         self.left = total if causal else total - total // 2
@@ -108,6 +114,7 @@ class PaddedConvTranspose1d(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, causal: bool = False, weight_norm: bool = True) -> None:
         super().__init__()
         conv = nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride)
+        nn.init.zeros_(conv.bias)  # see _ZERO_BIAS
         self.conv = _weight_norm(conv) if weight_norm else conv
         self.trim = (0, stride) if causal else (stride - stride // 2, stride // 2)
 

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class CodecTask(pl.LightningModule):
-    """Trains a :class:`Codec` with reconstruction, quantizer and (after ``adversarial_start``) GAN losses.
+    """Trains a :class:`Codec` with reconstruction, quantizer (from ``quantizer_start``) and (from
+    ``adversarial_start``) GAN losses.
 
     ``gen_steps`` (a buffer, so it is checkpointed) counts codec updates; training stops when it reaches
     ``trainer.max_steps`` regardless of how many optimizer steps the discriminators add.
@@ -59,6 +60,10 @@ class CodecTask(pl.LightningModule):
         ]
 
     @property
+    def quantizing(self) -> bool:
+        return int(self.gen_steps) >= self.cfg.loss.quantizer_start
+
+    @property
     def adversarial(self) -> bool:
         return int(self.gen_steps) >= self.cfg.loss.adversarial_start
 
@@ -66,7 +71,7 @@ class CodecTask(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         sched_g, sched_d = self.lr_schedulers()
         lc, clip = self.cfg.loss, self.cfg.optim.grad_clip
-        out = self.codec(wav)
+        out = self.codec(wav, quantize=self.quantizing)
         logs: dict[str, Tensor] = {}
         if self.adversarial:
             d_loss = discriminator_loss(self.disc(wav), self.disc(out.wav.detach()))

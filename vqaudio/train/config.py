@@ -26,7 +26,14 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights (EnCodec/DAC-style) and when the adversarial terms switch on."""
+    """Loss weights (EnCodec/DAC-style) and when quantization and the adversarial terms switch on.
+
+    ``quantizer_start``: codec steps trained as a continuous autoencoder (latents straight to the
+    decoder) before the quantizer switches on and k-means-initialises its codes on the trained latents
+    (as Łańcucki et al. 2020 initialise codebooks from a trained encoder). Quantizing from step 0, a
+    fresh encoder's latents barely vary over time and training keeps them so: the tiny recipe codec ran
+    at codebook perplexity 1.3-3 out of 256; after a 60-step warm-up, 25-75.
+    """
 
     waveform_l1: float = 0.1
     stft: float = 1.0
@@ -34,6 +41,7 @@ class LossConfig:
     quantizer: float = 1.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
+    quantizer_start: int = 1000
     adversarial_start: int = 5000
     stft_fft_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])
     mel_windows: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])

@@ -7,6 +7,7 @@ import pathlib
 from typing import TypeVar
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -48,6 +49,26 @@ def prepare_experiment(cls: type[C], config, exp_dir, resume: bool, overrides: d
     return cfg
 
 
+def _num_processes(t: TrainerConfig) -> int:
+    """Processes per node that ``accelerator``/``devices`` ask for, as Lightning counts them."""
+    devices = str(t.devices).strip()
+    gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+    if devices in ("auto", "-1"):
+        return torch.cuda.device_count() if gpu else 1
+    if "," in devices or devices.startswith("["):
+        return len([d for d in devices.strip("[]").split(",") if d.strip()])
+    return int(devices)
+
+
+def _strategy(t: TrainerConfig) -> str:
+    """``auto`` becomes DDP that tolerates unused parameters when more than one process trains: the
+    discriminators sit out until ``adversarial_start`` and the quantizer until ``quantizer_start``, and
+    plain DDP stops at the first step where a parameter gets no gradient."""
+    if t.strategy == "auto" and t.num_nodes * _num_processes(t) > 1:
+        return "ddp_find_unused_parameters_true"
+    return t.strategy
+
+
 def fit(
     task: pl.LightningModule,
     train_loader,
@@ -83,7 +104,7 @@ def fit(
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=_strategy(t),
         precision=t.precision,
         default_root_dir=exp,
         num_sanity_val_steps=0,
