@@ -34,7 +34,7 @@ class CodecConfig:
         latent_dim: latent channels D.
         kernel: kernel of the first/last convs; residual_kernel: of the dilated convs.
         dilations: dilations of the residual units at each resolution.
-        activation: ``"elu"`` or ``"snake"``.
+        activation: ``"elu"``, ``"snake"`` or ``"leaky_relu"`` (slope 0.1).
         causal: left padding only, for streaming.
         weight_norm: weight normalisation on every conv.
         quantizer: see :class:`vqaudio.quantize.QuantizerConfig`.

@@ -18,7 +18,7 @@ from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from .timemajor import forward_time_major, supports_time_major
 
-ACTIVATIONS = ("elu", "snake")
+ACTIVATIONS = ("elu", "snake", "leaky_relu")
 
 # _ZERO_BIAS: conv biases start at zero (as in DAC's init_weights). With PyTorch's default uniform biases
 # the signal shrinks through ~20 convs while every bias adds a constant, so a fresh encoder's latents
@@ -43,6 +43,8 @@ def make_activation(kind: str, channels: int, inplace: bool = False) -> nn.Modul
         return nn.ELU(inplace=inplace)
     if kind == "snake":
         return Snake(channels)
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(0.1, inplace=inplace)  # slope 0.1 as in HiFi-GAN's generator
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
 
 
@@ -158,7 +160,7 @@ class Encoder(nn.Module):
         kernel: kernel of the first and last convs.
         residual_kernel: kernel of the dilated convs in the residual units.
         dilations: dilations of the residual units before each strided conv.
-        activation: ``"elu"`` or ``"snake"``.
+        activation: ``"elu"``, ``"snake"`` or ``"leaky_relu"``.
         causal: pad on the left only (streaming).
         weight_norm: weight normalisation on every conv.
     """
@@ -191,8 +193,9 @@ class Encoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, wav: Tensor) -> Tensor:
-        if supports_time_major(wav):
-            return forward_time_major(self.net, wav)
+        # Layer by layer also on CPU: time-major (see Decoder.forward) encodes at about the same speed
+        # over extraction's stream of new lengths, and glibc then kept its buffers (RSS grew ~10 MiB per
+        # new length, to 1.7 GiB over speech-mini, against a flat 0.7 GiB).
         return self.net(wav)
 
     @property
@@ -241,6 +244,7 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, latents: Tensor) -> Tensor:
+        # CPU inference: the same layers time-major, 1.3-1.45x faster on one thread (timemajor.py).
         if supports_time_major(latents):
             return forward_time_major(self.net, latents)
         return self.net(latents)

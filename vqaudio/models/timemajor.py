@@ -1,4 +1,4 @@
-"""CPU inference of the SEANet encoder/decoder with activations stored time-major, ``(B, T, C)``.
+"""CPU inference of the SEANet decoder with activations stored time-major, ``(B, T, C)``.
 
 The same function as running the layers (tested to float rounding), faster on CPU because no activation
 is ever reshaped between layers:
@@ -10,11 +10,11 @@ is ever reshaped between layers:
   (no separate skip add);
 - a transposed conv with kernel ``2s`` is two GEMMs whose ``(frames, s * C_out)`` outputs already are the
   ``(frames * s, C_out)`` waveform rows: the overlap-add is an in-place GEMM into rows shifted by one;
-- convs with one input or one output channel (the waveform ends) run as one GEMM over an im2col copy,
-  or one GEMM for all taps followed by a shifted sum.
+- the conv to the waveform (one output channel) is one GEMM for all taps followed by a shifted sum.
 
-Used by ``Encoder.forward`` / ``Decoder.forward`` when :func:`supports_time_major` holds (CPU, float,
-no autograd): buffers are reused and intermediate tensors overwritten, which autograd would forbid.
+Used by ``Decoder.forward`` when :func:`supports_time_major` holds (CPU, float, no autograd):
+intermediate tensors are overwritten, which autograd would forbid. It handles any ``Encoder.net`` too
+(tested), but the encoder stays layer by layer: see ``Encoder.forward``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def supports_time_major(x: Tensor) -> bool:
 
 
 def forward_time_major(net: nn.Sequential, x: Tensor) -> Tensor:
-    """``net(x)`` for an ``Encoder.net`` / ``Decoder.net``, computed time-major.
+    """``net(x)`` for a ``Decoder.net`` (or ``Encoder.net``), computed time-major.
 
     Args:
         net: a Sequential of ``PaddedConv1d``, ``PaddedConvTranspose1d``, ``ResidualUnit`` and activations.
@@ -78,6 +78,8 @@ def _activate(act: nn.Module, x: Tensor, out: Tensor | None = None) -> Tensor:
 
     if isinstance(act, nn.ELU) and act.alpha == 1.0:
         return _elu(x, torch.empty_like(x) if out is None else out)
+    if isinstance(act, nn.LeakyReLU):
+        return torch.ops.aten.leaky_relu.out(x, act.negative_slope, out=torch.empty_like(x) if out is None else out)
     if isinstance(act, Snake):
         alpha = act.alpha.reshape(-1)  # (1, C, 1) -> per channel, the last dim here
         y = x + (alpha * x).sin().pow(2) / (alpha + 1e-9)
@@ -115,7 +117,7 @@ def _conv(layer: nn.Module, x: Tensor, act: nn.Module | None) -> Tensor:
     if k == 1 and s == 1:
         x = x if act is None else _activate(act, x)
         return _gemm_into(x.new_empty(x.shape[0], frames, cout), x, w[:, :, 0].t(), bias)
-    if min(cin, cout) == 1:
+    if cout == 1:
         return _conv_narrow(layer, x, act, frames)
     # Channels-last view (B, C, 1, T) of the same memory: oneDNN's fast NHWC kernels, padding included.
     image = (x if act is None else _activate(act, x)).transpose(1, 2).unsqueeze(2)
@@ -138,24 +140,20 @@ def _padded(x: Tensor, act: nn.Module | None, left: int, length: int) -> Tensor:
 
 
 def _conv_narrow(layer: nn.Module, x: Tensor, act: nn.Module | None, frames: int) -> Tensor:
-    """A conv from or to one channel (the waveform ends), where GEMMs over taps beat a 2-D conv."""
+    """A conv to one channel (the waveform): one GEMM for every tap at every row, then a shifted sum."""
     conv = layer.conv
     w, bias = conv.weight, conv.bias
-    cout, cin, k = w.shape
+    _, cin, k = w.shape
     s, d = conv.stride[0], conv.dilation[0]
     b = x.shape[0]
     last = (frames - 1) * s + 1  # rows spanned by one tap's strided view
     buf = _padded(x, act, layer.left, last + (k - 1) * d)
-    if cout == 1:
-        # One GEMM for every tap at every row, then out[f] = sum_j taps[f * s + j * d, j].
-        taps = torch.matmul(buf, w.permute(1, 2, 0).reshape(cin, k)).view(b, buf.shape[1], k)
-        out = taps[:, 0:last:s, 0].clone().add_(bias)
-        for j in range(1, k):
-            out.add_(taps[:, j * d : j * d + last : s, j])
-        return out.unsqueeze(-1)
-    # One input channel: an im2col copy (B, T', k * C_in) and one GEMM.
-    cols = torch.cat([buf[:, j * d : j * d + last : s] for j in range(k)], dim=2)
-    return _gemm_into(x.new_empty(b, frames, cout), cols, w.permute(2, 1, 0).reshape(k * cin, cout), bias)
+    # out[f] = sum_j taps[f * s + j * d, j]
+    taps = torch.matmul(buf, w.permute(1, 2, 0).reshape(cin, k)).view(b, buf.shape[1], k)
+    out = taps[:, 0:last:s, 0].clone().add_(bias)
+    for j in range(1, k):
+        out.add_(taps[:, j * d : j * d + last : s, j])
+    return out.unsqueeze(-1)
 
 
 def _split_transposed(w: Tensor, bias: Tensor, s: int) -> tuple[Tensor, Tensor, Tensor]:
