@@ -193,9 +193,9 @@ class Encoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, wav: Tensor) -> Tensor:
-        # Layer by layer also on CPU: time-major (see Decoder.forward) encodes at about the same speed
-        # over extraction's stream of new lengths, and glibc then kept its buffers (RSS grew ~10 MiB per
-        # new length, to 1.7 GiB over speech-mini, against a flat 0.7 GiB).
+        # Layer by layer also on CPU: time-major (see Decoder.forward) extracted speech-mini only 8 % faster,
+        # and with its channels-last convs glibc kept its buffers (RSS grew ~10 MiB per new length, to
+        # 1.7 GiB, against a flat 0.7 GiB). benchmarks/README.md has the measurements.
         return self.net(wav)
 
     @property
