@@ -267,23 +267,26 @@ def _randomise(module: torch.nn.Module) -> torch.nn.Module:
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("activation", ["elu", "snake", "leaky_relu"])
 def test_time_major_inference_equals_the_layers(strides, causal, activation):
-    from vqaudio.models.timemajor import forward_time_major, supports_time_major
+    from vqaudio.models.timemajor import context_frames, forward_time_major, supports_time_major
 
     torch.manual_seed(0)
     arch = dict(strides=strides, causal=causal, activation=activation, latent_dim=8, dilations=[1, 3], max_channels=16)
     for channels, weight_norm in ((4, True), (6, False)):
         enc = _randomise(Encoder(channels=channels, weight_norm=weight_norm, **arch))
         dec = _randomise(Decoder(channels=channels, weight_norm=weight_norm, **arch))
-        for batch, frames in ((1, 1), (3, 7)):
+        need = max(sum(context_frames(enc.net, enc.hop_length)), sum(context_frames(dec.net, 1)))
+        # one padded window; exactly one window; several windows, one of them padded past the end
+        for batch, frames, sizes in ((1, 1, (16,)), (3, 7, (7,)), (2, 4 * need + 5, (need + 2, need + 1))):
             wav = torch.randn(batch, 1, frames * enc.hop_length)
             kept = wav.clone()
             with torch.no_grad():
                 assert supports_time_major(wav)
-                z = forward_time_major(enc.net, wav)
-                assert torch.allclose(z, enc.net(wav), atol=1e-5), (channels, batch, frames)
+                z = forward_time_major(enc.net, wav, enc.hop_length, sizes)
+                assert torch.allclose(z, enc.net(wav), atol=1e-5), (channels, batch, frames, sizes)
                 z_kept = z.clone()
-                out = dec(z)
-                assert torch.allclose(out, dec.net(z), atol=1e-5), (channels, batch, frames)
+                out = forward_time_major(dec.net, z, 1, sizes)
+                assert torch.allclose(out, dec.net(z), atol=1e-5), (channels, batch, frames, sizes)
+                assert torch.allclose(dec(z), out, atol=1e-5) and torch.allclose(enc(wav), z, atol=1e-5)
             assert torch.equal(wav, kept) and torch.equal(z, z_kept)  # inputs are never written
 
 
@@ -291,11 +294,47 @@ def test_time_major_default_codec_equals_the_layers_in_float64():
     from vqaudio.models.timemajor import forward_time_major
 
     codec = _randomise(Codec()).double().eval()
-    wav = torch.randn(2, 1, 3 * codec.hop_length, dtype=torch.float64) * 0.3
-    with torch.no_grad():
-        z = forward_time_major(codec.encoder.net, wav)
-        assert torch.allclose(z, codec.encoder.net(wav), atol=1e-10)
+    wav = torch.randn(2, 1, 41 * codec.hop_length, dtype=torch.float64) * 0.3
+    with torch.no_grad():  # windows of 16 and 20 frames: 4 + 5 and 7 + 6 frames of context
+        z = forward_time_major(codec.encoder.net, wav, codec.hop_length, (20, 16))
+        assert torch.allclose(z, codec.encoder.net(wav), rtol=0, atol=1e-10)
+        assert torch.allclose(forward_time_major(codec.decoder.net, z, 1, (20, 16)), codec.decoder.net(z), atol=1e-10)
         assert torch.allclose(codec.decoder(z), codec.decoder.net(z), atol=1e-10)
+
+
+def test_chunk_plan_keeps_every_frame_once_with_its_context():
+    from vqaudio.models.timemajor import CHUNK_FRAMES, WINDOW_COST, chunk_plan
+
+    assert chunk_plan(500, 4, 5) == ((0, 500, 0, 500),)  # 10 s: one window, no context computed
+    assert chunk_plan(1, 4, 5) == ((0, 16, 0, 1),)
+    for frames in list(range(1, 700)) + [1001, 2500]:
+        plan = chunk_plan(frames, 4, 5)
+        assert plan[0][0] == 0 and plan[0][2] == 0 and plan[-1][3] == frames, (frames, plan)
+        for (start, size, first, last), nxt in zip(plan, plan[1:] + ((None, None, frames, None),), strict=True):
+            assert size in CHUNK_FRAMES and last == nxt[2] and first < last, (frames, plan)
+            assert first == 0 == start or first - start >= 4, (frames, plan)  # context before, unless at 0
+            assert start + size >= frames or start + size - last >= 5, (frames, plan)  # after, unless past the end
+        # no more work than the plain plan: 500-frame windows, then the smallest window that reaches the end
+        plain, kept = [], 0
+        while not plain or plain[-1][0] + plain[-1][1] < frames:
+            start = kept - 4 if kept else 0
+            fits = [size for size in CHUNK_FRAMES if start + size >= frames]
+            plain.append((start, min(fits) if fits else 500))
+            kept = start + 500 - 5
+        assert sum(size + WINDOW_COST for _, size, _, _ in plan) <= sum(size + WINDOW_COST for _, size in plain)
+    with pytest.raises(ValueError, match="too small"):
+        chunk_plan(100, 4, 5, (9, 8))
+
+
+def test_time_major_context_is_the_receptive_field():
+    from vqaudio.models.timemajor import context_frames
+
+    codec = Codec()
+    before, after = context_frames(codec.encoder.net, codec.hop_length)
+    # the encoder's receptive field spans both contexts: neither side alone covers it, both together do
+    assert (before + after) * codec.hop_length >= codec.encoder.receptive_field
+    assert max(before, after) * codec.hop_length < codec.encoder.receptive_field
+    assert context_frames(codec.decoder.net, 1) == (7, 6)
 
 
 def test_time_major_weights_follow_parameter_updates():

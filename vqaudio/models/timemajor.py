@@ -1,4 +1,5 @@
-"""CPU inference of the SEANet decoder with activations stored time-major, ``(B, T, C)``.
+"""CPU inference of the SEANet encoder and decoder with activations stored time-major, ``(B, T, C)``, in
+windows of a few fixed lengths.
 
 The same function as running the layers (tested to float rounding), faster on CPU because no activation
 is ever reshaped between layers:
@@ -12,19 +13,37 @@ is ever reshaped between layers:
   ``(frames * s, C_out)`` waveform rows: the overlap-add is an in-place GEMM into rows shifted by one;
 - the conv to the waveform (one output channel) is one GEMM for all taps followed by a shifted sum.
 
-Used by ``Decoder.forward`` when :func:`supports_time_major` holds (CPU, float, no autograd):
-intermediate tensors are overwritten, which autograd would forbid. It handles any ``Encoder.net`` too
-(tested), but the encoder stays layer by layer: see ``Encoder.forward``.
+Every input is cut into windows of the :data:`CHUNK_FRAMES` lengths (:func:`chunk_plan`), each with the
+frames of context its kept frames depend on (:func:`context_frames`), so oneDNN only ever sees a few
+shapes: it compiles a primitive per shape, and with a new shape per utterance that cost 20 % of an encode
+and glibc kept ~10 MiB per shape. Rows past the end of the input are zeroed after every layer, which is
+exactly the layers' zero padding, so a window's kept frames are those of the whole-sequence pass.
+
+Used by ``Encoder.forward`` and ``Decoder.forward`` when :func:`supports_time_major` holds (CPU, float, no
+autograd): intermediate tensors are overwritten, which autograd would forbid.
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-__all__ = ["forward_time_major", "supports_time_major"]
+__all__ = ["CHUNK_FRAMES", "chunk_plan", "context_frames", "forward_time_major", "supports_time_major"]
+
+
+# Window sizes, in frames of the chunk grid (latent frames: 20 ms at the default hop), a ratio of about 1.4
+# apart. oneDNN JIT-compiles a conv primitive per input shape (~20 % of a time-major encode when every
+# utterance is a new length) and its channels-last path kept ~10 MiB of glibc heap per shape (RSS 1.7 GiB on
+# speech-mini); with these few shapes both are paid once. Context frames and the padded last window cost
+# 3-4 % of compute over 1-20 s utterances; up to 500 frames (10 s) fit one window with no context at all.
+CHUNK_FRAMES = (500, 350, 250, 175, 125, 90, 64, 45, 32, 16)
+# A window's fixed cost in frames: ~150 op launches, 1-1.5 ms, about 2 frames of encoder work on one thread.
+WINDOW_COST = 2
 
 
 def supports_time_major(x: Tensor) -> bool:
@@ -32,25 +51,110 @@ def supports_time_major(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.is_grad_enabled()
 
 
-def forward_time_major(net: nn.Sequential, x: Tensor) -> Tensor:
-    """``net(x)`` for a ``Decoder.net`` (or ``Encoder.net``), computed time-major.
+@functools.lru_cache(maxsize=4096)
+def chunk_plan(
+    frames: int, before: int, after: int, sizes: tuple[int, ...] = CHUNK_FRAMES
+) -> tuple[tuple[int, int, int, int], ...]:
+    """The windows that compute ``frames`` frames with the least work: ``(start, size, first, last)`` each,
+    a window of ``size`` frames from ``start`` whose frames ``first ... last - 1`` are kept.
+
+    A window needs ``before`` frames of context on its left unless it starts at frame 0, where the layers'
+    own zero padding is the truth, and ``after`` frames on its right unless it reaches past the end, where
+    its frames beyond the end are zeroed after every layer. Found by dynamic programming over the frame
+    where the kept frames end, each window costing its size plus ``WINDOW_COST``.
+    """
+    if frames < 1:
+        raise ValueError(f"chunk_plan: frames must be >= 1, got {frames}")
+    inf = float("inf")
+    cost, prev = [inf] * (frames + 1), [(0, 0)] * (frames + 1)
+    cost[0] = 0
+    best = (inf, 0, 0)  # (frames computed, kept so far, size of the last window)
+    for kept in range(frames):
+        if cost[kept] == inf:
+            continue
+        start = kept - before if kept else 0
+        for size in sizes:
+            if start + size >= frames:
+                best = min(best, (cost[kept] + size + WINDOW_COST, kept, size))
+            elif start + size - after > kept and cost[kept] + size + WINDOW_COST < cost[start + size - after]:
+                cost[start + size - after] = cost[kept] + size + WINDOW_COST
+                prev[start + size - after] = (kept, size)
+    if best[0] == inf:
+        raise ValueError(f"chunk_plan: window sizes {sizes} are too small for context {before} + {after} frames")
+    windows, (kept, size), last = [], best[1:], frames
+    while True:
+        windows.append((kept - before if kept else 0, size, kept, last))
+        if not kept:
+            return tuple(reversed(windows))
+        last, (kept, size) = kept, prev[kept]
+
+
+def context_frames(net: nn.Sequential, frame_rows: int) -> tuple[int, int]:
+    """Frames of the chunk grid on the left and right of a chunk that its outputs depend on.
+
+    A conv's output ``i`` reads inputs ``i * s - left ... i * s - left + (k - 1) * d``; a transposed conv's
+    output row ``p`` reads input rows ``(p + trim) // s - 1`` and ``(p + trim) // s``, at most
+    ``1 + (s - 1 - trim) / s`` rows before ``p / s`` and ``trim / s`` after it. Summed over layers, each in
+    frames of the grid.
+    """
+    from .seanet import PaddedConv1d, PaddedConvTranspose1d, ResidualUnit
+
+    left = right = 0.0
+    scale = 1.0 / frame_rows  # grid frames per row at the current layer's input
+    convs = (m for layer in net for m in (layer.block if isinstance(layer, ResidualUnit) else [layer]))
+    for layer in convs:
+        if isinstance(layer, PaddedConv1d):
+            k, d, s = layer.conv.kernel_size[0], layer.conv.dilation[0], layer.conv.stride[0]
+            left += layer.left * scale
+            right += ((k - 1) * d - layer.left) * scale
+            scale *= s
+        elif isinstance(layer, PaddedConvTranspose1d):
+            s, trim = layer.conv.stride[0], layer.trim[0]
+            left += (1 + (s - 1 - trim) / s) * scale
+            right += trim / s * scale
+            scale /= s
+    return math.ceil(left - 1e-9), math.ceil(right - 1e-9)
+
+
+def forward_time_major(
+    net: nn.Sequential, x: Tensor, frame_rows: int, chunk_frames: tuple[int, ...] = CHUNK_FRAMES
+) -> Tensor:
+    """``net(x)`` for a ``Decoder.net`` or ``Encoder.net``, computed time-major in windows of fixed sizes.
+
+    Windows come from :func:`chunk_plan` with :func:`context_frames` of context; rows past the end of the
+    input are zeroed after every layer, exactly as the layers' own zero padding sees them, and each window
+    keeps only frames whose context it holds, so the result is ``net(x)`` to float rounding (tested).
 
     Args:
         net: a Sequential of ``PaddedConv1d``, ``PaddedConvTranspose1d``, ``ResidualUnit`` and activations.
-        x: ``(B, C, T)``.
+        x: ``(B, C, T)`` with ``T`` a multiple of ``frame_rows``.
+        frame_rows: input rows per frame of the chunk grid: ``hop_length`` for an encoder, 1 for a decoder.
+        chunk_frames: the window sizes, largest first.
 
     Returns:
         ``(B, C', T')``, as ``net(x)``.
     """
-    h = x.transpose(1, 2).contiguous()  # (B, T, C)
-    if h.data_ptr() == x.data_ptr():
-        h = h.clone()  # layers write in place: never into the caller's tensor
+    b, c, t = x.shape
+    if t % frame_rows:
+        raise ValueError(f"forward_time_major: length {t} is not a multiple of frame_rows={frame_rows}")
+    frames = t // frame_rows
+    out = None
     with parametrize.cached():  # weight norm computed once per call, not once per use
-        h = _run(net, h)
-    return h.transpose(1, 2).contiguous()
+        for start, size, first, last in chunk_plan(frames, *context_frames(net, frame_rows), chunk_frames):
+            real = min(start + size, frames) - start  # frames of the window holding input
+            buf = x.new_empty(b, size * frame_rows, c)  # (B, T, C)
+            buf[:, : real * frame_rows] = x[:, :, start * frame_rows : (start + real) * frame_rows].transpose(1, 2)
+            buf[:, real * frame_rows :] = 0
+            y, rows = _run(net, buf, real if real < size else None, frame_rows)
+            if out is None:
+                out = y.new_empty(b, y.shape[-1], frames * rows)
+            out[:, :, first * rows : last * rows] = y[:, (first - start) * rows : (last - start) * rows].transpose(1, 2)
+    return out
 
 
-def _run(net: nn.Sequential, h: Tensor) -> Tensor:
+def _run(net: nn.Sequential, h: Tensor, end: int | None, rows: int) -> tuple[Tensor, int]:
+    """The layers of ``net`` on one ``(B, T, C)`` window holding ``rows`` rows per frame; rows from frame
+    ``end`` on are zeroed after every layer. Returns the output and its rows per frame."""
     from .seanet import PaddedConv1d, PaddedConvTranspose1d, ResidualUnit
 
     pending: nn.Module | None = None  # an activation to apply on the way into the next conv
@@ -60,16 +164,21 @@ def _run(net: nn.Sequential, h: Tensor) -> Tensor:
         elif isinstance(layer, PaddedConv1d):
             h = _conv(layer, h, pending)
             pending = None
+            rows //= layer.conv.stride[0]
         elif isinstance(layer, PaddedConvTranspose1d):
             h = _conv_transpose(layer, h if pending is None else _activate(pending, h, out=h))
             pending = None
+            rows *= layer.conv.stride[0]
         else:
             if pending is not None:
                 h = _activate(pending, h, out=h)
             pending = layer
+            continue
+        if end is not None:  # every activation maps 0 to 0, so zeroed rows stay zero through them
+            h[:, end * rows :] = 0
     if pending is not None:
         h = _activate(pending, h, out=h)
-    return h
+    return h, rows
 
 
 def _activate(act: nn.Module, x: Tensor, out: Tensor | None = None) -> Tensor:
