@@ -302,6 +302,20 @@ def test_time_major_default_codec_equals_the_layers_in_float64():
         assert torch.allclose(codec.decoder(z), codec.decoder.net(z), atol=1e-10)
 
 
+def test_time_major_blocked_passes_equal_the_layers(monkeypatch):
+    from vqaudio.models import timemajor
+
+    codec = _randomise(Codec()).eval()
+    wav = torch.randn(2, 1, 9 * codec.hop_length) * 0.3
+    with torch.no_grad():
+        z = codec.encoder.net(wav)
+        y = codec.decoder.net(z)
+        # ELU and the residual bias add in blocks of a few rows, the last one partial
+        monkeypatch.setattr(timemajor, "_BLOCK", 100)
+        assert torch.allclose(codec.encoder(wav), z, atol=1e-5)
+        assert torch.allclose(codec.decoder(z), y, atol=1e-6)
+
+
 def test_chunk_plan_keeps_every_frame_once_with_its_context():
     from vqaudio.models.timemajor import CHUNK_FRAMES, WINDOW_COST, chunk_plan
 
