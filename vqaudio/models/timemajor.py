@@ -44,6 +44,9 @@ __all__ = ["CHUNK_FRAMES", "chunk_plan", "context_frames", "forward_time_major",
 CHUNK_FRAMES = (500, 350, 250, 175, 125, 90, 64, 45, 32, 16)
 # A window's fixed cost in frames: ~150 op launches, 1-1.5 ms, about 2 frames of encoder work on one thread.
 WINDOW_COST = 2
+# Elements per block of rows for ELU and the residual bias add (1 MiB of float32), whose passes then run in
+# cache: for ELU 256K-512K elements measured fastest, 1M slower.
+_BLOCK = 1 << 18
 
 
 def supports_time_major(x: Tensor) -> bool:
@@ -211,9 +214,6 @@ def _elu(x: Tensor, out: Tensor) -> Tensor:
     return out
 
 
-_BLOCK = 1 << 18  # elements per block (1 MiB of float32): for ELU 256K-512K measured fastest, 1M slower
-
-
 def _elu_block(x: Tensor, out: Tensor, neg: Tensor) -> Tensor:
     """ELU as ``max(x, exp(min(x, 0)) - 1)``, into ``out`` (may be ``x``), through ``neg`` (``out`` itself
     unless that is ``x``).
@@ -268,19 +268,22 @@ def _padded(x: Tensor, act: nn.Module | None, left: int, length: int) -> Tensor:
 
 
 def _conv_narrow(layer: nn.Module, x: Tensor, act: nn.Module | None, frames: int) -> Tensor:
-    """A conv to one channel (the waveform): one GEMM for every tap at every row, then a shifted sum."""
+    """A conv to one channel (the waveform): one GEMM for every tap at every row, then a shifted sum.
+
+    The GEMM is ``(k, C) @ (C, T)``, taps by rows: 2.5x faster than ``(T, C) @ (C, k)`` with its 7-wide
+    output, and each tap's row is then contiguous for the sum.
+    """
     conv = layer.conv
     w, bias = conv.weight, conv.bias
-    _, cin, k = w.shape
+    k = w.shape[-1]
     s, d = conv.stride[0], conv.dilation[0]
-    b = x.shape[0]
     last = (frames - 1) * s + 1  # rows spanned by one tap's strided view
     buf = _padded(x, act, layer.left, last + (k - 1) * d)
-    # out[f] = sum_j taps[f * s + j * d, j]
-    taps = torch.matmul(buf, w.permute(1, 2, 0).reshape(cin, k)).view(b, buf.shape[1], k)
-    out = taps[:, 0:last:s, 0].clone().add_(bias)
+    # out[f] = sum_j taps[j, f * s + j * d]
+    taps = torch.matmul(w[0].t(), buf.transpose(1, 2))  # (B, k, T)
+    out = taps[:, 0, 0:last:s].clone().add_(bias)
     for j in range(1, k):
-        out.add_(taps[:, j * d : j * d + last : s, j])
+        out.add_(taps[:, j, j * d : j * d + last : s])
     return out.unsqueeze(-1)
 
 
