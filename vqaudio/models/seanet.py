@@ -193,7 +193,7 @@ class Encoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, wav: Tensor) -> Tensor:
-        # CPU inference: the same layers time-major in fixed-size chunks (timemajor.py).
+        # CPU inference: the same layers time-major, in windows of fixed lengths (timemajor.py).
         if supports_time_major(wav):
             return forward_time_major(self.net, wav, self.hop_length)
         return self.net(wav)
@@ -244,7 +244,7 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, latents: Tensor) -> Tensor:
-        # CPU inference: the same layers time-major in fixed-size chunks (timemajor.py).
+        # CPU inference: the same layers time-major, in windows of fixed lengths (timemajor.py).
         if supports_time_major(latents):
             return forward_time_major(self.net, latents, 1)
         return self.net(latents)
