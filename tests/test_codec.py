@@ -388,3 +388,19 @@ def test_forward_without_quantization_is_a_continuous_autoencoder():
     assert not bool(stage.initted) and torch.equal(stage.codebook, codebook) and stage.codebook.grad is None
     codec(wav)  # the first quantized training pass initialises it
     assert bool(stage.initted)
+
+
+def test_import_bounds_onednn_primitive_cache_unless_the_user_set_it():
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, vqaudio; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(e: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], env=e, cwd=root, capture_output=True, text=True, check=True)
+
+    assert run(env).stdout.strip() == "512"  # room for every window shape of batch-1 encode and decode
+    assert run({**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "32"}).stdout.strip() == "32"
