@@ -223,7 +223,7 @@ def test_tiny_codec_overfits_one_real_utterance(tmp_path):
 
 @pytest.mark.parametrize("stride", [1, 2, 3, 5, 8])
 def test_fast_transposed_conv_equals_torch(stride):
-    from vqaudio.models.seanet import conv_transpose_2s
+    from vqaudio.models.layers import conv_transpose_2s
 
     x = torch.randn(3, 6, 17, requires_grad=True)
     ref = torch.nn.ConvTranspose1d(6, 4, 2 * stride, stride=stride)
@@ -243,7 +243,7 @@ def test_fast_transposed_conv_equals_torch(stride):
 )
 @pytest.mark.parametrize("causal", [False, True])
 def test_padded_conv_equals_explicit_padding(kernel, stride, dilation, causal):
-    from vqaudio.models.seanet import PaddedConv1d
+    from vqaudio.models.layers import PaddedConv1d
 
     conv = PaddedConv1d(5, 3, kernel, stride=stride, dilation=dilation, causal=causal, weight_norm=False)
     x = torch.randn(2, 5, 40 * stride)
@@ -266,58 +266,58 @@ def _randomise(module: torch.nn.Module) -> torch.nn.Module:
 @pytest.mark.parametrize("strides", [[2, 4, 5, 8], [3], [4, 4, 4], [1, 2]])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("activation", ["elu", "snake", "leaky_relu"])
-def test_time_major_inference_equals_the_layers(strides, causal, activation):
-    from vqaudio.models.timemajor import context_frames, forward_time_major, supports_time_major
+def test_windowed_inference_equals_the_layers(strides, causal, activation):
+    from vqaudio.models.windows import context_frames, forward_windows
 
     torch.manual_seed(0)
     arch = dict(strides=strides, causal=causal, activation=activation, latent_dim=8, dilations=[1, 3], max_channels=16)
     for channels, weight_norm in ((4, True), (6, False)):
         enc = _randomise(Encoder(channels=channels, weight_norm=weight_norm, **arch))
         dec = _randomise(Decoder(channels=channels, weight_norm=weight_norm, **arch))
+        assert enc.fast_path and dec.fast_path
         need = max(sum(context_frames(enc.net, enc.hop_length)), sum(context_frames(dec.net, 1)))
         # one padded window; exactly one window; several windows, one of them padded past the end
         for batch, frames, sizes in ((1, 1, (16,)), (3, 7, (7,)), (2, 4 * need + 5, (need + 2, need + 1))):
             wav = torch.randn(batch, 1, frames * enc.hop_length)
             kept = wav.clone()
             with torch.no_grad():
-                assert supports_time_major(wav)
-                z = forward_time_major(enc.net, wav, enc.hop_length, sizes)
+                z = forward_windows(enc.net, wav, enc.hop_length, sizes)
                 assert torch.allclose(z, enc.net(wav), atol=1e-5), (channels, batch, frames, sizes)
                 z_kept = z.clone()
-                out = forward_time_major(dec.net, z, 1, sizes)
+                out = forward_windows(dec.net, z, 1, sizes)
                 assert torch.allclose(out, dec.net(z), atol=1e-5), (channels, batch, frames, sizes)
-                assert torch.allclose(dec(z), out, atol=1e-5) and torch.allclose(enc(wav), z, atol=1e-5)
+            assert torch.allclose(dec.infer(z), out, atol=1e-5) and torch.allclose(enc.infer(wav), z, atol=1e-5)
             assert torch.equal(wav, kept) and torch.equal(z, z_kept)  # inputs are never written
 
 
-def test_time_major_default_codec_equals_the_layers_in_float64():
-    from vqaudio.models.timemajor import forward_time_major
+def test_windowed_default_codec_equals_the_layers_in_float64():
+    from vqaudio.models.windows import forward_windows
 
     codec = _randomise(Codec()).double().eval()
     wav = torch.randn(2, 1, 41 * codec.hop_length, dtype=torch.float64) * 0.3
     with torch.no_grad():  # windows of 16 and 20 frames: 4 + 5 and 7 + 6 frames of context
-        z = forward_time_major(codec.encoder.net, wav, codec.hop_length, (20, 16))
+        z = forward_windows(codec.encoder.net, wav, codec.hop_length, (20, 16))
         assert torch.allclose(z, codec.encoder.net(wav), rtol=0, atol=1e-10)
-        assert torch.allclose(forward_time_major(codec.decoder.net, z, 1, (20, 16)), codec.decoder.net(z), atol=1e-10)
-        assert torch.allclose(codec.decoder(z), codec.decoder.net(z), atol=1e-10)
+        assert torch.allclose(forward_windows(codec.decoder.net, z, 1, (20, 16)), codec.decoder.net(z), atol=1e-10)
+        assert torch.allclose(codec.decoder.infer(z), codec.decoder.net(z), atol=1e-10)
 
 
 def test_time_major_blocked_passes_equal_the_layers(monkeypatch):
-    from vqaudio.models import timemajor
+    from vqaudio.models import layers
 
     codec = _randomise(Codec()).eval()
     wav = torch.randn(2, 1, 9 * codec.hop_length) * 0.3
     with torch.no_grad():
         z = codec.encoder.net(wav)
         y = codec.decoder.net(z)
-        # ELU and the residual bias add in blocks of a few rows, the last one partial
-        monkeypatch.setattr(timemajor, "_BLOCK", 100)
-        assert torch.allclose(codec.encoder(wav), z, atol=1e-5)
-        assert torch.allclose(codec.decoder(z), y, atol=1e-6)
+    # ELU and the residual bias add in blocks of a few rows, the last one partial
+    monkeypatch.setattr(layers, "BLOCK", 100)
+    assert torch.allclose(codec.encoder.infer(wav), z, atol=1e-5)
+    assert torch.allclose(codec.decoder.infer(z), y, atol=1e-6)
 
 
 def test_chunk_plan_keeps_every_frame_once_with_its_context():
-    from vqaudio.models.timemajor import CHUNK_FRAMES, WINDOW_COST, chunk_plan
+    from vqaudio.models.windows import CHUNK_FRAMES, WINDOW_COST, chunk_plan
 
     assert chunk_plan(500, 4, 5) == ((0, 500, 0, 500),)  # 10 s: one window, no context computed
     assert chunk_plan(1, 4, 5) == ((0, 16, 0, 1),)
@@ -340,8 +340,8 @@ def test_chunk_plan_keeps_every_frame_once_with_its_context():
         chunk_plan(100, 4, 5, (9, 8))
 
 
-def test_time_major_context_is_the_receptive_field():
-    from vqaudio.models.timemajor import context_frames
+def test_window_context_is_the_receptive_field():
+    from vqaudio.models.windows import context_frames
 
     codec = Codec()
     before, after = context_frames(codec.encoder.net, codec.hop_length)
@@ -354,20 +354,19 @@ def test_time_major_context_is_the_receptive_field():
 def test_time_major_weights_follow_parameter_updates():
     dec = _randomise(Decoder(channels=4, strides=[2, 3], latent_dim=8, max_channels=16))
     z = torch.randn(1, 8, 5)
-    with torch.no_grad():
-        before = dec(z)
+    before = dec.infer(z)
     opt = torch.optim.SGD(dec.parameters(), lr=0.1)
-    dec.net(z).square().sum().backward()
+    dec(z).square().sum().backward()
     opt.step()  # in-place updates
+    after = dec.infer(z)
     with torch.no_grad():
-        after = dec(z)
         assert not torch.allclose(before, after, atol=1e-3)
         assert torch.allclose(after, dec.net(z), atol=1e-5)
     other = _randomise(Decoder(channels=4, strides=[2, 3], latent_dim=8, max_channels=16))
     torch.nn.init.normal_(other.net[0].conv.parametrizations.weight.original1)
     dec.load_state_dict(other.state_dict())
     with torch.no_grad():
-        assert torch.allclose(dec(z), other.net(z), atol=1e-5)
+        assert torch.allclose(dec.infer(z), other.net(z), atol=1e-5)
 
 
 def test_forward_without_quantization_is_a_continuous_autoencoder():

@@ -4,7 +4,7 @@ import os
 
 # oneDNN caches its conv primitives (and their memory) per input shape, 1024 by default. Layer by layer, unit
 # extraction saw a new shape per utterance and the cache grew resident memory by ~29 MiB per shape, to 2.7 GiB
-# on a 300-file job. CPU inference now runs in ten fixed window shapes (models/timemajor.py: ~310 primitives
+# on a 300-file job. CPU inference now runs in ten fixed window shapes (models/windows.py: ~310 primitives
 # for batch-1 encode + decode), which 512 holds; it also bounds any layer-by-layer use. A value the user set
 # wins. oneDNN reads it when it creates its first primitive, so this works after `import torch` too.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")

@@ -33,6 +33,7 @@ class CodecConfig:
         strides: encoder downsampling factors; hop = prod(strides) = 320 samples by default.
         latent_dim: latent channels D.
         kernel: kernel of the first/last convs; residual_kernel: of the dilated convs.
+        residual_out_kernel: kernel of the residual units' second conv (1 in SEANet).
         dilations: dilations of the residual units at each resolution.
         activation: ``"elu"``, ``"snake"`` or ``"leaky_relu"`` (slope 0.1).
         causal: left padding only, for streaming.
@@ -52,6 +53,7 @@ class CodecConfig:
     causal: bool = False
     weight_norm: bool = True
     max_channels: int = 512
+    residual_out_kernel: int = 1
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
 
@@ -95,6 +97,7 @@ class Codec(nn.Module):
             causal=config.causal,
             weight_norm=config.weight_norm,
             max_channels=config.max_channels,
+            residual_out_kernel=config.residual_out_kernel,
         )
         enc_channels = config.channels if config.encoder_channels is None else config.encoder_channels
         self.encoder = Encoder(channels=enc_channels, **arch)
@@ -187,7 +190,7 @@ class Codec(nn.Module):
             n_q: residual levels to keep (default all); ignored for single quantizers.
         """
         wav = self._check_wav(wav)
-        latents = self.encoder(self._pad(wav))
+        latents = self.encoder.infer(self._pad(wav))
         if self.num_levels > 1:
             return self.quantizer.encode(latents, n_q=n_q)
         return self.quantizer.encode(latents)
@@ -240,7 +243,7 @@ class Codec(nn.Module):
             indices: int64 codes; for residual codecs any prefix of levels ``1 <= q <= Q``.
             length: trim (or zero-pad) the output to this many samples, e.g. the input length.
         """
-        wav = self.decoder(self.quantizer.decode(indices))
+        wav = self.decoder.infer(self.quantizer.decode(indices))
         if length is not None:
             if length < 1:
                 raise ValueError(f"length must be >= 1, got {length}")
