@@ -42,7 +42,7 @@ def vqaudio_model():
         "name": "vqaudio default (16 kHz, 8x1024 RVQ)",
         "sr": codec.sample_rate,
         "params": sum(p.numel() for p in codec.parameters()),
-        "tokens_per_s": codec.frame_rate * codec.num_levels,
+        "tokens_per_s": codec.frame_rate * codec.n_q,
         "kbps": codec.bitrate / 1000,
         "encode": lambda wav: codec.encode(wav),
         "decode": lambda idx: codec.decode(idx),

@@ -109,8 +109,8 @@ def main() -> None:
         err = float((out.quantized - x_all).pow(2).mean() / x_all.pow(2).mean())
         first = out.indices[0] if out.indices.ndim == 2 else out.indices[0, 0]
         stats = unit_phone_stats(first.numpy(), phones)
-        usage = out.metrics["usage_q0" if q.num_levels > 1 else "usage"]
-        perplexity = out.metrics["perplexity_q0" if q.num_levels > 1 else "perplexity"]
+        usage = out.metrics["usage_q0" if q.n_q > 1 else "usage"]
+        perplexity = out.metrics["perplexity_q0" if q.n_q > 1 else "perplexity"]
         print(
             f"{name:26} {q.bits_per_frame:5.1f} {float(usage):6.2f} {float(perplexity):6.1f} {err:7.3f} "
             f"{stats['phone_purity']:6.3f} {stats['pnmi']:5.3f}"

@@ -19,7 +19,7 @@ STRIDE_SETS = [[2, 4, 5, 8], [8, 5, 4, 2], [2, 2], [3], [4, 4, 4], [1, 2]]
 
 def tiny(strides=(2, 4, 5, 8), causal=False, kind="ema", nq=2, **kw) -> Codec:
     q = QuantizerConfig(
-        kind=kind, num_quantizers=nq, codebook_size=32, kmeans_init=False, dead_code_threshold=0.0, levels=[4, 4, 2]
+        kind=kind, n_q=nq, codebook_size=32, kmeans_init=False, dead_code_threshold=0.0, levels=[4, 4, 2]
     )
     return Codec(
         CodecConfig(
@@ -44,7 +44,7 @@ def test_any_length_round_trips_to_exactly_t_samples(strides, causal):
     for length in sorted({1, hop - 1, hop, hop + 1, 3 * hop + 7, 1000}):
         wav = torch.randn(2, 1, length) * 0.1
         idx = codec.encode(wav)
-        assert idx.shape == (2, codec.num_levels, math.ceil(length / hop)), (length, idx.shape)
+        assert idx.shape == (2, codec.n_q, math.ceil(length / hop)), (length, idx.shape)
         out = codec.decode(idx, length=length)
         assert out.shape == (2, 1, length)
         assert codec(wav).wav.shape == (2, 1, length)
@@ -54,7 +54,7 @@ def test_any_length_round_trips_to_exactly_t_samples(strides, causal):
 def test_default_codec_properties():
     codec = Codec()
     assert codec.sample_rate == 16000 and codec.hop_length == 320 and codec.frame_rate == 50.0
-    assert codec.num_levels == 8 and codec.codebook_size == 1024
+    assert codec.n_q == 8 and codec.codebook_size == 1024
     assert codec.bitrate == pytest.approx(50 * 8 * 10)
     assert Codec.from_config({"quantizer": {"num_quantizers": 2}}).bitrate == pytest.approx(1000.0)
 
@@ -119,7 +119,7 @@ def test_save_load_gives_identical_units_and_audio(tmp_path, activation):
 def test_from_pretrained_rejects_foreign_and_corrupt_files(tmp_path):
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    with pytest.raises(ValueError, match="not a vqaudio codec file"):
+    with pytest.raises(ValueError, match="expected a vqaudio codec file, this is not a vqaudio model file"):
         Codec.from_pretrained(foreign)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint at all")
@@ -165,7 +165,7 @@ def test_silence_and_clipping_encode_to_valid_units():
 def test_unknown_config_key_is_named():
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['chanels'\]"):
         Codec.from_config({"chanels": 8})
-    with pytest.raises(ValueError, match=r"codec config.quantizer.num_quantizers: expected int"):
+    with pytest.raises(ValueError, match=r"codec config.quantizer.n_q: expected int"):
         Codec.from_config({"quantizer": {"num_quantizers": "eight"}})
 
 
@@ -180,7 +180,7 @@ def test_encoder_decoder_lengths_and_hop():
 
 
 def _log_mel_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    from vqaudio.train.losses import MelSpectrogram
+    from vqaudio.features import MelSpectrogram
 
     mel = MelSpectrogram(16000, n_fft=1024, hop=256, n_mels=64)
     with torch.no_grad():
@@ -200,9 +200,7 @@ def test_tiny_codec_overfits_one_real_utterance(tmp_path):
             strides=[2, 4, 5, 8],
             latent_dim=32,
             max_channels=64,
-            quantizer=QuantizerConfig(
-                kind="ema", num_quantizers=4, codebook_size=64, dropout=False, dead_code_threshold=0.0
-            ),
+            quantizer=QuantizerConfig(kind="ema", n_q=4, codebook_size=64, dropout=False, dead_code_threshold=0.0),
         )
     )
     mel_loss = MultiScaleMelLoss(16000)

@@ -45,14 +45,14 @@ def test_protocol_shapes_and_eval_decode_equals_quantized(name):
     q.eval()
     out = q(z)
     assert out.quantized.shape == z.shape
-    expected = (4, 25) if q.num_levels == 1 else (4, q.num_levels, 25)
+    expected = (4, 25) if q.n_q == 1 else (4, q.n_q, 25)
     assert out.indices.shape == expected and out.indices.dtype == torch.int64
     assert torch.equal(q.decode(out.indices), out.quantized)
     assert torch.equal(q.encode(z), out.indices)
     assert set(out.metrics) >= {"perplexity", "usage"}
     assert 1.0 <= float(out.metrics["perplexity"]) <= q.codebook_size
-    assert q.bits_per_frame == pytest.approx(q.num_levels * math.log2(q.codebook_size))
-    assert torch.allclose(out.loss, out.codebook + getattr(q, "beta", 0.0) * out.commitment) or q.num_levels > 1
+    assert q.bits_per_frame == pytest.approx(q.n_q * math.log2(q.codebook_size))
+    assert torch.allclose(out.loss, out.codebook + getattr(q, "beta", 0.0) * out.commitment) or q.n_q > 1
 
 
 @pytest.mark.parametrize("name", FACTORIES)
@@ -364,7 +364,7 @@ def test_quantizer_learns_a_gaussian_mixture(make, encoder):
     with torch.no_grad():
         out = q(enc(data).t()[None])
         mse = float((dec(out.quantized[0].t()) - data).pow(2).mean())
-    usage = float(out.metrics["usage_q0" if q.num_levels > 1 else "usage"])
+    usage = float(out.metrics["usage_q0" if q.n_q > 1 else "usage"])
     assert usage > 0.9, usage
     if not getattr(q, "cosine", False):  # cosine codes live on a circle: usage is the claim, not distortion
         assert mse < 0.5, mse
@@ -382,7 +382,7 @@ def test_bad_input_raises_value_error_naming_the_problem(name):
     bad[1, 2, 4] = float("inf")
     with pytest.raises(ValueError, match=r"2 NaN/Inf"):
         q(bad)
-    idx_shape = (2, 10) if q.num_levels == 1 else (2, q.num_levels, 10)
+    idx_shape = (2, 10) if q.n_q == 1 else (2, q.n_q, 10)
     too_big = torch.full(idx_shape, q.codebook_size)
     with pytest.raises(ValueError, match=rf"\[0, {q.codebook_size - 1}\].*got values in \[{q.codebook_size}"):
         q.decode(too_big)
@@ -391,7 +391,35 @@ def test_bad_input_raises_value_error_naming_the_problem(name):
     with pytest.raises(ValueError, match=r"integer indices, got dtype torch.float32"):
         q.decode(torch.zeros(idx_shape))
     with pytest.raises(ValueError, match=r"expected indices of shape"):
-        q.decode(torch.zeros(2, 3, 4, 5, dtype=torch.long))
+        q.decode(torch.tensor(3) if q.n_q == 1 else torch.zeros(5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_index_to_code_accepts_any_leading_shape(name):
+    q = FACTORIES[name]().eval()
+    shape = (2, 10) if q.n_q == 1 else (2, q.n_q, 10)
+    idx = torch.randint(0, q.codebook_size, shape)
+    batched = q.decode(idx)  # (2, D, 10)
+    assert batched.shape == (2, D, 10)
+    assert torch.equal(q.decode(idx[0]), batched[0])  # no batch: (D, 10)
+    stacked = torch.stack([idx, idx.flip(0), idx])  # (3, 2, ..., 10)
+    assert torch.equal(q.decode(stacked)[1], q.decode(idx.flip(0)))
+    if q.n_q == 1:  # a flat list of codes, as users pass it: (N,) -> (D, N)
+        flat = torch.arange(q.codebook_size)
+        assert q.decode(flat).shape == (D, q.codebook_size)
+        assert torch.equal(q.decode(flat)[:, idx[0, 3]], batched[0, :, 3])
+
+
+def test_fsq_indices_to_codes_takes_flat_lists_and_inverts_exactly():
+    fsq = FSQ([8, 5, 5, 5])
+    codes = fsq.indices_to_codes(torch.arange(1000))  # raised IndexError before
+    assert codes.shape == (4, 1000)
+    assert torch.equal(fsq.codes_to_indices(codes), torch.arange(1000))
+    grid = fsq.indices_to_codes(torch.arange(1000).view(2, 5, 100))
+    assert grid.shape == (2, 5, 4, 100) and torch.equal(grid[1, 2], codes[:, 700:800])
+    assert torch.equal(fsq.codes_to_indices(grid), torch.arange(1000).view(2, 5, 100))
+    with pytest.raises(ValueError, match=r"codes of shape \(\.\.\., 4, T\)"):
+        fsq.codes_to_indices(torch.zeros(3, 100))
 
 
 def test_large_finite_values_are_not_mistaken_for_nan():

@@ -293,3 +293,46 @@ def test_single_and_multi_speaker_recipes(tmp_path, recipe, extra):
     assert (exp / "samples" / "sample_0000.wav").is_file()
     again = run(rdir, env, *args)
     assert again.returncode == 0 and "training" not in again.stdout
+
+
+def test_local_launcher_runs_job_arrays_with_kaldi_semantics(tmp_path):
+    launcher = ROOT / "recipes" / "utils" / "run_local.sh"
+    script = "echo job JOB of $0; [ JOB != 2 ]"
+    res = subprocess.run(
+        ["bash", str(launcher), "--gpu", "1", "JOB=1:3", "log/t.JOB.log", "bash", "-c", script, "x"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 1 and "1 of 3 job(s) failed; see log/t.2.log" in res.stderr
+    for job in (1, 2, 3):
+        log = (tmp_path / "log" / f"t.{job}.log").read_text()
+        assert f"job {job} of x" in log and f"# Ended (code {int(job == 2)})" in log
+    one = subprocess.run(["bash", str(launcher), "one.log", "echo", "a  b"], cwd=tmp_path, capture_output=True)
+    assert one.returncode == 0 and "\na  b\n" in (tmp_path / "one.log").read_text()
+
+
+def test_slurm_backend_gives_the_training_stages_the_gpu_options(tmp_path):
+    """cmd_backend=slurm: every job is an srun step; training gets slurm_gpu_opts, extraction does not."""
+    rdir, env = recipe_copy(tmp_path)
+    corpus = make_corpus(tmp_path / "corpus", "train-clean-5", speakers=2, utts=2)
+    make_corpus(corpus, "dev-clean-2", speakers=1, utts=2)
+    codec_conf, prior_conf = short_configs(rdir)
+    calls = tmp_path / "srun_calls.txt"
+    srun = tmp_path / "bin" / "srun"
+    # a stand-in for srun: records its options, runs the command
+    srun.write_text(
+        f'#!/usr/bin/env bash\nopts=()\nwhile [[ "$1" == --* ]]; do opts+=("$1"); shift; done\n'
+        f'echo "${{opts[*]}} :: $1 $2" >> {calls}\nexec "$@"\n'
+    )
+    srun.chmod(0o755)
+    env = dict(env, cmd_backend="slurm", slurm_gpu_opts="--gres=gpu:2")
+    args = ["--corpus_dir", str(corpus), "--codec_config", codec_conf, "--prior_config", prior_conf, "--tag", "s"]
+    res = run(rdir, env, *args, "--stop_stage", "3", "--nj", "2")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    lines = calls.read_text().splitlines()
+    train = [line for line in lines if "vqaudio train-codec" in line]
+    extract = [line for line in lines if "vqaudio extract-units" in line]
+    assert len(train) == 1 and "--gres=gpu:2" in train[0] and "--time=24:00:00" in train[0]
+    assert len(extract) == 4 and not any("--gres" in line for line in extract)  # 2 jobs x (train + dev set)
+    assert read_info(rdir / "exp" / "s" / "units" / "dev_clean_2").num_utterances == 2

@@ -39,7 +39,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def small_codec(nq=2) -> Codec:
     torch.manual_seed(0)
-    q = QuantizerConfig(kind="vq", num_quantizers=nq, codebook_size=64, kmeans_init=False, dead_code_threshold=0.0)
+    q = QuantizerConfig(kind="vq", n_q=nq, codebook_size=64, kmeans_init=False, dead_code_threshold=0.0)
     return Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q)).eval()
 
 
@@ -118,7 +118,7 @@ def test_extract_units_formats_and_resynth_and_evaluate(tmp_path, model):
     codec = Codec.from_pretrained(model)
     levels = read_levels(out)
     info = read_info(out)
-    assert info.levels == 2 and info.codebook_size == 64 and info.frame_rate == 50.0 and info.num_utterances == 6
+    assert info.n_q == 2 and info.codebook_size == 64 and info.frame_rate == 50.0 and info.num_utterances == 6
     scp = dict(line.split() for line in (data / "wav.scp").read_text().splitlines())
     for utt, path in scp.items():
         wav = torch.from_numpy(sf.read(path, dtype="float32")[0])[None, None]
@@ -157,16 +157,14 @@ def test_dedup_extraction_and_levels(tmp_path, model):
     full, dd = tmp_path / "full", tmp_path / "dedup"
     assert main(["extract-units", "--model", str(model), "--data", str(data), "--out", str(full)]) == 0
     assert (
-        main(
-            ["extract-units", "--model", str(model), "--data", str(data), "--out", str(dd), "--dedup", "--levels", "1"]
-        )
+        main(["extract-units", "--model", str(model), "--data", str(data), "--out", str(dd), "--dedup", "--n-q", "1"])
         == 0
     )
     a, b = read_units(full / "units"), read_units(dd / "units")
     full_levels = read_levels(full)
     for utt in a:
         assert b[utt] == dedup_units(full_levels[utt][0])
-    assert read_info(dd).dedup and read_info(dd).levels == 1
+    assert read_info(dd).dedup and read_info(dd).n_q == 1
     assert not (dd / "units.level1").exists()
     with pytest.raises(ValueError, match="deduplicated"):
         from vqaudio.units.resynth import resynthesize

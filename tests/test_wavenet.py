@@ -20,16 +20,17 @@ def small(**kw) -> WaveNetPrior:
 
 @pytest.mark.parametrize("levels", [1, 3])
 def test_shapes_and_receptive_field(levels):
-    prior = small(num_levels=levels)
-    tokens = torch.randint(0, 16, (2, 20) if levels == 1 else (2, levels, 20))
+    prior = small(n_q=levels)
+    tokens = torch.randint(0, 16, (2, levels, 20))
     logits = prior(tokens)
-    assert logits.shape == ((2, 16, 20) if levels == 1 else (2, levels, 16, 20))
+    assert logits.shape == (2, levels, 16, 20)  # one code shape: (B, Q, T) in, (B, Q, K, T) out, Q = 1 too
+    assert prior.generate(2, 5, seed=0).shape == (2, levels, 5)
     assert prior.receptive_field == (1 + 2 + 4) * 2 + 1
 
 
 @pytest.mark.parametrize("levels", [1, 2])
 def test_logits_at_t_ignore_tokens_at_and_after_t(levels):
-    prior = small(num_levels=levels)
+    prior = small(n_q=levels)
     tokens = torch.randint(0, 16, (1, levels, 30))
     base = prior(tokens)
     for t in (0, 7, 29):
@@ -42,7 +43,7 @@ def test_logits_at_t_ignore_tokens_at_and_after_t(levels):
 
 @pytest.mark.parametrize("levels, speakers", [(1, 0), (2, 0), (1, 3)])
 def test_incremental_logits_equal_full_forward(levels, speakers):
-    prior = small(num_levels=levels, num_speakers=speakers)
+    prior = small(n_q=levels, num_speakers=speakers)
     tokens = torch.randint(0, 16, (3, levels, 40))
     spk = torch.tensor([0, 2, 1]) if speakers else None
     full = prior(tokens, spk)
@@ -58,7 +59,7 @@ def test_incremental_logits_equal_full_forward(levels, speakers):
 
 
 def test_sampling_is_reproducible_and_respects_top_k_and_prompt():
-    prior = small(num_levels=2)
+    prior = small(n_q=2)
     a = prior.generate(2, 25, seed=7)
     b = prior.generate(2, 25, seed=7)
     assert torch.equal(a, b) and a.shape == (2, 2, 25)
@@ -73,7 +74,7 @@ def test_sampling_is_reproducible_and_respects_top_k_and_prompt():
 
 
 def test_bad_input_and_arguments():
-    prior = small(num_levels=2)
+    prior = small(n_q=2)
     with pytest.raises(ValueError, match=r"expected tokens of shape \(B, 2, T\)"):
         prior(torch.zeros(1, 3, 5, dtype=torch.long))
     with pytest.raises(ValueError, match=r"tokens must lie in \[0, 15\]"):
@@ -85,7 +86,7 @@ def test_bad_input_and_arguments():
 
 
 def test_save_load_round_trip(tmp_path):
-    prior = small(num_levels=2, num_speakers=2)
+    prior = small(n_q=2, num_speakers=2)
     prior.save_pretrained(tmp_path / "prior.pt")
     loaded = WaveNetPrior.from_pretrained(tmp_path / "prior.pt")
     tokens = torch.randint(0, 16, (1, 2, 12))
@@ -111,19 +112,20 @@ def test_prior_learns_a_markov_chain_to_within_a_tenth_of_a_bit():
             seq[:, t] = torch.multinomial(transition[seq[:, t - 1]], 1, generator=g)[:, 0]
         return seq
 
-    prior = WaveNetPrior(k, residual_channels=32, skip_channels=32, layers=3, dilation_cycle=3).train()
+    prior = WaveNetPrior(codebook_size=k, residual_channels=32, skip_channels=32, layers=3, dilation_cycle=3).train()
     opt = torch.optim.Adam(prior.parameters(), lr=3e-3)
     train = sample(256, 64, seed=1)
     for _ in range(300):
         batch = train[torch.randint(0, 256, (32,))]
-        loss = torch.nn.functional.cross_entropy(prior(batch)[:, :, 1:], batch[:, 1:])
+        loss = torch.nn.functional.cross_entropy(prior(batch[:, None])[:, 0, :, 1:], batch[:, 1:])
         opt.zero_grad()
         loss.backward()
         opt.step()
     prior.eval()
     test = sample(128, 64, seed=2)
     with torch.no_grad():
-        nll_bits = float(torch.nn.functional.cross_entropy(prior(test)[:, :, 1:], test[:, 1:])) / math.log(2)
+        logits = prior(test[:, None])[:, 0]
+        nll_bits = float(torch.nn.functional.cross_entropy(logits[:, :, 1:], test[:, 1:])) / math.log(2)
     assert abs(nll_bits - entropy_rate) < 0.1, (nll_bits, entropy_rate)
 
 
@@ -146,7 +148,7 @@ def test_train_prior_and_sample_cli(tmp_path):
             s = [int(torch.randint(0, k, ()))]
             for _ in range(119):
                 s.append(int(torch.multinomial(transition[s[-1]], 1)))
-            seqs[f"u{i:03d}"] = s
+            seqs[f"s{i % 4 if split == 'train' else 9}-u{i:03d}"] = s  # speakers s0..s3; s9 unseen
         write_units(d / "units", seqs)
         write_info(d, UnitsInfo("synthetic", 16000, 50.0, k, 1, False, n, 0))
     conf = tmp_path / "prior.yaml"
@@ -182,7 +184,7 @@ def test_train_prior_and_sample_cli(tmp_path):
             encoder_channels=4,
             latent_dim=8,
             max_channels=16,
-            quantizer=QuantizerConfig(kind="vq", num_quantizers=1, codebook_size=k),
+            quantizer=QuantizerConfig(kind="vq", n_q=1, codebook_size=k),
         )
     )
     codec.save_pretrained(tmp_path / "codec.pt")
@@ -215,8 +217,26 @@ def test_train_prior_and_sample_cli(tmp_path):
 
     assert len(sf.read(out / "sample_0000.wav")[0]) == 25 * codec.hop_length
 
+    # a speaker-conditioned prior, sampled for one speaker with nucleus sampling, continuing a prompt
+    exp2 = tmp_path / "exp_spk"
+    args = ["train-prior", "--config", str(conf), "--train-units", str(tmp_path / "train")]
+    assert main([*args, "--valid-units", str(tmp_path / "valid"), "--exp-dir", str(exp2), "--speakers"]) == 0
+    prior = WaveNetPrior.from_pretrained(exp2 / "prior.pt")
+    assert prior.config.speakers == ["<unseen>", "s0", "s1", "s2", "s3"] and prior.speaker is not None
+    out2 = tmp_path / "continued"
+    sample = ["sample", "--prior", str(exp2), "--codec", str(tmp_path / "codec.pt"), "--num", "2", "--out", str(out2)]
+    prompt = ["--prompt", str(tmp_path / "valid"), "--prompt-utt", "s9-u001", "--prompt-seconds", "0.2"]
+    assert main([*sample, "--seconds", "0.3", "--speaker", "s2", "--top-p", "0.9", *prompt]) == 0
+    summary = json.loads((out2 / "summary.json").read_text())
+    assert summary["speaker"] == "s2" and summary["top_p"] == 0.9 and summary["prompt_frames"] == 10
+    first = read_units(tmp_path / "valid" / "units")["s9-u001"][:10]
+    assert all(v[:10] == first and len(v) == 25 for v in read_units(out2 / "units").values())
+    assert main([*sample, "--speaker", "nobody"]) == 2  # one line naming the known speakers
+    assert main([*sample, "--top-p", "1.5"]) == 2
+    assert main([*sample, "--num", "0"]) == 2 and main([*sample, "--seconds", "nan"]) == 2
+
 
 def test_repetition_stats():
-    from vqaudio.units.sample import repetition_stats
+    from vqaudio.models.sampling import repetition_stats
 
     assert repetition_stats([1, 1, 1, 2, 2, 3]) == {"repetition_rate": 0.6, "longest_run": 3.0}

@@ -9,8 +9,7 @@ import os
 # wins. oneDNN reads it when it creates its first primitive, so this works after `import torch` too.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
 
+from ._version import __version__  # noqa: E402
 from .models import Codec, CodecConfig  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = ["Codec", "CodecConfig", "__version__"]

@@ -10,6 +10,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .errors import UserError
+from .fileio import atomic_write_text
+
 T = TypeVar("T")
 
 
@@ -23,27 +26,37 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return _convert(inner, value, where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+            raise UserError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
+            raise UserError(f"{where}: expected a list, got {value!r}")
         (inner,) = typing.get_args(tp)[:1]
         return [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp in (int, str, bool) and type(value) is not tp:
-        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise UserError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
 
 
 def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ``ValueError`` naming them."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ``ValueError`` naming them.
+
+    Keys a class has renamed (its ``RENAMED`` mapping, old name -> new name) are read under the new name,
+    so configs and checkpoints written before the rename still load.
+    """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    data = dict(data)
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        if old in data:
+            if new in data:
+                raise UserError(f"{where}: both {old!r} and its new name {new!r} are set; keep {new!r}")
+            data[new] = data.pop(old)
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; known keys: {sorted(names)}")
+        raise UserError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; known keys: {sorted(names)}")
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -56,19 +69,16 @@ def load_yaml(cls: type[T], path: str | pathlib.Path) -> T:
     """Load ``cls`` from a YAML file; errors name the file and the key."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
+        raise UserError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from err
+        raise UserError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return from_dict(cls, data, where=str(path))
 
 
 def save_yaml(obj: Any, path: str | pathlib.Path) -> None:
     """Write a dataclass as YAML, atomically."""
-    path = pathlib.Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))

@@ -15,8 +15,10 @@ from tqdm import tqdm
 from . import metrics
 from .data.audio import AudioError, load_audio
 from .data.kaldi import read_data_dir, read_table
+from .errors import UserError
+from .fileio import atomic_write_text
 from .plots import spectrogram_figure, usage_histogram_figure
-from .units.formats import atomic_write_text, read_info, read_levels
+from .units.formats import read_info, read_levels
 
 log = logging.getLogger(__name__)
 COLUMNS = ("log_mel_distance", "stft_distance", "si_sdr", "stoi", "pesq_wb")
@@ -48,7 +50,7 @@ def evaluate(
         log.warning("%d reference utterances have no hypothesis in %s (first: %s)", len(missing), hyp_scp, missing[0])
     common = sorted(set(refs) & set(hyps), key=str.encode)
     if not common:
-        raise ValueError(f"no utterance of {ref} has a hypothesis in {hyp_scp}")
+        raise UserError(f"no utterance of {ref} has a hypothesis in {hyp_scp}")
     rows, plotted = [], 0
     for utt in tqdm(common, desc="evaluate", unit="utt", disable=not progress):
         u = refs[utt]
@@ -71,7 +73,7 @@ def evaluate(
         if plotted < num_plots:
             import torch
 
-            from .train.losses import MelSpectrogram
+            from .features import MelSpectrogram
 
             mel = MelSpectrogram(sample_rate, n_fft=1024, hop=256, n_mels=80)
             with torch.no_grad():
@@ -98,9 +100,9 @@ def evaluate(
         table = read_levels(units)
         summary.update(
             {
-                "bitrate_bps": info.frame_rate * info.levels * math.log2(info.codebook_size),
-                "token_rate": info.frame_rate * info.levels,
-                "levels": info.levels,
+                "bitrate_bps": info.frame_rate * info.n_q * math.log2(info.codebook_size),
+                "token_rate": info.frame_rate * info.n_q,
+                "n_q": info.n_q,
                 "codebook_size": info.codebook_size,
             }
         )

@@ -69,7 +69,7 @@ def log_mel_distance(ref: np.ndarray, hyp: np.ndarray, sample_rate: int) -> floa
     """Mean L1 distance of log10 mel spectrograms (80 bands, 1024-point FFT, hop 256)."""
     import torch
 
-    from .train.losses import MelSpectrogram
+    from .features import MelSpectrogram
 
     ref, hyp = _same_length(ref, hyp)
     mel = MelSpectrogram(sample_rate, n_fft=1024, hop=256, n_mels=80)

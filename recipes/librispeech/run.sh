@@ -77,5 +77,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   fi
 fi
 
-. utils/codec_stages.sh
+utils/codec_stages.sh --stage $stage --stop_stage $stop_stage --exp $exp --train_set $train_set \
+  --dev_set $dev_set --eval_sets "$eval_sets" --codec_config "$codec_config" --prior_config "$prior_config" \
+  --nj $nj --num_samples $num_samples --sample_seconds $sample_seconds
 log done "stages $stage..$stop_stage finished"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VCTK 0.92 recipe (110 speakers, dev/test speakers unseen in training): data -> codec -> units ->
-# resynthesis + evaluation -> prior -> samples. Stages 2-6 are the shared ones in utils/codec_stages.sh.
+# resynthesis + evaluation -> prior -> samples. Stages 2-6 are the shared script utils/codec_stages.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 stage=0
@@ -49,5 +49,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   fi
 fi
 
-. utils/codec_stages.sh
+utils/codec_stages.sh --stage $stage --stop_stage $stop_stage --exp $exp --train_set $train_set \
+  --dev_set $dev_set --eval_sets "$eval_sets" --codec_config "$codec_config" --prior_config "$prior_config" \
+  --nj $nj --num_samples $num_samples --sample_seconds $sample_seconds
 log done "stages $stage..$stop_stage finished"

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from vqaudio import __version__
+from vqaudio.errors import UserError
 
 from . import data, prior, train_codec, units
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except ValueError as err:  # bad input: one clear line, no traceback
+    except UserError as err:  # bad input: one clear line, no traceback; anything else is a bug and keeps it
         print(f"vqaudio {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+SAMPLE_HELP = """Generate units with the prior and decode them with the codec: OUT/sample_<i>.wav, their units
+(units, units.level<q>) and summary.json (unit entropy, codebook usage, repetition rate, longest run:
+silence loops show as a high repetition rate). Reproducible from --seed.
+
+examples:
+  vqaudio sample --prior exp/prior --codec exp/codec/model.pt --num 4 --seconds 4 --out exp/samples
+  vqaudio sample --prior exp/prior --codec exp/codec/model.pt --top-p 0.9 --speaker 1272 \\
+      --prompt exp/units/dev_clean_2 --prompt-utt 1272-128104-0000 --prompt-seconds 1 --out exp/continued
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -11,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train the WaveNet prior on unit dirs",
         description="Train a WaveNet prior over units written by `vqaudio extract-units` (Lightning). The "
         "experiment dir gets config.yaml, log/train.log, TensorBoard events (train/val NLL in bits per "
-        "unit, perplexity), checkpoints/{last,best}.ckpt and prior.pt (best val/nll_bits).",
+        "unit, perplexity), checkpoints/{last,best}.ckpt and prior.pt (best val/nll_bits). With --speakers "
+        "the prior is conditioned on the speaker of each utterance (from --utt2spk, else the utterance id's "
+        "prefix before its first '-', as in LibriSpeech); id 0 stands for unseen speakers.",
     )
     p.add_argument("--config", help="YAML config (recipes/librispeech/conf/prior_*.yaml); defaults when omitted")
     p.add_argument("--train-units", required=True, help="units dir (with units.json) for training")
@@ -19,21 +31,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--resume", action="store_true", help="continue from EXP_DIR/checkpoints/last.ckpt")
     p.add_argument("--max-steps", type=int, help="override trainer.max_steps")
+    p.add_argument("--speakers", action="store_true", help="condition on speakers (sets data.speakers: true)")
+    p.add_argument("--utt2spk", help="Kaldi utt2spk of the training data (e.g. data/train_clean_5/utt2spk)")
     p.set_defaults(func=run_train_prior)
 
     p = sub.add_parser(
         "sample",
         help="sample new speech from a prior through a codec",
-        description="Generate units with the prior, decode them with the codec: OUT/sample_<i>.wav, their units "
-        "and summary.json (unit entropy, codebook usage, repetition rate, longest run: silence loops "
-        "show as a high repetition rate).",
+        description=SAMPLE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--prior", required=True, help="prior.pt or the train-prior experiment dir")
     p.add_argument("--codec", required=True, help="model.pt of the codec the units came from")
-    p.add_argument("--num", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int)
+    p.add_argument("--num", type=int, default=4, help="utterances to sample (default 4)")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds to generate after the prompt (default 4)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1)")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely units only")
+    p.add_argument("--top-p", type=float, help="nucleus sampling: the fewest units holding this probability")
+    p.add_argument("--speaker", help="a training speaker's name (speaker-conditioned priors)")
+    p.add_argument("--prompt", help="units dir holding the prompt utterance")
+    p.add_argument("--prompt-utt", help="the utterance of --prompt to continue")
+    p.add_argument("--prompt-seconds", type=float, help="use only its first seconds (default all of it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_sample)
@@ -43,27 +61,65 @@ def run_train_prior(args: argparse.Namespace) -> int:
     from ..train.run_prior import train_prior
 
     overrides = {"max_steps": args.max_steps} if args.max_steps is not None else {}
-    path = train_prior(args.config, args.train_units, args.valid_units, args.exp_dir, args.resume, overrides)
+    data = {"speakers": True} if args.speakers else {}
+    path = train_prior(
+        args.config,
+        args.train_units,
+        args.valid_units,
+        args.exp_dir,
+        args.resume,
+        overrides,
+        utt2spk=args.utt2spk,
+        data_overrides=data,
+    )
     print(f"prior written to {path}")
     return 0
+
+
+def load_prompt(units_dir: str, utt: str | None, seconds: float | None, n_q: int):
+    """``(n_q, T0)`` units of one utterance of a units dir, cut to its first ``seconds``."""
+    import torch
+
+    from ..errors import UserError
+    from ..units.formats import read_info, read_levels
+
+    if utt is None:
+        raise UserError("--prompt needs --prompt-utt, the utterance to continue")
+    info = read_info(units_dir)
+    if info.dedup:
+        raise UserError(f"{units_dir}: deduplicated units have no durations; extract a prompt without --dedup")
+    table = read_levels(units_dir, n_q)
+    if utt not in table:
+        raise UserError(f"{units_dir}: no utterance {utt!r}")
+    codes = torch.tensor(table[utt], dtype=torch.long)
+    if seconds is not None:
+        if not seconds > 0:
+            raise UserError(f"--prompt-seconds must be > 0, got {seconds}")
+        codes = codes[:, : max(1, round(seconds * info.frame_rate))]
+    return codes
 
 
 def run_sample(args: argparse.Namespace) -> int:
     import json
 
     from ..models.codec import Codec
+    from ..models.sampling import sample_speech
     from ..train.run_prior import load_prior
-    from ..units.sample import sample_speech
 
+    prior = load_prior(args.prior)
+    prompt = None if args.prompt is None else load_prompt(args.prompt, args.prompt_utt, args.prompt_seconds, prior.n_q)
     summary = sample_speech(
-        load_prior(args.prior),
+        prior,
         Codec.from_pretrained(args.codec),
         args.out,
         args.num,
         args.seconds,
-        args.temperature,
-        args.top_k,
-        args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        speaker=args.speaker,
+        prompt=prompt,
     )
     print(json.dumps(summary, indent=2))
     return 0

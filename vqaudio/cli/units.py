@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UserError
+
 EXTRACT_HELP = """Extract units from a Kaldi data dir with a trained codec.
 
 Writes OUT_DIR/units (Kaldi/ESPnet text, level 0), units.level<q> for further residual levels,
 tokens.txt (ESPnet token list), units.json (model checksum, sample rate, frame rate, codebook size,
-levels, dedup), with --format fairseq also <set>.tsv + <set>.km; failed.txt lists unreadable files.
+n_q, dedup), with --format fairseq also <set>.tsv + <set>.km; failed.txt lists unreadable files.
 
 Sharding: --nj N --job I handles block I of N (run the N jobs anywhere, e.g. one per SLURM task); the
 job that finishes last merges everything in sorted order. Resumable: run the same command again after
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output dir")
     p.add_argument("--format", default="kaldi", help="comma list of kaldi,fairseq (default kaldi)")
     p.add_argument("--dedup", action="store_true", help="run-length dedup of frames (unit LMs / unit ASR)")
-    p.add_argument("--levels", type=int, help="residual levels to write (default all)")
+    p.add_argument("--n-q", type=int, help="residual levels to write (default all the codec has)")
     p.add_argument("--nj", type=int, default=1, help="number of jobs the data is split into")
     p.add_argument("--job", type=int, default=1, help="which job this is, 1..nj")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -54,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True)
     p.add_argument("--units", required=True, help="OUT_DIR/units of extract-units, the dir, or a .km file")
-    p.add_argument("--levels", type=int, help="residual levels to use (default all written)")
+    p.add_argument("--n-q", type=int, help="residual levels to decode (default all written)")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_resynth)
@@ -76,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("input")
     p.add_argument("output", help="text file; '-' for stdout")
-    p.add_argument("--levels", type=int)
+    p.add_argument("--n-q", type=int, help="residual levels to write (default all the codec has)")
     p.set_defaults(func=run_encode)
 
     p = sub.add_parser("decode", help="units text (one level per line) -> wav file")
@@ -99,7 +101,7 @@ def run_extract(args: argparse.Namespace) -> int:
         args.out,
         formats=tuple(f for f in args.format.split(",") if f),
         dedup=args.dedup,
-        levels=args.levels,
+        n_q=args.n_q,
         nj=args.nj,
         job=args.job,
         device=args.device,
@@ -121,7 +123,7 @@ def run_extract(args: argparse.Namespace) -> int:
 def run_resynth(args: argparse.Namespace) -> int:
     from ..units.resynth import resynthesize
 
-    print(f"wrote {resynthesize(args.model, args.units, args.out, levels=args.levels, device=args.device)}")
+    print(f"wrote {resynthesize(args.model, args.units, args.out, n_q=args.n_q, device=args.device)}")
     return 0
 
 
@@ -145,8 +147,7 @@ def run_encode(args: argparse.Namespace) -> int:
     from ..models.codec import Codec
 
     codec = Codec.from_pretrained(args.model)
-    codes = codec.encode_file(args.input, n_q=args.levels)
-    codes = codes[None] if codes.ndim == 1 else codes
+    codes = codec.encode_file(args.input, n_q=args.n_q)  # (n_q, T')
     text = "".join(" ".join(map(str, level.tolist())) + "\n" for level in codes)
     if args.output == "-":
         sys.stdout.write(text)
@@ -163,9 +164,18 @@ def run_decode(args: argparse.Namespace) -> int:
     from ..models.codec import Codec
 
     codec = Codec.from_pretrained(args.model)
-    with open(args.input) as f:
-        levels = [[int(u) for u in line.split()] for line in f if line.strip()]
-    if not levels or len({len(level) for level in levels}) != 1:
-        raise ValueError(f"{args.input}: expected one line of units per level, all of the same length")
-    sf.write(args.output, codec.decode_utterance(torch.tensor(levels, dtype=torch.long)).numpy(), codec.sample_rate)
+    try:
+        with open(args.input) as f:
+            rows = [[int(u) for u in line.split()] for line in f if line.strip()]
+    except (OSError, ValueError) as err:
+        raise UserError(f"{args.input}: cannot read units ({err})") from None
+    if not rows or len({len(row) for row in rows}) != 1 or not rows[0]:
+        raise UserError(f"{args.input}: expected one line of units per level, all of the same non-zero length")
+    codes = torch.tensor(rows, dtype=torch.long)  # (n_q, T')
+    if codes.shape[0] > codec.n_q or int(codes.min()) < 0 or int(codes.max()) >= codec.codebook_size:
+        raise UserError(
+            f"{args.input}: {codes.shape[0]} level(s) of units in [{int(codes.min())}, {int(codes.max())}], but "
+            f"{args.model} takes at most {codec.n_q} level(s) of units in [0, {codec.codebook_size - 1}]"
+        )
+    sf.write(args.output, codec.decode_utterance(codes).numpy(), codec.sample_rate)
     return 0

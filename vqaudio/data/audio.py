@@ -10,10 +10,12 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """Audio that cannot be used; the message names the source and the reason."""
 
 

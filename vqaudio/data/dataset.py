@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from .audio import AudioError, load_audio
 from .kaldi import read_data_dir
 
@@ -33,7 +34,7 @@ class CropDataset(Dataset):
     ) -> None:
         self.utts = read_data_dir(data_dir)
         if not self.utts:
-            raise ValueError(f"{data_dir}: wav.scp lists no utterances")
+            raise UserError(f"{data_dir}: wav.scp lists no utterances")
         self.sample_rate = sample_rate
         self.segment_samples = segment_samples
         self.max_retries = max_retries

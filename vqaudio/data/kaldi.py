@@ -6,6 +6,8 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -25,13 +27,13 @@ def read_table(path: str | pathlib.Path, min_fields: int = 2) -> dict[str, str]:
         for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if not line.strip():
-                raise ValueError(f"{path}:{n}: empty line (Kaldi tables have none; run fix_data_dir)")
+                raise UserError(f"{path}:{n}: empty line (Kaldi tables have none; run fix_data_dir)")
             parts = line.split(maxsplit=1)
             if len(parts) < min(2, min_fields) or len(line.split()) < min_fields:
-                raise ValueError(f"{path}:{n}: expected at least {min_fields} fields, got {line!r}")
+                raise UserError(f"{path}:{n}: expected at least {min_fields} fields, got {line!r}")
             key, rest = parts[0], parts[1] if len(parts) > 1 else ""
             if key in table:
-                raise ValueError(f"{path}:{n}: duplicate key {key!r}")
+                raise UserError(f"{path}:{n}: duplicate key {key!r}")
             table[key] = rest.strip()
     return table
 
@@ -45,7 +47,7 @@ def read_data_dir(data_dir: str | pathlib.Path) -> list[Utterance]:
     data_dir = pathlib.Path(data_dir)
     scp = data_dir / "wav.scp"
     if not scp.is_file():
-        raise ValueError(f"{data_dir}: no wav.scp (is this a Kaldi data dir? run the recipe's data stage first)")
+        raise UserError(f"{data_dir}: no wav.scp (is this a Kaldi data dir? run the recipe's data stage first)")
     wavs = read_table(scp)
     segments = data_dir / "segments"
     if not segments.is_file():
@@ -55,16 +57,16 @@ def read_data_dir(data_dir: str | pathlib.Path) -> list[Utterance]:
         fields = rest.split()
         n = len(utts) + 1
         if len(fields) != 3:
-            raise ValueError(f"{segments}:{n}: expected 'utt recording start end', got {utt} {rest!r}")
+            raise UserError(f"{segments}:{n}: expected 'utt recording start end', got {utt} {rest!r}")
         rec, start, end = fields
         if rec not in wavs:
-            raise ValueError(f"{segments}:{n}: recording {rec!r} is not in {scp}")
+            raise UserError(f"{segments}:{n}: recording {rec!r} is not in {scp}")
         try:
             t0, t1 = float(start), float(end)
         except ValueError:
-            raise ValueError(f"{segments}:{n}: start/end must be numbers, got {start!r} {end!r}") from None
+            raise UserError(f"{segments}:{n}: start/end must be numbers, got {start!r} {end!r}") from None
         if t1 != -1 and t1 <= t0:
-            raise ValueError(f"{segments}:{n}: end {t1} <= start {t0} for {utt}")
+            raise UserError(f"{segments}:{n}: end {t1} <= start {t0} for {utt}")
         utts.append(Utterance(utt, wavs[rec], t0, None if t1 == -1 else t1))
     return sorted(utts, key=lambda u: u.utt_id.encode())
 
@@ -79,14 +81,14 @@ def read_utt2dur(data_dir: str | pathlib.Path) -> dict[str, float]:
         try:
             out[utt] = float(value)
         except ValueError:
-            raise ValueError(f"{path}:{n}: duration must be a number, got {value!r}") from None
+            raise UserError(f"{path}:{n}: duration must be a number, got {value!r}") from None
     return out
 
 
 def _lines(path: pathlib.Path) -> list[str]:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
-        raise ValueError(f"{path}: last line has no trailing newline (run fix_data_dir)")
+        raise UserError(f"{path}: last line has no trailing newline (run fix_data_dir)")
     return data.decode("utf-8").splitlines()
 
 
@@ -95,11 +97,11 @@ def _check_sorted_unique(path: pathlib.Path) -> list[str]:
     keys, prev = [], None
     for n, line in enumerate(_lines(path), 1):
         if not line.strip():
-            raise ValueError(f"{path}:{n}: empty line")
+            raise UserError(f"{path}:{n}: empty line")
         key = line.split()[0]
         if prev is not None and key.encode() <= prev.encode():
             what = "duplicate key" if key == prev else "not sorted in C locale order"
-            raise ValueError(f"{path}:{n}: {what}: {key!r} after {prev!r} (run fix_data_dir)")
+            raise UserError(f"{path}:{n}: {what}: {key!r} after {prev!r} (run fix_data_dir)")
         keys.append(key)
         prev = key
     return keys
@@ -115,12 +117,12 @@ def validate_data_dir(data_dir: str | pathlib.Path) -> int:
     d = pathlib.Path(data_dir)
     for name in ("wav.scp", "utt2spk"):
         if not (d / name).is_file():
-            raise ValueError(f"{d}: missing {name} (run the recipe's data preparation stage)")
+            raise UserError(f"{d}: missing {name} (run the recipe's data preparation stage)")
     utts = _check_sorted_unique(d / "utt2spk")
     utt2spk = read_table(d / "utt2spk")
     for n, (utt, spk) in enumerate(utt2spk.items(), 1):
         if len(spk.split()) != 1:
-            raise ValueError(f"{d / 'utt2spk'}:{n}: expected 'utt spk', got {utt} {spk!r}")
+            raise UserError(f"{d / 'utt2spk'}:{n}: expected 'utt spk', got {utt} {spk!r}")
     if (d / "spk2utt").is_file():
         _check_sorted_unique(d / "spk2utt")
         inverse: dict[str, list[str]] = {}
@@ -128,22 +130,22 @@ def validate_data_dir(data_dir: str | pathlib.Path) -> int:
             inverse.setdefault(spk, []).append(utt)
         spk2utt = {k: v.split() for k, v in read_table(d / "spk2utt").items()}
         if spk2utt != {k: sorted(v, key=str.encode) for k, v in inverse.items()}:
-            raise ValueError(f"{d / 'spk2utt'} is not the inverse of {d / 'utt2spk'} (run fix_data_dir)")
+            raise UserError(f"{d / 'spk2utt'} is not the inverse of {d / 'utt2spk'} (run fix_data_dir)")
     recs = _check_sorted_unique(d / "wav.scp")
     if (d / "segments").is_file():
         seg_utts = _check_sorted_unique(d / "segments")
         if seg_utts != utts:
-            raise ValueError(f"{d / 'segments'} and {d / 'utt2spk'} list different utterances")
+            raise UserError(f"{d / 'segments'} and {d / 'utt2spk'} list different utterances")
         missing = {v.split()[0] for v in read_table(d / "segments", 4).values()} - set(recs)
         if missing:
-            raise ValueError(f"{d / 'segments'}: recordings missing from wav.scp, e.g. {sorted(missing)[0]!r}")
+            raise UserError(f"{d / 'segments'}: recordings missing from wav.scp, e.g. {sorted(missing)[0]!r}")
     elif recs != utts:
         extra = sorted(set(recs) ^ set(utts), key=str.encode)
-        raise ValueError(f"{d / 'wav.scp'} and {d / 'utt2spk'} list different utterances, e.g. {extra[0]!r}")
+        raise UserError(f"{d / 'wav.scp'} and {d / 'utt2spk'} list different utterances, e.g. {extra[0]!r}")
     for name in ("text", "utt2dur"):
         if (d / name).is_file() and _check_sorted_unique(d / name) != utts:
             extra = sorted(set(_check_sorted_unique(d / name)) ^ set(utts), key=str.encode)
-            raise ValueError(f"{d / name} and {d / 'utt2spk'} list different utterances, e.g. {extra[0]!r}")
+            raise UserError(f"{d / name} and {d / 'utt2spk'} list different utterances, e.g. {extra[0]!r}")
     read_utt2dur(d)
     return len(utts)
 
@@ -188,7 +190,7 @@ def split_data_dir(data_dir: str | pathlib.Path, nj: int) -> list[pathlib.Path]:
             spk2utt.setdefault(spk, []).append(utt)
     speakers = sorted(spk2utt, key=str.encode)
     if nj < 1 or nj > len(speakers):
-        raise ValueError(f"--nj must lie in [1, {len(speakers)}] (the number of speakers in {d}), got {nj}")
+        raise UserError(f"--nj must lie in [1, {len(speakers)}] (the number of speakers in {d}), got {nj}")
     total = sum(len(u) for u in spk2utt.values())
     shards, bounds, acc, j = [[] for _ in range(nj)], [total * (i + 1) / nj for i in range(nj)], 0, 0
     for i, spk in enumerate(speakers):

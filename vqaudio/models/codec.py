@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 import pathlib
 from dataclasses import dataclass, field
@@ -12,12 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import load_model, save_model
 from ..config import from_dict, to_dict
 from ..quantize import QuantizerConfig, build_quantizer
 from .seanet import Decoder, Encoder
-
-FORMAT = "vqaudio-codec"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -63,7 +59,7 @@ class CodecOutput:
 
     Attributes:
         wav: ``(B, 1, T)`` reconstruction, same length as the input.
-        indices: ``(B, T')`` or ``(B, Q, T')``; ``None`` when the pass skipped quantization.
+        indices: ``(B, Q, T')`` (Q = 1 for a single quantizer); ``None`` when the pass skipped quantization.
         quantizer_loss: the quantizer's weighted loss (add it to the training objective).
         commitment, codebook: its named parts.
         metrics: the quantizer's metrics (perplexity, usage, per level for residual stacks).
@@ -124,8 +120,9 @@ class Codec(nn.Module):
         return self.sample_rate / self.hop_length
 
     @property
-    def num_levels(self) -> int:
-        return self.quantizer.num_levels
+    def n_q(self) -> int:
+        """Residual depth Q: codes per frame (1 for a single quantizer)."""
+        return self.quantizer.n_q
 
     @property
     def codebook_size(self) -> int:
@@ -179,21 +176,30 @@ class Codec(nn.Module):
             return CodecOutput(self.decoder(latents)[..., :length], None, zero, zero, zero, {})
         q = self.quantizer(latents)
         out = self.decoder(q.quantized)[..., :length]
-        return CodecOutput(out, q.indices, q.loss, q.commitment, q.codebook, q.metrics)
+        indices = q.indices if q.indices.ndim == 3 else q.indices[:, None]
+        return CodecOutput(out, indices, q.loss, q.commitment, q.codebook, q.metrics)
+
+    def _check_n_q(self, n_q: int | None) -> int:
+        if n_q is None:
+            return self.n_q
+        if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must lie in [1, {self.n_q}] for this codec, got {n_q!r}")
+        return n_q
 
     @torch.no_grad()
     def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
-        """``(B, 1, T)`` float waveform at ``sample_rate`` -> indices ``(B, ceil(T / hop))`` or ``(B, Q, T')``.
+        """``(B, 1, T)`` float waveform at ``sample_rate`` -> indices ``(B, n_q, ceil(T / hop))`` int64.
 
         Args:
             wav: mono waveform; ``(B, T)`` is accepted as mono.
-            n_q: residual levels to keep (default all); ignored for single quantizers.
+            n_q: residual depth to keep, ``1 <= n_q <= self.n_q`` (default all).
         """
         wav = self._check_wav(wav)
+        n_q = self._check_n_q(n_q)
         latents = self.encoder.infer(self._pad(wav))
-        if self.num_levels > 1:
+        if self.n_q > 1:
             return self.quantizer.encode(latents, n_q=n_q)
-        return self.quantizer.encode(latents)
+        return self.quantizer.encode(latents)[:, None]
 
     @torch.no_grad()
     def encode_chunked(self, wav: Tensor, chunk_seconds: float = 30.0, n_q: int | None = None) -> Tensor:
@@ -224,7 +230,7 @@ class Codec(nn.Module):
 
     @torch.no_grad()
     def encode_file(self, path: str, n_q: int | None = None, chunk_seconds: float = 30.0) -> Tensor:
-        """Units of an audio file: ``(T',)`` for a single quantizer, ``(Q, T')`` for a residual one.
+        """Units of an audio file: ``(n_q, T')`` int64.
 
         The file is read as mono at ``sample_rate`` (resampled / downmixed, logged) and encoded in
         chunks (:meth:`encode_chunked`); unreadable or empty audio raises ``ValueError`` naming the file.
@@ -237,13 +243,26 @@ class Codec(nn.Module):
 
     @torch.no_grad()
     def decode(self, indices: Tensor, length: int | None = None) -> Tensor:
-        """Indices ``(B, T')`` or ``(B, q, T')`` -> waveform ``(B, 1, T' * hop)``, or exactly ``length`` samples.
+        """Indices ``(B, q, T')`` -> waveform ``(B, 1, T' * hop)``, or exactly ``length`` samples.
 
         Args:
-            indices: int64 codes; for residual codecs any prefix of levels ``1 <= q <= Q``.
+            indices: int64 codes of the first ``1 <= q <= n_q`` residual levels (q = 1 for a single quantizer).
             length: trim (or zero-pad) the output to this many samples, e.g. the input length.
         """
-        wav = self.decoder.infer(self.quantizer.decode(indices))
+        if not isinstance(indices, Tensor) or indices.ndim != 3 or not 1 <= indices.shape[1] <= self.n_q:
+            shape = tuple(indices.shape) if isinstance(indices, Tensor) else type(indices).__name__
+            raise ValueError(
+                f"expected indices of shape (B, q, T') with 1 <= q <= {self.n_q}, got {shape}"
+                + (
+                    "; add the level axis with indices[:, None]"
+                    if isinstance(indices, Tensor) and indices.ndim == 2
+                    else ""
+                )
+            )
+        if indices.shape[-1] == 0:
+            raise ValueError("expected at least one frame of indices, got none")
+        latents = self.quantizer.decode(indices) if self.n_q > 1 else self.quantizer.decode(indices[:, 0])
+        wav = self.decoder.infer(latents)
         if length is not None:
             if length < 1:
                 raise ValueError(f"length must be >= 1, got {length}")
@@ -252,58 +271,21 @@ class Codec(nn.Module):
 
     @torch.no_grad()
     def decode_utterance(self, codes: Tensor, length: int | None = None) -> Tensor:
-        """One utterance's codes ``(q, T')`` (``q`` levels; the first row for a single quantizer) ->
-        waveform ``(T' * hop,)`` or ``(length,)``, clamped to [-1, 1]."""
+        """One utterance's codes ``(q, T')`` (its first ``q <= n_q`` levels) -> waveform ``(T' * hop,)`` or
+        ``(length,)``, clamped to [-1, 1]."""
         if codes.ndim != 2:
-            raise ValueError(f"expected one utterance's codes of shape (levels, frames), got {tuple(codes.shape)}")
-        idx = codes[None] if self.num_levels > 1 else codes[:1]
-        return self.decode(idx, length=length)[0, 0].clamp(-1, 1)
+            raise ValueError(f"expected one utterance's codes of shape (n_q, frames), got {tuple(codes.shape)}")
+        return self.decode(codes[None], length=length)[0, 0].clamp(-1, 1)
 
     def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
-        """Write one self-describing file (format tag, config, weights), atomically."""
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "config": to_dict(self.config),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
-        return path
+        """Write one self-describing file (format tag, version, config, weights), atomically."""
+        return save_model(path, "codec", to_dict(self.config), self)
 
     @classmethod
     def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> Codec:
-        """Load a file written by :meth:`save_pretrained` with ``weights_only=True`` (no pickled code runs)."""
-        path = pathlib.Path(path)
-        if not path.is_file():
-            raise ValueError(f"codec file not found: {path}")
-        try:
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # torch raises several types for corrupt or foreign files
-            raise ValueError(f"{path}: not a loadable vqaudio codec file ({type(err).__name__}: {err})") from err
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a vqaudio codec file (expected format {FORMAT!r})")
-        if payload.get("version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path}: format version {payload['version']} is newer than this vqaudio reads")
-        model = cls.from_config(payload["config"])
-        model.load_state_dict(payload["state_dict"])
+        """Load a file written by :meth:`save_pretrained` with ``weights_only=True`` (no pickled code runs);
+        files of earlier format versions load too."""
+        config, state = load_model(path, "codec", map_location)
+        model = cls.from_config(config)
+        model.load_state_dict(state)
         return model.eval()
-
-
-def file_checksum(path: str | pathlib.Path) -> str:
-    """sha256 of a file, hex (identifies the model that produced a set of units)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def state_checksum(model: nn.Module) -> str:
-    """sha256 of a model's serialised state_dict, hex."""
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-    return hashlib.sha256(buf.getvalue()).hexdigest()

@@ -12,23 +12,46 @@ costs O(layers) rather than O(receptive field) (Fast WaveNet, Paine et al. 2016)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import pathlib
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import load_model, save_model
+from ..config import from_dict, to_dict
+from ..errors import UserError
+
 
 @dataclass
 class WaveNetConfig:
-    codebook_size: int = 1024
-    num_levels: int = 1
+    """Architecture of the prior. ``codebook_size`` and ``n_q`` come from the units it models, and
+    ``speakers`` from their speakers, so training configs leave them unset.
+
+    Attributes:
+        codebook_size: K units per level.
+        n_q: residual levels Q modelled per frame (read from ``num_levels`` in files before the rename).
+        residual_channels, skip_channels: widths of the residual and skip paths.
+        layers: dilated layers; dilations cycle 1, 2, 4, ... 2**(dilation_cycle - 1).
+        dilation_cycle: layers per dilation cycle.
+        num_speakers: > 0 enables global conditioning on a speaker id (0 .. num_speakers - 1).
+        speaker_dim: size of the speaker embedding.
+        speakers: speaker names by id (``speakers[i]`` is id i), when conditioned on speakers.
+    """
+
+    RENAMED: ClassVar[dict[str, str]] = {"num_levels": "n_q"}
+
+    codebook_size: int | None = None
+    n_q: int | None = None
     residual_channels: int = 128
     skip_channels: int = 256
     layers: int = 20
     dilation_cycle: int = 10
     num_speakers: int = 0
     speaker_dim: int = 64
+    speakers: list[str] = field(default_factory=list)
 
 
 class _Layer(nn.Module):
@@ -65,59 +88,53 @@ class _Layer(nn.Module):
 
 
 class WaveNetPrior(nn.Module):
-    """Autoregressive prior over unit sequences.
+    """Autoregressive prior over unit sequences ``(B, Q, T)``.
 
     Args:
-        codebook_size: K units per level.
-        num_levels: Q residual levels (1 for plain units).
-        residual_channels, skip_channels: widths of the residual and skip paths.
-        layers: dilated layers; dilations cycle 1, 2, 4, ... 2**(dilation_cycle - 1).
-        dilation_cycle: layers per dilation cycle.
-        num_speakers: > 0 enables global conditioning on a speaker id.
-        speaker_dim: size of the speaker embedding.
+        config: the architecture (see :class:`WaveNetConfig`; ``codebook_size`` and ``n_q`` required).
+        **overrides: fields of ``config`` to replace, e.g. ``WaveNetPrior(codebook_size=16, n_q=2)``.
     """
 
-    def __init__(
-        self,
-        codebook_size: int,
-        num_levels: int = 1,
-        residual_channels: int = 128,
-        skip_channels: int = 256,
-        layers: int = 20,
-        dilation_cycle: int = 10,
-        num_speakers: int = 0,
-        speaker_dim: int = 64,
-    ) -> None:
+    def __init__(self, config: WaveNetConfig | None = None, **overrides) -> None:
         super().__init__()
-        for name, value in (
-            ("codebook_size", codebook_size),
-            ("num_levels", num_levels),
-            ("layers", layers),
-            ("dilation_cycle", dilation_cycle),
-            ("residual_channels", residual_channels),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        self.config = WaveNetConfig(
-            codebook_size,
-            num_levels,
-            residual_channels,
-            skip_channels,
-            layers,
-            dilation_cycle,
-            num_speakers,
-            speaker_dim,
-        )
-        self.codebook_size, self.num_levels = codebook_size, num_levels
-        c = residual_channels
-        self.embed = nn.ModuleList(nn.Embedding(codebook_size, c) for _ in range(num_levels))
+        config = replace(config or WaveNetConfig(), **overrides)
+        if config.n_q is None:
+            config.n_q = 1
+        if config.codebook_size is None:
+            raise UserError("the prior needs codebook_size (the units' codebook size)")
+        for name in ("codebook_size", "n_q", "layers", "dilation_cycle", "residual_channels", "skip_channels"):
+            if getattr(config, name) < 1:
+                raise UserError(f"prior config: {name} must be >= 1, got {getattr(config, name)}")
+        if config.num_speakers < 0 or (config.speakers and len(config.speakers) != config.num_speakers):
+            raise UserError(
+                f"prior config: num_speakers={config.num_speakers} must be >= 0 and match the "
+                f"{len(config.speakers)} speaker names given"
+            )
+        self.config = config
+        self.codebook_size, self.n_q = config.codebook_size, config.n_q
+        c, skip_channels = config.residual_channels, config.skip_channels
+        self.embed = nn.ModuleList(nn.Embedding(self.codebook_size, c) for _ in range(self.n_q))
         self.start = nn.Parameter(torch.zeros(c))  # input at t = 0, before any frame
-        self.speaker = nn.Embedding(num_speakers, speaker_dim) if num_speakers > 0 else None
-        cond_dim = speaker_dim if num_speakers > 0 else 0
-        self.dilations = [2 ** (i % dilation_cycle) for i in range(layers)]
+        self.speaker = nn.Embedding(config.num_speakers, config.speaker_dim) if config.num_speakers > 0 else None
+        cond_dim = config.speaker_dim if config.num_speakers > 0 else 0
+        self.dilations = [2 ** (i % config.dilation_cycle) for i in range(config.layers)]
         self.layers = nn.ModuleList(_Layer(c, skip_channels, d, cond_dim) for d in self.dilations)
         self.out1 = nn.Conv1d(skip_channels, skip_channels, 1)
-        self.out2 = nn.Conv1d(skip_channels, num_levels * codebook_size, 1)
+        self.out2 = nn.Conv1d(skip_channels, self.n_q * self.codebook_size, 1)
+
+    @classmethod
+    def from_config(cls, config: WaveNetConfig | dict) -> WaveNetPrior:
+        """A prior from a :class:`WaveNetConfig` or a plain dict of its fields."""
+        if isinstance(config, dict):
+            config = from_dict(WaveNetConfig, config, where="prior config")
+        return cls(config)
+
+    def speaker_id(self, name: str) -> int:
+        """The id of a speaker the prior was trained on, by name."""
+        if name not in self.config.speakers:
+            known = ", ".join(self.config.speakers[:10]) or "none: the prior is not conditioned on speakers"
+            raise UserError(f"unknown speaker {name!r}; this prior knows {known}")
+        return self.config.speakers.index(name)
 
     @property
     def receptive_field(self) -> int:
@@ -125,11 +142,8 @@ class WaveNetPrior(nn.Module):
         return sum(self.dilations) + 1
 
     def _check(self, tokens: Tensor, speakers: Tensor | None) -> Tensor:
-        if tokens.ndim == 2 and self.num_levels == 1:
-            tokens = tokens[:, None]
-        if tokens.ndim != 3 or tokens.shape[1] != self.num_levels:
-            shape = "(B, T)" if self.num_levels == 1 else f"(B, {self.num_levels}, T)"
-            raise ValueError(f"expected tokens of shape {shape}, got {tuple(tokens.shape)}")
+        if tokens.ndim != 3 or tokens.shape[1] != self.n_q:
+            raise ValueError(f"expected tokens of shape (B, {self.n_q}, T), got {tuple(tokens.shape)}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.codebook_size):
             raise ValueError(
                 f"tokens must lie in [0, {self.codebook_size - 1}], got [{int(tokens.min())}, {int(tokens.max())}]"
@@ -148,19 +162,18 @@ class WaveNetPrior(nn.Module):
     def _head(self, skip: Tensor) -> Tensor:
         """(B, S, T) -> (B, Q, K, T)."""
         h = self.out2(F.relu(self.out1(F.relu(skip))))
-        return h.view(h.shape[0], self.num_levels, self.codebook_size, h.shape[-1])
+        return h.view(h.shape[0], self.n_q, self.codebook_size, h.shape[-1])
 
     def forward(self, tokens: Tensor, speakers: Tensor | None = None) -> Tensor:
         """Logits for every frame from the frames before it.
 
         Args:
-            tokens: ``(B, T)`` (one level) or ``(B, Q, T)`` int64 units.
+            tokens: ``(B, Q, T)`` int64 units.
             speakers: ``(B,)`` speaker ids when built with ``num_speakers > 0``.
 
         Returns:
-            ``(B, K, T)`` for one level, ``(B, Q, K, T)`` for Q levels; ``[..., t]`` predicts frame t.
+            ``(B, Q, K, T)``; ``[..., t]`` predicts frame t.
         """
-        one_level = tokens.ndim == 2
         tokens = self._check(tokens, speakers)
         x = self._embed(tokens)
         start = self.start[None, :, None].expand(x.shape[0], -1, 1)
@@ -170,8 +183,7 @@ class WaveNetPrior(nn.Module):
         for layer in self.layers:
             x, s = layer(x, cond)
             skip = skip + s
-        logits = self._head(skip)
-        return logits[:, 0] if one_level and self.num_levels == 1 else logits
+        return self._head(skip)
 
     def init_state(self, batch: int) -> list[Tensor]:
         """Empty per-layer input queues ``(dilation, B, C)`` of zeros (the causal padding)."""
@@ -204,7 +216,7 @@ class WaveNetPrior(nn.Module):
             x = (x + rs[:, :c]) * math.sqrt(0.5)
             skip = rs[:, c:] if skip is None else skip + rs[:, c:]
         logits = torch.addmm(b2, torch.relu(torch.addmm(b1, torch.relu(skip), w1)), w2)
-        return logits.view(x.shape[0], self.num_levels, self.codebook_size)
+        return logits.view(x.shape[0], self.n_q, self.codebook_size)
 
     @torch.no_grad()
     def generate(
@@ -227,18 +239,18 @@ class WaveNetPrior(nn.Module):
             top_k: keep only the k most likely units.
             top_p: nucleus sampling: keep the smallest set of units with probability >= top_p.
             seed: makes sampling reproducible.
-            prompt: ``(B, T0)`` or ``(B, Q, T0)`` units to continue.
+            prompt: ``(B, Q, T0)`` units to continue.
             speakers: ``(B,)`` speaker ids for a conditioned prior.
 
         Returns:
-            ``(B, T0 + steps)`` or ``(B, Q, T0 + steps)`` int64, prompt included.
+            ``(B, Q, T0 + steps)`` int64, prompt included.
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not temperature > 0:
+            raise UserError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and not 1 <= top_k <= self.codebook_size:
-            raise ValueError(f"top_k must lie in [1, {self.codebook_size}], got {top_k}")
+            raise UserError(f"top_k must lie in [1, {self.codebook_size}], got {top_k}")
         if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+            raise UserError(f"top_p must lie in (0, 1], got {top_p}")
         device = self.start.device
         gen = torch.Generator(device=device)
         gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ())))
@@ -246,7 +258,7 @@ class WaveNetPrior(nn.Module):
             prompt = self._check(prompt.to(device), speakers)
             batch = prompt.shape[0]
         else:
-            prompt = torch.zeros(batch, self.num_levels, 0, dtype=torch.long, device=device)
+            prompt = torch.zeros(batch, self.n_q, 0, dtype=torch.long, device=device)
             self._check(prompt, speakers)
         weights = self.prepare_steps(speakers.to(device) if speakers is not None else None)
         state = self.init_state(batch)
@@ -261,8 +273,7 @@ class WaveNetPrior(nn.Module):
                 frame = self._sample(logits, temperature, top_k, top_p, gen)
                 out.append(frame)
             x = self._embed(frame[:, :, None])[:, :, 0]
-        result = torch.stack(out, dim=2) if out else prompt
-        return result[:, 0] if self.num_levels == 1 else result
+        return torch.stack(out, dim=2) if out else prompt
 
     @staticmethod
     def _sample(
@@ -283,30 +294,15 @@ class WaveNetPrior(nn.Module):
         b, q, k = probs.shape
         return torch.multinomial(probs.view(b * q, k), 1, generator=gen).view(b, q)
 
-    def save_pretrained(self, path) -> None:
-        import pathlib
-        from dataclasses import asdict
-
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(
-            {
-                "format": "vqaudio-wavenet-prior",
-                "version": 1,
-                "config": asdict(self.config),
-                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-            },
-            tmp,
-        )
-        tmp.replace(path)
+    def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
+        """Write one self-describing file (format tag, version, config, weights), atomically."""
+        return save_model(path, "wavenet-prior", to_dict(self.config), self)
 
     @classmethod
-    def from_pretrained(cls, path, map_location="cpu") -> WaveNetPrior:
-        """Load with ``weights_only=True`` (no pickled code runs)."""
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != "vqaudio-wavenet-prior":
-            raise ValueError(f"{path}: not a vqaudio WaveNet prior file")
-        model = cls(**payload["config"])
-        model.load_state_dict(payload["state_dict"])
+    def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> WaveNetPrior:
+        """Load a file written by :meth:`save_pretrained` with ``weights_only=True`` (no pickled code runs);
+        files of earlier format versions load too."""
+        config, state = load_model(path, "wavenet-prior", map_location)
+        model = cls.from_config(config)
+        model.load_state_dict(state)
         return model.eval()

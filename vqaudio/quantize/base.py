@@ -3,10 +3,12 @@
 Every quantizer maps latents ``(B, D, T)`` to codes and back:
 
 * ``forward(z) -> QuantizerOutput`` for training (straight-through gradients, losses, metrics),
-* ``encode(z) -> indices`` (``(B, T)`` int64, or ``(B, Q, T)`` for ``Q`` residual levels),
-* ``decode(indices) -> z_q`` (``(B, D, T)``),
+* ``encode(z) -> indices`` (``(B, T)`` int64, or ``(B, Q, T)`` for a residual stack of depth ``Q``),
+* ``decode(indices) -> z_q``: indices of any leading shape ``(..., T)`` (``(..., q, T)`` for a residual
+  stack) -> ``(..., D, T)``, so a flat ``(N,)`` list of codes gives their ``(D, N)`` vectors,
 
-and exposes ``dim``, ``codebook_size``, ``num_levels`` and ``bits_per_frame``.
+and exposes ``dim``, ``codebook_size``, ``n_q`` (residual depth, 1 for a single quantizer) and
+``bits_per_frame``.
 """
 
 from __future__ import annotations
@@ -49,12 +51,13 @@ class Quantizer(nn.Module):
     codebook_size: int
 
     @property
-    def num_levels(self) -> int:
+    def n_q(self) -> int:
+        """Residual depth: the number of code indices per frame."""
         return 1
 
     @property
     def bits_per_frame(self) -> float:
-        return self.num_levels * math.log2(self.codebook_size)
+        return self.n_q * math.log2(self.codebook_size)
 
     def forward(self, z: Tensor) -> QuantizerOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -99,12 +102,12 @@ class Quantizer(nn.Module):
             if bad:
                 raise ValueError(f"latents contain {bad} NaN/Inf value(s) (shape {tuple(z.shape)})")
 
-    def check_indices(self, indices: Tensor, ndim: int = 2) -> None:
-        """Raise ``ValueError`` unless ``indices`` is an integer tensor of rank ``ndim`` within the codebook."""
-        shape = "(B, T)" if ndim == 2 else "(B, Q, T)"
+    def check_indices(self, indices: Tensor, min_ndim: int = 1) -> None:
+        """Raise ``ValueError`` unless ``indices`` is an integer tensor of rank >= ``min_ndim`` within the codebook."""
+        shape = "(..., T)" if min_ndim == 1 else "(..., Q, T)"
         if not isinstance(indices, Tensor):
             raise ValueError(f"expected an integer torch.Tensor of shape {shape}, got {type(indices).__name__}")
-        if indices.ndim != ndim:
+        if indices.ndim < min_ndim:
             raise ValueError(f"expected indices of shape {shape}, got {indices.ndim} dims: {tuple(indices.shape)}")
         if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
             raise ValueError(f"expected integer indices, got dtype {indices.dtype}")
@@ -115,3 +118,11 @@ class Quantizer(nn.Module):
                     f"indices must lie in [0, {self.codebook_size - 1}] (codebook_size={self.codebook_size}), "
                     f"got values in [{lo}, {hi}]"
                 )
+
+
+def lookup_any_shape(indices: Tensor, lookup) -> Tensor:
+    """``lookup`` of ``(B, T)`` indices -> ``(B, D, T)``, applied to indices of any leading shape ``(..., T)``
+    -> ``(..., D, T)``."""
+    lead, frames = indices.shape[:-1], indices.shape[-1]
+    out = lookup(indices.reshape(-1, frames))
+    return out.reshape(*lead, out.shape[1], frames)

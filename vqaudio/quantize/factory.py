@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from ..errors import UserError
 from .base import Quantizer
 from .ema import EMAVectorQuantizer
 from .fsq import FSQ
@@ -19,7 +21,8 @@ class QuantizerConfig:
 
     Attributes:
         kind: ``"vq"`` (learned codebook), ``"ema"`` (EMA codebook) or ``"fsq"``.
-        num_quantizers: 1 for a single quantizer, Q > 1 for a residual stack of Q alike stages.
+        n_q: residual depth: 1 for a single quantizer, Q > 1 for a residual stack of Q alike stages
+            (read from ``num_quantizers`` in configs written before the rename).
         codebook_size: codes per stage (VQ kinds); FSQ's size is ``prod(levels)``.
         levels: FSQ levels per channel.
         dropout: quantizer dropout in a residual stack (one model, every bitrate from 1 to Q stages).
@@ -33,8 +36,10 @@ class QuantizerConfig:
             ``frames_per_batch / codebook_size``, or live codes are restarted every step.
     """
 
+    RENAMED: ClassVar[dict[str, str]] = {"num_quantizers": "n_q"}
+
     kind: str = "ema"
-    num_quantizers: int = 8
+    n_q: int = 8
     codebook_size: int = 1024
     levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
     dropout: bool = True
@@ -49,9 +54,9 @@ class QuantizerConfig:
 def build_quantizer(cfg: QuantizerConfig, dim: int) -> Quantizer:
     """The quantizer ``cfg`` describes, over latents with ``dim`` channels."""
     if cfg.kind not in KINDS:
-        raise ValueError(f"quantizer kind must be one of {KINDS}, got {cfg.kind!r}")
-    if cfg.num_quantizers < 1:
-        raise ValueError(f"num_quantizers must be >= 1, got {cfg.num_quantizers}")
+        raise UserError(f"quantizer kind must be one of {KINDS}, got {cfg.kind!r}")
+    if cfg.n_q < 1:
+        raise UserError(f"n_q must be >= 1, got {cfg.n_q}")
 
     def make() -> Quantizer:
         if cfg.kind == "fsq":
@@ -75,6 +80,6 @@ def build_quantizer(cfg: QuantizerConfig, dim: int) -> Quantizer:
             dead_code_threshold=cfg.dead_code_threshold,
         )
 
-    if cfg.num_quantizers == 1:
+    if cfg.n_q == 1:
         return make()
-    return ResidualQuantizer.alike(cfg.num_quantizers, make, dropout=cfg.dropout)
+    return ResidualQuantizer.alike(cfg.n_q, make, dropout=cfg.dropout)

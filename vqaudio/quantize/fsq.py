@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import Quantizer, QuantizerOutput
+from .base import Quantizer, QuantizerOutput, lookup_any_shape
 from .ops import PointwiseLinear, code_counts, usage_metrics
 from .vq import straight_through
 
@@ -82,11 +82,19 @@ class FSQ(Quantizer):
         return indices
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
-        """(B, C, T) normalised codes on the grid -> (B, T) int64 indices."""
-        return self._indices(torch.round(codes.float() * self._half_width))
+        """(..., C, T) normalised codes on the grid -> (..., T) int64 indices."""
+        if codes.ndim < 2 or codes.shape[-2] != len(self.levels):
+            raise ValueError(f"expected codes of shape (..., {len(self.levels)}, T), got {tuple(codes.shape)}")
+        lead, c, frames = codes.shape[:-2], codes.shape[-2], codes.shape[-1]
+        flat = codes.reshape(-1, c, frames)
+        return self._indices(torch.round(flat.float() * self._half_width)).reshape(*lead, frames)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
-        """(B, T) int64 indices -> (B, C, T) float32 normalised codes."""
+        """(..., T) int64 indices -> (..., C, T) float32 normalised codes; e.g. (N,) -> (C, N)."""
+        self.check_indices(indices)
+        return lookup_any_shape(indices, self._digits_to_codes)
+
+    def _digits_to_codes(self, indices: Tensor) -> Tensor:
         digits = torch.remainder(
             torch.div(indices.long()[:, None, :], self._basis, rounding_mode="floor"), self._levels.long()
         )
@@ -117,10 +125,10 @@ class FSQ(Quantizer):
             return self._quantize(self._project(z))[1]
 
     def decode(self, indices: Tensor) -> Tensor:
-        """(B, T) int64 -> (B, D, T)."""
+        """(..., T) int64 -> (..., D, T)."""
         self.check_indices(indices)
         with torch.autocast(indices.device.type, enabled=False):
-            return self.project_out(self.indices_to_codes(indices))
+            return lookup_any_shape(indices, lambda idx: self.project_out(self._digits_to_codes(idx)))
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, dim={self.dim}, codebook_size={self.codebook_size}"

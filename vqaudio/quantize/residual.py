@@ -38,7 +38,7 @@ class ResidualQuantizer(Quantizer):
             raise ValueError(f"all stages must share dim, got dims {[q.dim for q in quantizers]}")
         if len(sizes) != 1:
             raise ValueError(f"all stages must share codebook_size, got {[q.codebook_size for q in quantizers]}")
-        if any(q.num_levels != 1 for q in quantizers):
+        if any(q.n_q != 1 for q in quantizers):
             raise ValueError("stages must be single-level quantizers (nest stages, not residual stacks)")
         self.stages = nn.ModuleList(quantizers)
         self.dim = quantizers[0].dim
@@ -46,17 +46,17 @@ class ResidualQuantizer(Quantizer):
         self.dropout = dropout
 
     @classmethod
-    def alike(cls, num_quantizers: int, make: Callable[[], Quantizer], dropout: bool = False) -> ResidualQuantizer:
-        """A stack of ``num_quantizers`` stages built by calling ``make()`` once per stage.
+    def alike(cls, n_q: int, make: Callable[[], Quantizer], dropout: bool = False) -> ResidualQuantizer:
+        """A stack of ``n_q`` stages built by calling ``make()`` once per stage.
 
         Example: ``ResidualQuantizer.alike(8, lambda: VectorQuantizer(128, 1024))``.
         """
-        if num_quantizers < 1:
-            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
-        return cls([make() for _ in range(num_quantizers)], dropout=dropout)
+        if n_q < 1:
+            raise ValueError(f"n_q must be >= 1, got {n_q}")
+        return cls([make() for _ in range(n_q)], dropout=dropout)
 
     @property
-    def num_levels(self) -> int:
+    def n_q(self) -> int:
         return len(self.stages)
 
     def _num_stages(self, n_q: int | None) -> int:
@@ -117,10 +117,10 @@ class ResidualQuantizer(Quantizer):
         return torch.stack(indices, dim=1)
 
     def decode(self, indices: Tensor) -> Tensor:
-        """(B, q, T) int64 with 1 <= q <= Q -> (B, D, T), the sum of the first q stages' codes."""
-        self.check_indices(indices, ndim=3)
-        self._num_stages(indices.shape[1])
-        out = self.stages[0].decode(indices[:, 0])
-        for i in range(1, indices.shape[1]):
-            out = out + self.stages[i].decode(indices[:, i])
+        """(..., q, T) int64 with 1 <= q <= Q -> (..., D, T), the sum of the first q stages' codes."""
+        self.check_indices(indices, min_ndim=2)
+        self._num_stages(indices.shape[-2])
+        out = self.stages[0].decode(indices[..., 0, :])
+        for i in range(1, indices.shape[-2]):
+            out = out + self.stages[i].decode(indices[..., i, :])
         return out

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Quantizer, QuantizerOutput
+from .base import Quantizer, QuantizerOutput, lookup_any_shape
 from .ops import (
     all_reduce_sum,
     broadcast_from_rank0,
@@ -176,8 +176,11 @@ class VectorQuantizer(Quantizer):
             return nearest_code(x, self.codes(), cosine=self.cosine).view(batch, frames)
 
     def decode(self, indices: Tensor) -> Tensor:
-        """(B, T) int64 -> (B, D, T) quantized latents."""
+        """(..., T) int64 -> (..., D, T) quantized latents; e.g. (B, T) -> (B, D, T), (N,) -> (D, N)."""
         self.check_indices(indices)
+        return lookup_any_shape(indices, self._decode)
+
+    def _decode(self, indices: Tensor) -> Tensor:
         batch, frames = indices.shape
         with torch.autocast(indices.device.type, enabled=False):
             q = F.embedding(indices.reshape(-1), self.codes())

@@ -1,6 +1,6 @@
 """Training: losses, discriminators, configs and the Lightning glue (kept apart from the models)."""
 
 from .config import TrainCodecConfig
-from .losses import MelSpectrogram, MultiResolutionSTFTLoss, MultiScaleMelLoss
+from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
 
-__all__ = ["MelSpectrogram", "MultiResolutionSTFTLoss", "MultiScaleMelLoss", "TrainCodecConfig"]
+__all__ = ["MultiResolutionSTFTLoss", "MultiScaleMelLoss", "TrainCodecConfig"]

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import from_dict, to_dict
+from ..features import MelSpectrogram
 from ..models.codec import Codec
 from .config import TrainCodecConfig
 from .discriminators import Discriminators, discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from .losses import MelSpectrogram, MultiResolutionSTFTLoss, MultiScaleMelLoss
+from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
 
 log = logging.getLogger(__name__)
 

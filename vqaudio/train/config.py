@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..models.codec import CodecConfig
+from ..models.wavenet import WaveNetConfig
 
 
 @dataclass
@@ -97,26 +99,23 @@ class TrainCodecConfig:
 
 
 @dataclass
-class PriorModelConfig:
-    """Architecture of the WaveNet prior (``codebook_size`` and ``num_levels`` come from the units)."""
-
-    residual_channels: int = 128
-    skip_channels: int = 256
-    layers: int = 20
-    dilation_cycle: int = 10
-
-
-@dataclass
 class PriorDataConfig:
     """Attributes:
     segment_frames: random crop length of the unit sequences for training.
     batch_size: crops per batch.
-    levels: residual levels to model (default: all the units have).
+    n_q: residual levels to model (default: all the units have; ``levels`` in configs before the rename).
+    speakers: condition on the speaker of each utterance (from ``utt2spk``, else the id's prefix before
+        the first ``-``, as in LibriSpeech ids). Id 0 stands for an unseen speaker.
+    speaker_dropout: fraction of training crops given id 0, so that it learns to stand for any speaker.
     """
+
+    RENAMED: ClassVar[dict[str, str]] = {"levels": "n_q"}
 
     segment_frames: int = 500
     batch_size: int = 16
-    levels: int | None = None
+    n_q: int | None = None
+    speakers: bool = False
+    speaker_dropout: float = 0.1
 
 
 @dataclass
@@ -128,7 +127,9 @@ class PriorOptimConfig:
 
 @dataclass
 class TrainPriorConfig:
-    model: PriorModelConfig = field(default_factory=PriorModelConfig)
+    """``model`` is the prior's own config; its ``codebook_size``, ``n_q`` and speakers come from the units."""
+
+    model: WaveNetConfig = field(default_factory=WaveNetConfig)
     data: PriorDataConfig = field(default_factory=PriorDataConfig)
     optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

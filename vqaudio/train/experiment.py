@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..config import load_yaml, save_yaml, to_dict
+from ..errors import UserError
 from .config import TrainerConfig
 from .logs import add_file_log
 
@@ -20,7 +21,8 @@ C = TypeVar("C")
 
 
 def prepare_experiment(cls: type[C], config, exp_dir, resume: bool, overrides: dict | None, what: str) -> C:
-    """Load the config (the experiment's own ``config.yaml`` on resume), apply trainer overrides, refuse to
+    """Load the config (the experiment's own ``config.yaml`` on resume), apply overrides (``name`` for a
+    trainer field, ``section.name`` for any other), refuse to
     clobber an existing run, start ``log/train.log`` and save ``config.yaml``."""
     exp = pathlib.Path(exp_dir)
     last = exp / "checkpoints" / "last.ckpt"
@@ -34,13 +36,15 @@ def prepare_experiment(cls: type[C], config, exp_dir, resume: bool, overrides: d
     else:
         cfg = cls()
     if not resume and last.exists():
-        raise ValueError(
+        raise UserError(
             f"{exp} already holds checkpoints ({last}); pass --resume to continue it or choose another --exp-dir"
         )
     for key, value in (overrides or {}).items():
-        if not hasattr(cfg.trainer, key):
-            raise ValueError(f"unknown trainer override {key!r}")
-        setattr(cfg.trainer, key, type(getattr(cfg.trainer, key))(value))
+        section, name = key.split(".", 1) if "." in key else ("trainer", key)
+        part = getattr(cfg, section, None)
+        if part is None or not hasattr(part, name):
+            raise UserError(f"unknown override {section}.{name}")
+        setattr(part, name, type(getattr(part, name))(value))
     exp.mkdir(parents=True, exist_ok=True)
     add_file_log(exp / "log" / "train.log")
     save_yaml(cfg, saved)

@@ -24,12 +24,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..checkpoint import file_checksum
 from ..data.audio import AudioError, load_audio
 from ..data.kaldi import Utterance, read_data_dir
-from ..models.codec import Codec, file_checksum
+from ..errors import UserError
+from ..fileio import atomic_write_text
+from ..models.codec import Codec
 from .formats import (
     UnitsInfo,
-    atomic_write_text,
     dedup_units,
     level_path,
     write_fairseq,
@@ -79,7 +81,7 @@ def _append_lines(path: pathlib.Path, records: list[dict]) -> None:
 def split_for_job(utts: list[Utterance], nj: int, job: int) -> list[Utterance]:
     """Contiguous block ``job`` (1-based) of ``nj`` near-equal blocks of the sorted utterances."""
     if nj < 1 or not 1 <= job <= nj:
-        raise ValueError(f"--job must lie in [1, --nj={nj}], got {job}")
+        raise UserError(f"--job must lie in [1, --nj={nj}], got {job}")
     bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
     return utts[bounds[job - 1] : bounds[job]]
 
@@ -101,7 +103,7 @@ def extract_units(
     out_dir: str | pathlib.Path,
     formats: tuple[str, ...] = ("kaldi",),
     dedup: bool = False,
-    levels: int | None = None,
+    n_q: int | None = None,
     nj: int = 1,
     job: int = 1,
     device: str = "cpu",
@@ -117,7 +119,7 @@ def extract_units(
         out_dir: output dir (created).
         formats: any of ``kaldi``, ``fairseq``.
         dedup: run-length dedup of frames (over the tuple of written levels).
-        levels: residual levels to write (default all).
+        n_q: residual levels to write (default all the codec has).
         nj, job: this process handles block ``job`` (1-based) of ``nj``.
         device: ``cpu`` or ``cuda``.
         batch_seconds: audio per batch (utterances of equal frame count are batched).
@@ -125,12 +127,12 @@ def extract_units(
     """
     bad = sorted(set(formats) - set(FORMATS))
     if bad or not formats:
-        raise ValueError(f"--format must be a comma list of {FORMATS}, got {list(formats)}")
+        raise UserError(f"--format must be a comma list of {FORMATS}, got {list(formats)}")
     model = pathlib.Path(model)
     codec = Codec.from_pretrained(model, map_location=device).to(device)
-    if levels is not None and not 1 <= levels <= codec.num_levels:
-        raise ValueError(f"--levels must lie in [1, {codec.num_levels}] for {model}, got {levels}")
-    levels = levels or codec.num_levels
+    if n_q is not None and not 1 <= n_q <= codec.n_q:
+        raise UserError(f"--n-q must lie in [1, {codec.n_q}] for {model}, got {n_q}")
+    n_q = n_q or codec.n_q
     out = pathlib.Path(out_dir)
     work = out / ".work"
     work.mkdir(parents=True, exist_ok=True)
@@ -144,7 +146,6 @@ def extract_units(
     log.info("job %d/%d: %d utterances, %d already extracted, %d to do", job, nj, len(mine), len(have), len(todo))
     t0, audio_seconds, n_ok, n_failed = time.time(), 0.0, 0, 0
     sr, hop = codec.sample_rate, codec.hop_length
-    n_q = levels if codec.num_levels > 1 else None
     batch_samples = int(batch_seconds * sr)
     bar = tqdm(total=len(todo), desc=f"extract job {job}/{nj}", unit="utt", disable=not progress)
     for start in range(0, len(todo), 64):  # load a window of files, batch those of equal length
@@ -164,9 +165,7 @@ def extract_units(
             else:
                 wav = torch.from_numpy(np.stack([np.pad(w, (0, max(lengths) - w.shape[0])) for _, w in batch]))
                 codes = codec.encode(wav[:, None].to(device), n_q=n_q)
-            codes = codes.cpu()
-            if codes.ndim == 2:
-                codes = codes[:, None]
+            codes = codes.cpu()  # (B, n_q, T)
             for (u, w), c in zip(batch, codes, strict=True):
                 records.append({"utt": u.utt_id, "num_samples": int(w.shape[0]), "codes": c.tolist()})
                 audio_seconds += w.shape[0] / sr
@@ -188,7 +187,7 @@ def extract_units(
         )
     merged = all((work / f"job{j}of{nj}.done").exists() for j in range(1, nj + 1))
     if merged:
-        _merge(codec, model, utts, out, work, nj, formats, dedup, levels, pathlib.Path(data_dir).name)
+        _merge(codec, model, utts, out, work, nj, formats, dedup, n_q, pathlib.Path(data_dir).name)
     return ExtractResult(n_ok, n_failed, len(have), audio_seconds, wall, merged)
 
 
@@ -201,7 +200,7 @@ def _merge(
     nj: int,
     formats,
     dedup: bool,
-    levels: int,
+    n_q: int,
     set_name: str,
 ) -> None:
     records: dict[str, dict] = {}
@@ -214,7 +213,7 @@ def _merge(
     order = [u for u in utts if u.utt_id in records]  # sorted by utterance id (C locale)
 
     def frames_of(utt: str) -> list[list[int]]:
-        codes = records[utt]["codes"][:levels]
+        codes = records[utt]["codes"][:n_q]
         if not dedup:
             return codes
         steps = list(zip(*codes, strict=True))
@@ -223,7 +222,7 @@ def _merge(
 
     per_utt = {u.utt_id: frames_of(u.utt_id) for u in order}
     if "kaldi" in formats:
-        for q in range(levels):
+        for q in range(n_q):
             write_units(level_path(out, q), {utt: codes[q] for utt, codes in per_utt.items()})
         write_token_list(out / "tokens.txt", codec.codebook_size)
     if "fairseq" in formats:
@@ -247,7 +246,7 @@ def _merge(
             sample_rate=codec.sample_rate,
             frame_rate=codec.frame_rate,
             codebook_size=codec.codebook_size,
-            levels=levels,
+            n_q=n_q,
             dedup=dedup,
             num_utterances=len(order),
             num_failed=len(failed),

@@ -2,7 +2,7 @@
 
 * Kaldi/ESPnet text: ``units`` (``utt u1 u2 ...``, level 0), ``units.level<q>`` for further levels,
   ``tokens.txt`` (ESPnet token list: ``<blank>``, one unit per line, ``<unk>``, ``<sos/eos>``), and
-  ``units.json`` (model checksum, sample rate, frame rate, codebook size, levels, dedup).
+  ``units.json`` (model checksum, sample rate, frame rate, codebook size, n_q, dedup).
 * fairseq: ``<set>.tsv`` (root on line 1, then ``relpath<TAB>num_samples``) and ``<set>.km`` (one line of
   space-separated level-0 units per manifest row, same order).
 All writers write a temporary file and rename it, so a reader never sees a half-written file.
@@ -11,21 +11,28 @@ All writers write a temporary file and rename it, so a reader never sees a half-
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+from ..config import from_dict
+from ..errors import UserError
+from ..fileio import atomic_write_text
 
 
 @dataclass
 class UnitsInfo:
-    """What ``units.json`` records about a set of units."""
+    """What ``units.json`` records about a set of units (``n_q``: residual levels written; ``levels`` in
+    files before the rename)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"levels": "n_q"}
 
     model_checksum: str
     sample_rate: int
     frame_rate: float
     codebook_size: int
-    levels: int
+    n_q: int
     dedup: bool
     num_utterances: int = 0
     num_failed: int = 0
@@ -34,19 +41,6 @@ class UnitsInfo:
 def dedup_units(units: Sequence[int]) -> list[int]:
     """Run-length dedup: ``[5, 5, 3, 3, 3, 5] -> [5, 3, 5]`` (as unit LMs and unit ASR use)."""
     return [u for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
-
-
-def atomic_write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    return path
 
 
 def level_path(out_dir: str | pathlib.Path, level: int) -> pathlib.Path:
@@ -76,25 +70,26 @@ def read_units(path: str | pathlib.Path) -> dict[str, list[int]]:
                 continue
             utt = parts[0]
             if utt in out:
-                raise ValueError(f"{path}:{n}: duplicate utterance {utt!r}")
+                raise UserError(f"{path}:{n}: duplicate utterance {utt!r}")
             try:
                 out[utt] = [int(u) for u in parts[1:]]
             except ValueError:
-                raise ValueError(f"{path}:{n}: units must be integers, got {line.strip()[:80]!r}") from None
+                raise UserError(f"{path}:{n}: units must be integers, got {line.strip()[:80]!r}") from None
     return out
 
 
-def read_levels(out_dir: str | pathlib.Path, levels: int | None = None) -> dict[str, list[list[int]]]:
-    """``{utt: [level0 units, level1 units, ...]}`` from a units dir, the first ``levels`` levels."""
+def read_levels(out_dir: str | pathlib.Path, n_q: int | None = None) -> dict[str, list[list[int]]]:
+    """``{utt: [level0 units, level1 units, ...]}`` from a units dir, its first ``n_q`` levels (default all):
+    each utterance's codes are ``(n_q, T)``, one row for a single codebook."""
     out_dir = pathlib.Path(out_dir)
     info = read_info(out_dir)
-    levels = info.levels if levels is None else levels
-    if not 1 <= levels <= info.levels:
-        raise ValueError(f"{out_dir}: levels must lie in [1, {info.levels}], got {levels}")
-    per_level = [read_units(level_path(out_dir, q)) for q in range(levels)]
+    n_q = info.n_q if n_q is None else n_q
+    if not 1 <= n_q <= info.n_q:
+        raise UserError(f"{out_dir}: n_q must lie in [1, {info.n_q}] (the levels written there), got {n_q}")
+    per_level = [read_units(level_path(out_dir, q)) for q in range(n_q)]
     for q, table in enumerate(per_level[1:], 1):
         if table.keys() != per_level[0].keys():
-            raise ValueError(f"{level_path(out_dir, q)}: utterances differ from {level_path(out_dir, 0)}")
+            raise UserError(f"{level_path(out_dir, q)}: utterances differ from {level_path(out_dir, 0)}")
     return {utt: [table[utt] for table in per_level] for utt in per_level[0]}
 
 
@@ -105,8 +100,14 @@ def write_info(out_dir: str | pathlib.Path, info: UnitsInfo) -> pathlib.Path:
 def read_info(out_dir: str | pathlib.Path) -> UnitsInfo:
     path = pathlib.Path(out_dir) / "units.json"
     if not path.is_file():
-        raise ValueError(f"{path} not found: is {out_dir} a directory written by `vqaudio extract-units`?")
-    return UnitsInfo(**json.loads(path.read_text()))
+        raise UserError(f"{path} not found: is {out_dir} a directory written by `vqaudio extract-units`?")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err}); extract the units again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return from_dict(UnitsInfo, data, where=str(path))
 
 
 def write_token_list(path: str | pathlib.Path, codebook_size: int) -> pathlib.Path:
@@ -141,12 +142,12 @@ def read_fairseq(out_dir: str | pathlib.Path, name: str) -> tuple[str, list[tupl
     lines = tsv.read_text().splitlines()
     units = km.read_text().splitlines()
     if len(lines) - 1 != len(units):
-        raise ValueError(f"{tsv} has {len(lines) - 1} rows but {km} has {len(units)} lines")
+        raise UserError(f"{tsv} has {len(lines) - 1} rows but {km} has {len(units)} lines")
     rows = []
     for n, (row, km_line) in enumerate(zip(lines[1:], units, strict=True), 2):
         try:
             rel, samples = row.split("\t")
             rows.append((rel, int(samples), [int(u) for u in km_line.split()]))
         except ValueError:
-            raise ValueError(f"{tsv}:{n}: expected 'relpath<TAB>num_samples', got {row!r}") from None
+            raise UserError(f"{tsv}:{n}: expected 'relpath<TAB>num_samples', got {row!r}") from None
     return lines[0], rows
