@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import load_model, save_model
 from ..config import from_dict, to_dict
+from ..errors import UserError
 from ..quantize import QuantizerConfig, build_quantizer
 from .seanet import Decoder, Encoder
 
@@ -183,7 +184,7 @@ class Codec(nn.Module):
         if n_q is None:
             return self.n_q
         if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= self.n_q:
-            raise ValueError(f"n_q must lie in [1, {self.n_q}] for this codec, got {n_q!r}")
+            raise UserError(f"n_q must lie in [1, {self.n_q}] for this codec, got {n_q!r}")
         return n_q
 
     @torch.no_grad()

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
 
 ACTIVATIONS = ("elu", "snake", "leaky_relu")
@@ -181,7 +183,7 @@ def make_activation(kind: str, channels: int, inplace: bool = False) -> Activati
         return Snake(channels)
     if kind == "leaky_relu":
         return LeakyReLU(0.1, inplace=inplace)
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
+    raise UserError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
 
 
 def _gemm_into(out: Tensor, a: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:

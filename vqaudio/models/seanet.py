@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .layers import (
     PaddedConv1d,
     PaddedConvTranspose1d,
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 def _check_strides(strides: Sequence[int]) -> list[int]:
     strides = [int(s) for s in strides]
     if not strides or any(s < 1 for s in strides):
-        raise ValueError(f"strides must be a non-empty list of integers >= 1, got {strides}")
+        raise UserError(f"strides must be a non-empty list of integers >= 1, got {strides}")
     return strides
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .ops import all_reduce_sum
 from .vq import VectorQuantizer
 
@@ -45,9 +46,9 @@ class EMAVectorQuantizer(VectorQuantizer):
         kmeans_iters: int = 10,
     ) -> None:
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must lie in [0, 1), got {decay}")
+            raise UserError(f"decay must lie in [0, 1), got {decay}")
         if eps <= 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+            raise UserError(f"eps must be > 0, got {eps}")
         super().__init__(
             dim,
             codebook_size,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .base import Quantizer, QuantizerOutput, lookup_any_shape
 from .ops import PointwiseLinear, code_counts, usage_metrics
 from .vq import straight_through
@@ -35,14 +36,14 @@ class FSQ(Quantizer):
         super().__init__()
         levels = [int(v) for v in levels]
         if not levels or any(v < 2 for v in levels):
-            raise ValueError(f"levels must be a non-empty list of integers >= 2, got {levels}")
+            raise UserError(f"levels must be a non-empty list of integers >= 2, got {levels}")
         self.levels = levels
         self.codebook_size = math.prod(levels)
         if self.codebook_size >= 2**62:
-            raise ValueError(f"prod(levels) = {self.codebook_size} does not fit int64 indices")
+            raise UserError(f"prod(levels) = {self.codebook_size} does not fit int64 indices")
         self.dim = len(levels) if dim is None else int(dim)
         if self.dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
+            raise UserError(f"dim must be >= 1, got {dim}")
         n = len(levels)
         self.project_in = PointwiseLinear(self.dim, n) if self.dim != n else nn.Identity()
         self.project_out = PointwiseLinear(n, self.dim) if self.dim != n else nn.Identity()

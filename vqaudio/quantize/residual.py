@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .base import Quantizer, QuantizerOutput
 
 
@@ -52,7 +53,7 @@ class ResidualQuantizer(Quantizer):
         Example: ``ResidualQuantizer.alike(8, lambda: VectorQuantizer(128, 1024))``.
         """
         if n_q < 1:
-            raise ValueError(f"n_q must be >= 1, got {n_q}")
+            raise UserError(f"n_q must be >= 1, got {n_q}")
         return cls([make() for _ in range(n_q)], dropout=dropout)
 
     @property

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .base import Quantizer, QuantizerOutput, lookup_any_shape
 from .ops import (
     all_reduce_sum,
@@ -64,18 +65,18 @@ class VectorQuantizer(Quantizer):
     ) -> None:
         super().__init__()
         if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
+            raise UserError(f"dim must be >= 1, got {dim}")
         if codebook_size < 2:
-            raise ValueError(f"codebook_size must be >= 2, got {codebook_size}")
+            raise UserError(f"codebook_size must be >= 2, got {codebook_size}")
         if distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+            raise UserError(f"distance must be one of {DISTANCES}, got {distance!r}")
         if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+            raise UserError(f"beta must be >= 0, got {beta}")
         if dead_code_threshold < 0:
-            raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
+            raise UserError(f"dead_code_threshold must be >= 0, got {dead_code_threshold}")
         codebook_dim = dim if codebook_dim is None else codebook_dim
         if codebook_dim < 1:
-            raise ValueError(f"codebook_dim must be >= 1, got {codebook_dim}")
+            raise UserError(f"codebook_dim must be >= 1, got {codebook_dim}")
         self.dim = dim
         self.codebook_size = codebook_size
         self.codebook_dim = codebook_dim

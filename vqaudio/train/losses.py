@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..features import MelSpectrogram, stft_magnitude
 
 
@@ -28,7 +29,7 @@ class MultiScaleMelLoss(nn.Module):
     ) -> None:
         super().__init__()
         if len(windows) != len(n_mels):
-            raise ValueError(f"windows and n_mels must have the same length, got {list(windows)} and {list(n_mels)}")
+            raise UserError(f"windows and n_mels must have the same length, got {list(windows)} and {list(n_mels)}")
         self.mels = nn.ModuleList(
             MelSpectrogram(sample_rate, n_fft=w, hop=w // 4, n_mels=m) for w, m in zip(windows, n_mels, strict=True)
         )
