@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    prior = WaveNetPrior(1024).eval()
+    prior = WaveNetPrior(codebook_size=1024).eval()
     rf = prior.receptive_field
     print(
         f"prior: {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters, receptive field {rf} "
@@ -38,14 +38,14 @@ def main() -> None:
         t0 = time.perf_counter()
         prior.generate(batch, args.steps, seed=0)
         incremental = batch * args.steps / (time.perf_counter() - t0)
-        context = torch.randint(0, 1024, (batch, rf))
+        context = torch.randint(0, 1024, (batch, 1, rf))  # (B, Q, T)
         with torch.no_grad():
             prior(context)  # warm-up
             t0 = time.perf_counter()
             for _ in range(args.naive_steps):
-                logits = prior(context)[:, :, -1]
+                logits = prior(context)[:, 0, :, -1]
                 nxt = torch.multinomial(logits.softmax(-1), 1)
-                context = torch.cat([context[:, 1:], nxt], dim=1)
+                context = torch.cat([context[:, :, 1:], nxt[:, None]], dim=2)
             naive = batch * args.naive_steps / (time.perf_counter() - t0)
         print(
             f"{batch:5d} {incremental:20,.0f} {naive:14,.1f} {incremental / naive:8,.0f}x "
