@@ -32,6 +32,24 @@ def save_model(path: str | pathlib.Path, kind: str, config: dict, model: nn.Modu
     return pathlib.Path(path)
 
 
+def model_kind(path: str | pathlib.Path) -> str:
+    """The kind (``codec``, ``wavenet-prior``, ``kmeans``) of a file written by :func:`save_model`."""
+    payload = _read(pathlib.Path(path), "model")
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if not isinstance(found, str) or not found.startswith("vqaudio-"):
+        raise UserError(f"{path}: not a vqaudio model file")
+    return found[len("vqaudio-") :]
+
+
+def _read(path: pathlib.Path, kind: str, map_location: str | torch.device = "cpu"):
+    if not path.is_file():
+        raise UserError(f"{kind} file not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise UserError(f"{path}: not a loadable vqaudio {kind} file ({type(err).__name__}: {err})") from err
+
+
 def load_model(path: str | pathlib.Path, kind: str, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
     """The ``(config, state_dict)`` of a file written by :func:`save_model` for ``kind``.
 
@@ -40,12 +58,7 @@ def load_model(path: str | pathlib.Path, kind: str, map_location: str | torch.de
     """
     path = pathlib.Path(path)
     expected = f"vqaudio-{kind}"
-    if not path.is_file():
-        raise UserError(f"{kind} file not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise UserError(f"{path}: not a loadable vqaudio {kind} file ({type(err).__name__}: {err})") from err
+    payload = _read(path, kind, map_location)
     found = payload.get("format") if isinstance(payload, dict) else None
     if found != expected:
         vq = isinstance(found, str) and found.startswith("vqaudio-")

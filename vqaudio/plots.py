@@ -36,3 +36,16 @@ def usage_histogram_figure(counts: np.ndarray, title: str):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def heatmap_figure(matrix: np.ndarray, row_labels: Sequence[str], xlabel: str, title: str):
+    """A rows x columns matrix in [0, 1] (e.g. P(phone | unit)), one labelled row per entry."""
+    fig, ax = plt.subplots(figsize=(12, max(4.0, 0.18 * len(row_labels))))
+    image = ax.imshow(matrix, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_yticks(np.arange(len(row_labels)))
+    ax.set_yticklabels(row_labels, fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    return fig

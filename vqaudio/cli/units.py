@@ -23,6 +23,23 @@ example:
 """
 
 
+EVALUATE_UNITS_HELP = """How much phonetic information units carry, against forced phone alignments.
+
+Writes OUT/unit_quality.json (pnmi, phone_purity, cluster_purity, abx_within, abx_across,
+abx_phone_any_context, counts, and probe_per with --probe), OUT/RESULTS.md (the table), OUT/abx.item
+(the items in the Libri-light/fastabx format, to rescore with fastabx) and OUT/phone_unit_heatmap.png.
+
+Frames are labelled with the phone at their centre (SIL where no phone is aligned; SIL, sil, <sil> and SP
+are silence). ABX (Libri-light / ZeroSpeech 2021): triphone items, one-hot units, angular distance, DTW
+over each item's frames; error in percent. The probe trains a small CTC phone recogniser on the units of
+3 in 4 speakers and reports the phone error rate on the others.
+
+example:
+  vqaudio evaluate-units --units exp/units/test_other --alignments speech-mini.phones.ctm \
+      --data data/test_other --out exp/unit_quality/test_other --probe
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "extract-units",
@@ -30,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=EXTRACT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="model.pt from train-codec or Codec.save_pretrained")
+    p.add_argument("--model", required=True, help="a codec's model.pt (train-codec) or a k-means model (train-kmeans)")
     p.add_argument("--data", required=True, help="Kaldi data dir (wav.scp, optional segments)")
     p.add_argument("--out", required=True, help="output dir")
     p.add_argument("--format", default="kaldi", help="comma list of kaldi,fairseq (default kaldi)")
@@ -73,6 +90,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--units", help="units dir, for bitrate, token rate and code usage")
     p.set_defaults(func=run_evaluate)
+
+    p = sub.add_parser(
+        "train-kmeans",
+        help="a k-means unit model over MFCC or log-mel frames (the speech2unit baseline)",
+        description="Fit k-means (k-means++ seeds, then Lloyd iterations with chunked distances; memory bounded "
+        "by --max-frames, a uniform sample of all frames) on standardised MFCC+deltas or log-mel frames of a "
+        "Kaldi data dir. The file it writes is a unit model: extract-units, evaluate-units and train-prior "
+        "take its units as they take a codec's, and a codec's `kmeans` content objective takes it as targets.\n\n"
+        "example:\n  vqaudio train-kmeans --feature mfcc --k 256 --data data/train --out exp/km/mfcc256.pt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--feature", default="mfcc", help="mfcc (13 + deltas + delta-deltas) or logmel (default mfcc)")
+    p.add_argument("--k", type=int, default=256, help="number of units (default 256)")
+    p.add_argument("--data", required=True, help="Kaldi data dir (wav.scp, optional segments)")
+    p.add_argument("--out", required=True, help="the unit model file to write, e.g. km.pt")
+    p.add_argument("--frame-rate", type=float, default=50.0, help="frames per second (default 50, as the codec)")
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--n-mels", type=int, default=40, help="mel bands (default 40)")
+    p.add_argument("--iters", type=int, default=20, help="Lloyd iterations (default 20)")
+    p.add_argument("--max-frames", type=int, default=1_000_000, help="frames kept for fitting (default 1M)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train_kmeans)
+
+    p = sub.add_parser(
+        "evaluate-units",
+        help="phonetic quality of units: PNMI, purity, ABX, CTC probe",
+        description=EVALUATE_UNITS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--units", required=True, help="units dir written by extract-units (not --dedup)")
+    p.add_argument("--alignments", required=True, help="phone CTM: utt channel start dur phone")
+    p.add_argument("--out", required=True, help="output dir")
+    p.add_argument("--level", type=int, default=0, help="residual level to score (default 0)")
+    p.add_argument("--data", help="Kaldi data dir whose utt2spk gives speakers (default: id prefix before '-')")
+    p.add_argument("--probe", action="store_true", help="also train/test a CTC phone recogniser (probe_per)")
+    p.add_argument(
+        "--probe-train",
+        help="units dir of other speakers (same model) to train the probe on; it then tests on all of --units",
+    )
+    p.add_argument("--seed", type=int, default=0, help="for the any-context subsample and the probe")
+    p.set_defaults(func=run_evaluate_units)
 
     p = sub.add_parser("encode", help="one audio file -> units (text, one level per line)")
     p.add_argument("--model", required=True)
@@ -118,6 +176,36 @@ def run_extract(args: argparse.Namespace) -> int:
         f"({res.skipped} from an earlier run), {res.failed} failed; {status}"
     )
     return 0 if res.failed == 0 else 1
+
+
+def run_train_kmeans(args: argparse.Namespace) -> int:
+    import json
+
+    from ..units.kmeans import KMeansConfig, train_kmeans
+
+    config = KMeansConfig(
+        feature=args.feature, k=args.k, sample_rate=args.sample_rate, frame_rate=args.frame_rate, n_mels=args.n_mels
+    )
+    _, summary = train_kmeans(args.data, args.out, config, iters=args.iters, max_frames=args.max_frames, seed=args.seed)
+    print(json.dumps({"model": args.out, **summary}, indent=2))
+    return 0
+
+
+def run_evaluate_units(args: argparse.Namespace) -> int:
+    from ..units.quality import evaluate_units
+
+    evaluate_units(
+        args.units,
+        args.alignments,
+        args.out,
+        level=args.level,
+        data_dir=args.data,
+        probe=args.probe,
+        probe_train=args.probe_train,
+        seed=args.seed,
+    )
+    print(pathlib_read(args.out))
+    return 0
 
 
 def run_resynth(args: argparse.Namespace) -> int:

@@ -29,7 +29,6 @@ from ..data.audio import AudioError, load_audio
 from ..data.kaldi import Utterance, read_data_dir
 from ..errors import UserError
 from ..fileio import atomic_write_text
-from ..models.codec import Codec
 from .formats import (
     UnitsInfo,
     dedup_units,
@@ -39,6 +38,7 @@ from .formats import (
     write_token_list,
     write_units,
 )
+from .model import UnitModel, load_unit_model
 
 log = logging.getLogger(__name__)
 FORMATS = ("kaldi", "fairseq")
@@ -114,7 +114,8 @@ def extract_units(
     """Extract units of one job's share of ``data_dir`` into ``out_dir``; merge when all jobs are done.
 
     Args:
-        model: a ``model.pt`` written by ``Codec.save_pretrained`` / ``vqaudio train-codec``.
+        model: a unit model: a codec (``model.pt`` of ``vqaudio train-codec``) or a k-means model
+            (``vqaudio train-kmeans``).
         data_dir: Kaldi data dir (``wav.scp``, optional ``segments``).
         out_dir: output dir (created).
         formats: any of ``kaldi``, ``fairseq``.
@@ -129,7 +130,7 @@ def extract_units(
     if bad or not formats:
         raise UserError(f"--format must be a comma list of {FORMATS}, got {list(formats)}")
     model = pathlib.Path(model)
-    codec = Codec.from_pretrained(model, map_location=device).to(device)
+    codec = load_unit_model(model, map_location=device).to(device)
     if n_q is not None and not 1 <= n_q <= codec.n_q:
         raise UserError(f"--n-q must lie in [1, {codec.n_q}] for {model}, got {n_q}")
     n_q = n_q or codec.n_q
@@ -192,7 +193,7 @@ def extract_units(
 
 
 def _merge(
-    codec: Codec,
+    codec: UnitModel,
     model: pathlib.Path,
     utts: list[Utterance],
     out: pathlib.Path,

@@ -1,0 +1,222 @@
+"""k-means unit models over MFCC or log-mel frames, the speech2unit baseline (fairseq's ``speech2unit``, Lakhotia
+et al. 2021, with spectral features instead of HuBERT's). A :class:`KMeansUnitModel` has the codec's unit
+interface (``encode``, ``encode_chunked``, ``encode_file``, ``sample_rate``, ``hop_length``, ``frame_rate``,
+``codebook_size``, ``n_q``), so ``extract-units``, ``evaluate-units`` and ``train-prior`` take it as they
+take a codec, and the codec's ``kmeans`` content objective takes its units as targets.
+
+Frames are aligned with a codec of the same hop: frame ``i`` is centred on sample ``i * hop + hop / 2``, and
+a waveform of ``T`` samples has ``ceil(T / hop)`` frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pathlib
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..checkpoint import load_model, save_model
+from ..config import from_dict, to_dict
+from ..data.audio import AudioError, load_audio
+from ..data.kaldi import read_data_dir
+from ..errors import UserError
+from ..quantize.ops import kmeans, nearest_code
+
+log = logging.getLogger(__name__)
+FEATURES = ("mfcc", "logmel")
+
+
+@dataclass
+class KMeansConfig:
+    """A k-means unit model's features and size.
+
+    Attributes:
+        feature: ``"mfcc"`` (13 coefficients with deltas and delta-deltas: 39 dims) or ``"logmel"``.
+        k: number of units.
+        sample_rate: Hz; audio at other rates is resampled on load.
+        frame_rate: frames per second; ``sample_rate / frame_rate`` must be a whole number of samples.
+        n_fft: analysis window in samples (25 ms at 16 kHz).
+        n_mels: mel bands (of the MFCCs' filterbank, or the log-mel features).
+        n_mfcc: cepstral coefficients before deltas.
+    """
+
+    feature: str = "mfcc"
+    k: int = 256
+    sample_rate: int = 16000
+    frame_rate: float = 50.0
+    n_fft: int = 400
+    n_mels: int = 40
+    n_mfcc: int = 13
+
+    def check(self) -> KMeansConfig:
+        if self.feature not in FEATURES:
+            raise UserError(f"--feature must be one of {FEATURES}, got {self.feature!r}")
+        if self.k < 2:
+            raise UserError(f"--k must be >= 2, got {self.k}")
+        hop = self.sample_rate / self.frame_rate
+        if self.frame_rate <= 0 or abs(hop - round(hop)) > 1e-9:
+            raise UserError(f"sample_rate / frame_rate must be a whole number of samples, got {hop}")
+        return self
+
+
+def frame_features(wav: np.ndarray, cfg: KMeansConfig) -> np.ndarray:
+    """``(T,)`` float32 samples -> ``(ceil(T / hop), F)`` float32 features, frame ``i`` centred on
+    sample ``i * hop + hop / 2``."""
+    hop = round(cfg.sample_rate / cfg.frame_rate)
+    frames = max(1, math.ceil(wav.shape[0] / hop))
+    y = np.pad(wav, (0, frames * hop - wav.shape[0]))[hop // 2 :]
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=hop, n_mels=cfg.n_mels, center=True, power=2.0
+    )
+    logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+    if cfg.feature == "logmel":
+        feats = logmel
+    else:
+        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
+        deltas = [librosa.feature.delta(mfcc, order=o, mode="nearest") for o in (1, 2)]
+        feats = np.concatenate([mfcc, *deltas], axis=0)
+    return np.ascontiguousarray(feats[:, :frames].T, dtype=np.float32)
+
+
+class KMeansUnitModel(nn.Module):
+    """Nearest of ``k`` centroids over standardised frame features: one unit per frame.
+
+    Args:
+        config: the features and ``k``.
+        centroids: ``(k, F)`` in standardised feature space; ``mean``, ``std``: ``(F,)`` feature statistics.
+    """
+
+    def __init__(self, config: KMeansConfig, centroids: Tensor | None = None, mean=None, std=None) -> None:
+        super().__init__()
+        self.config = config.check()
+        dim = frame_features(np.zeros(config.n_fft, dtype=np.float32), config).shape[1]
+        self.register_buffer("centroids", torch.zeros(config.k, dim) if centroids is None else centroids.float())
+        self.register_buffer("mean", torch.zeros(dim) if mean is None else torch.as_tensor(mean).float())
+        self.register_buffer("std", torch.ones(dim) if std is None else torch.as_tensor(std).float())
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return round(self.config.sample_rate / self.config.frame_rate)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.k
+
+    @property
+    def n_q(self) -> int:
+        return 1
+
+    def units(self, wav: np.ndarray) -> Tensor:
+        """``(T,)`` samples -> ``(ceil(T / hop),)`` int64 units."""
+        x = (torch.from_numpy(frame_features(wav, self.config)) - self.mean) / self.std
+        return nearest_code(x, self.centroids)
+
+    @torch.no_grad()
+    def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
+        """``(B, 1, T)`` or ``(B, T)`` waveform -> ``(B, 1, ceil(T / hop))`` units (a batch is padded audio:
+        its frames past an item's end are what that padding gives)."""
+        if n_q not in (None, 1):
+            raise UserError(f"a k-means unit model has one level; n_q must be 1, got {n_q}")
+        wav = wav[:, None] if wav.ndim == 2 else wav
+        if wav.ndim != 3 or wav.shape[1] != 1:
+            raise ValueError(f"expected a mono waveform (B, 1, T), got {tuple(wav.shape)}")
+        return torch.stack([self.units(w[0].cpu().float().numpy()) for w in wav])[:, None]
+
+    def encode_chunked(self, wav: Tensor, chunk_seconds: float = 30.0, n_q: int | None = None) -> Tensor:
+        """As :meth:`encode`: the features are local, so a long file needs no chunking beyond its own."""
+        return self.encode(wav, n_q=n_q)
+
+    def encode_file(self, path: str, n_q: int | None = None, chunk_seconds: float = 30.0) -> Tensor:
+        """``(1, T')`` units of an audio file (read as mono at ``sample_rate``)."""
+        return self.encode(torch.from_numpy(load_audio(str(path), self.sample_rate))[None, None], n_q=n_q)[0]
+
+    def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
+        return save_model(path, "kmeans", to_dict(self.config), self)
+
+    @classmethod
+    def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> KMeansUnitModel:
+        config, state = load_model(path, "kmeans", map_location)
+        model = cls(from_dict(KMeansConfig, config, where=f"{path} config"))
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def train_kmeans(
+    data_dir: str | pathlib.Path,
+    out: str | pathlib.Path,
+    config: KMeansConfig,
+    iters: int = 20,
+    max_frames: int = 1_000_000,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[KMeansUnitModel, dict]:
+    """Fit a :class:`KMeansUnitModel` on the utterances of a Kaldi data dir and save it to ``out``.
+
+    Memory is bounded by ``max_frames`` feature frames (a uniform reservoir sample of all frames); the
+    standardisation statistics use every frame. k-means++ seeds, then ``iters`` Lloyd iterations with
+    chunked distances (:func:`vqaudio.quantize.ops.kmeans`). Unreadable audio is logged and skipped.
+
+    Returns:
+        the model and a summary (frames seen and used, inertia per frame, skipped utterances).
+    """
+    config.check()
+    if max_frames < config.k:
+        raise UserError(f"--max-frames must be at least --k ({config.k}), got {max_frames}")
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    utts = read_data_dir(data_dir)
+    dim = frame_features(np.zeros(config.n_fft, dtype=np.float32), config).shape[1]
+    reservoir = np.empty((max_frames, dim), dtype=np.float32)
+    seen, total, total_sq, skipped = 0, np.zeros(dim), np.zeros(dim), []
+    for u in tqdm(utts, desc="k-means features", unit="utt", disable=not progress):
+        try:
+            feats = frame_features(load_audio(u.source, config.sample_rate, u.start, u.end, name=u.utt_id), config)
+        except AudioError as err:
+            log.warning("skipping %s: %s", u.utt_id, err)
+            skipped.append(u.utt_id)
+            continue
+        total += feats.sum(0)
+        total_sq += np.square(feats, dtype=np.float64).sum(0)
+        for row in feats:  # reservoir sampling (Vitter's algorithm R): every frame kept with equal probability
+            if seen < max_frames:
+                reservoir[seen] = row
+            else:
+                slot = rng.integers(0, seen + 1)
+                if slot < max_frames:
+                    reservoir[slot] = row
+            seen += 1
+    if seen < config.k:
+        raise UserError(f"{data_dir}: {seen} readable frames, fewer than k = {config.k}")
+    mean = total / seen
+    std = np.sqrt(np.maximum(total_sq / seen - mean**2, 1e-8))
+    x = (torch.from_numpy(reservoir[: min(seen, max_frames)]) - torch.from_numpy(mean).float()) / torch.from_numpy(
+        std
+    ).float()
+    centroids, counts = kmeans(x, config.k, iters)
+    assign = nearest_code(x, centroids)
+    inertia = float((x - centroids[assign]).pow(2).sum(1).mean())
+    model = KMeansUnitModel(config, centroids, mean, std).eval()
+    model.save_pretrained(out)
+    summary = {
+        "frames_seen": seen,
+        "frames_used": int(x.shape[0]),
+        "inertia_per_frame": inertia,
+        "empty_clusters": int((counts == 0).sum()),
+        "skipped_utterances": skipped,
+    }
+    log.info("k-means (%s, k=%d) on %d frames: %s", config.feature, config.k, x.shape[0], summary)
+    return model, summary
