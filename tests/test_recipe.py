@@ -62,7 +62,16 @@ def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
         corpus = make_corpus(tmp_path / "corpus", "train-clean-5", speakers=3, utts=3)
         make_corpus(corpus, "dev-clean-2", speakers=2, utts=2)
     codec_conf, prior_conf = short_configs(rdir)
+    # phone alignments for the dev set, so that stage 4 also scores the units (a made-up phone every 0.1 s)
+    ctm, phones = tmp_path / "phones.ctm", ["AA", "B", "SIL", "K", "IY"]
+    lines = []
+    for flac in sorted((corpus / "LibriSpeech" / "dev-clean-2").rglob("*.flac")):
+        steps = int(sf.info(flac).duration * 10) - 1
+        lines += [f"{flac.stem} 1 {k / 10:.2f} 0.10 {phones[k % len(phones)]}" for k in range(steps)]
+    ctm.write_text("\n".join(lines) + "\n")
     args = [
+        "--alignments",
+        str(ctm),
         "--corpus_dir",
         str(corpus),
         "--codec_config",
@@ -99,7 +108,9 @@ def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
         assert len(sf.read(hyp)[0]) == math.ceil(sf.info(path).frames / 320) * 320
     results = (exp / "RESULTS.md").read_text()
     assert re.search(r"\| SI-SDR dB \(higher\) \| -?\d+\.\d+ \|", results), results
+    assert re.search(r"\| PNMI \(higher is better\) \| \d\.\d+ \|", results), results
     assert (exp / "eval" / "dev_clean_2" / "code_usage.png").is_file()
+    assert (exp / "unit_quality" / "dev_clean_2" / "abx.item").is_file()
     assert sorted(p.name for p in (exp / "samples").glob("*.wav")) == ["sample_0000.wav", "sample_0001.wav"]
     assert (exp / "log" / "train_codec.log").is_file() and (exp / "log" / "train_prior.log").is_file()
     model = exp / "codec" / "model.pt"

@@ -15,6 +15,7 @@ nj=2                          # parallel extraction jobs
 tag=tiny                      # experiments go to exp/<tag>
 num_samples=4                 # stage 6: utterances to sample
 sample_seconds=4
+alignments=                   # a phone CTM: stage 4 then also scores the units (evaluate-units)
 help_message="Usage: $0 [options]
   --stage N / --stop_stage N   run stages N..M (default 0..6):
         0 download (skipped when --corpus_dir already holds the parts)   1 data prep and validation
@@ -27,6 +28,7 @@ help_message="Usage: $0 [options]
   --nj N                       parallel unit-extraction jobs (default $nj)
   --tag NAME                   experiment name under exp/ (default $tag)
   --config FILE                a file of name=value lines, read before the other options
+  --alignments CTM             a phone CTM (utt channel start dur phone): stage 4 also scores the units
 Example (offline copy of the mini subsets): $0 --corpus_dir /data/speech-mini"
 
 . ./path.sh
@@ -79,5 +81,5 @@ fi
 
 utils/codec_stages.sh --stage $stage --stop_stage $stop_stage --exp $exp --train_set $train_set \
   --dev_set $dev_set --eval_sets "$eval_sets" --codec_config "$codec_config" --prior_config "$prior_config" \
-  --nj $nj --num_samples $num_samples --sample_seconds $sample_seconds
+  --nj $nj --num_samples $num_samples --sample_seconds $sample_seconds --alignments "$alignments"
 log done "stages $stage..$stop_stage finished"

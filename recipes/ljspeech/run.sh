@@ -14,12 +14,14 @@ corpus_dir=downloads/LJSpeech-1.1   # the unpacked corpus (wavs/, metadata.csv)
 num_dev=100
 num_test=100
 tag=tiny
+alignments=                   # a phone CTM: stage 4 then also scores the units (evaluate-units)
 help_message="Usage: $0 [options]
   --stage N / --stop_stage N   0 download (skipped when --corpus_dir holds the corpus)  1 data prep + validation
         2 train codec  3 extract units  4 resynthesize + evaluate  5 train prior  6 sample
   --codec_config / --prior_config FILE   (conf/*_tiny.yaml for CPUs, conf/*_base.yaml for GPUs)
   --nj N  --tag NAME  --num_samples N  --sample_seconds S  --config FILE
-  --corpus_dir DIR   LJSpeech-1.1 (downloaded there when missing)   --num_dev N --num_test N (default 100 each)"
+  --corpus_dir DIR   LJSpeech-1.1 (downloaded there when missing)   --num_dev N --num_test N (default 100 each)
+  --alignments CTM             a phone CTM (utt channel start dur phone): stage 4 also scores the units"
 
 . ./path.sh
 . ./cmd.sh
@@ -50,5 +52,5 @@ fi
 
 utils/codec_stages.sh --stage $stage --stop_stage $stop_stage --exp $exp --train_set $train_set \
   --dev_set $dev_set --eval_sets "$eval_sets" --codec_config "$codec_config" --prior_config "$prior_config" \
-  --nj $nj --num_samples $num_samples --sample_seconds $sample_seconds
+  --nj $nj --num_samples $num_samples --sample_seconds $sample_seconds --alignments "$alignments"
 log done "stages $stage..$stop_stage finished"

@@ -18,10 +18,12 @@ prior_config=       # YAML for vqaudio train-prior (required)
 nj=2                # parallel unit-extraction jobs per set
 num_samples=4       # stage 6: utterances to sample
 sample_seconds=4    # stage 6: seconds per sample
+alignments=         # stage 4: a phone CTM; when set, the units' phonetic quality is scored too
 help_message="Usage: $0 --exp DIR --train_set SET --dev_set SET --eval_sets \"SET...\" \\
     --codec_config FILE --prior_config FILE [--stage N] [--stop_stage N] [--nj N] [--num_samples N]
-    [--sample_seconds S]
-  Stages: 2 train codec  3 extract units (--nj jobs, merged)  4 resynthesize and evaluate
+    [--sample_seconds S] [--alignments PHONES.ctm]
+  Stages: 2 train codec  3 extract units (--nj jobs, merged)  4 resynthesize and evaluate (with
+          --alignments also vqaudio evaluate-units: PNMI, purity, ABX)
           5 train the prior  6 sample speech and summarise it"
 
 . ./path.sh
@@ -73,9 +75,21 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
         --units $exp/units/$set --out $exp/eval/$set
       touch $exp/eval/$set/.done
     fi
+    if [ -n "$alignments" ] && done_or_run $exp/unit_quality/$set 4; then
+      log 4 "scoring the units of $set against $alignments"
+      $train_cmd $exp/log/evaluate_units_$set.log vqaudio evaluate-units --units $exp/units/$set \
+        --alignments "$alignments" --data data/$set --out $exp/unit_quality/$set
+      touch $exp/unit_quality/$set/.done
+    fi
   done
-  { echo "# $(basename $exp): resynthesis"; for set in $eval_sets; do echo; tail -n +2 $exp/eval/$set/RESULTS.md; done; } \
-    > $exp/RESULTS.md
+  {
+    echo "# $(basename $exp): resynthesis"
+    for set in $eval_sets; do echo; tail -n +2 $exp/eval/$set/RESULTS.md; done
+    if [ -n "$alignments" ]; then
+      echo; echo "# $(basename $exp): units"
+      for set in $eval_sets; do echo; tail -n +2 $exp/unit_quality/$set/RESULTS.md; done
+    fi
+  } > $exp/RESULTS.md
   log 4 "results in $exp/RESULTS.md"
 fi
 

@@ -36,6 +36,8 @@ class CodecConfig:
         causal: left padding only, for streaming.
         weight_norm: weight normalisation on every conv.
         quantizer: see :class:`vqaudio.quantize.QuantizerConfig`.
+        content_objective: what trained level 0 besides reconstruction: ``"none"``, ``"ctc"`` or ``"kmeans"``
+            (recorded by ``train-codec``; it changes nothing at inference).
     """
 
     sample_rate: int = 16000
@@ -52,6 +54,7 @@ class CodecConfig:
     max_channels: int = 512
     residual_out_kernel: int = 1
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    content_objective: str = "none"
 
 
 @dataclass
@@ -64,6 +67,8 @@ class CodecOutput:
         quantizer_loss: the quantizer's weighted loss (add it to the training objective).
         commitment, codebook: its named parts.
         metrics: the quantizer's metrics (perplexity, usage, per level for residual stacks).
+        level0: ``(B, D, T')`` the first level's quantized latents (straight-through), what a content
+            objective reads; the latents themselves when the pass skipped quantization.
     """
 
     wav: Tensor
@@ -72,6 +77,7 @@ class CodecOutput:
     commitment: Tensor
     codebook: Tensor
     metrics: dict[str, Tensor]
+    level0: Tensor | None = None
 
 
 class Codec(nn.Module):
@@ -174,11 +180,18 @@ class Codec(nn.Module):
         latents = self.encoder(self._pad(wav))
         if not quantize:
             zero = latents.new_zeros(())
-            return CodecOutput(self.decoder(latents)[..., :length], None, zero, zero, zero, {})
+            return CodecOutput(self.decoder(latents)[..., :length], None, zero, zero, zero, {}, latents)
         q = self.quantizer(latents)
         out = self.decoder(q.quantized)[..., :length]
         indices = q.indices if q.indices.ndim == 3 else q.indices[:, None]
-        return CodecOutput(out, indices, q.loss, q.commitment, q.codebook, q.metrics)
+        return CodecOutput(out, indices, q.loss, q.commitment, q.codebook, q.metrics, q.first)
+
+    def level0(self, wav: Tensor, quantize: bool = True) -> Tensor:
+        """``(B, 1, T)`` -> ``(B, D, T')``: the first level's quantized latents with straight-through gradients
+        (the latents themselves when ``quantize`` is off), without touching any codebook state: what a
+        content objective reads on batches that are not reconstructed."""
+        latents = self.encoder(self._pad(self._check_wav(wav)))
+        return self.quantizer.first_level(latents) if quantize else latents
 
     def _check_n_q(self, n_q: int | None) -> int:
         if n_q is None:

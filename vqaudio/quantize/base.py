@@ -31,6 +31,8 @@ class QuantizerOutput:
         metrics: detached scalars for logging, at least ``perplexity`` and ``usage``.
         commitment: ``||z_e - sg[e]||^2``, unweighted (moves the encoder side only).
         codebook: ``||sg[z_e] - e||^2`` (moves the codebook only); zero for EMA and FSQ.
+        first: ``(B, D, T)`` the first level's quantized latents (straight-through), what a content objective
+            on level 0 reads; ``quantized`` itself for a single quantizer.
     """
 
     quantized: Tensor
@@ -39,6 +41,11 @@ class QuantizerOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
     commitment: Tensor | None = None
     codebook: Tensor | None = None
+    first: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.first is None:
+            self.first = self.quantized
 
 
 class Quantizer(nn.Module):
@@ -67,6 +74,16 @@ class Quantizer(nn.Module):
 
     def decode(self, indices: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def first_level(self, z: Tensor) -> Tensor:
+        """``(B, D, T)`` -> the first level's quantized latents with straight-through gradients, as in
+        training, but without any state update (EMA, k-means init, dead codes): run in eval mode."""
+        training = self.training
+        self.eval()
+        try:
+            return self(z).first
+        finally:
+            self.train(training)
 
     def check_latents(self, z: Tensor, finite: bool = True) -> None:
         """Raise ``ValueError`` unless ``z`` is a finite ``(B, dim, T)`` floating tensor.

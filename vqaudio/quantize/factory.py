@@ -31,6 +31,8 @@ class QuantizerConfig:
         distance: ``"l2"`` or ``"cosine"`` (``vq``).
         codebook_dim: factorized low-dimensional lookup (``vq``); ``None`` = latent dim.
         kmeans_init: k-means init from the first training batch (VQ kinds).
+        normalize_first: instance-normalise the first level's input over time (speaker normalisation of
+            level 0; the residual levels keep what it removes). Residual stacks only.
         dead_code_threshold: restart codes whose running count of assigned vectors per batch (summed over
             DDP ranks) falls below this (VQ kinds); 0 disables. Keep it well below the average
             ``frames_per_batch / codebook_size``, or live codes are restarted every step.
@@ -49,6 +51,7 @@ class QuantizerConfig:
     codebook_dim: int | None = None
     kmeans_init: bool = True
     dead_code_threshold: float = 0.5
+    normalize_first: bool = False
 
 
 def build_quantizer(cfg: QuantizerConfig, dim: int) -> Quantizer:
@@ -81,5 +84,7 @@ def build_quantizer(cfg: QuantizerConfig, dim: int) -> Quantizer:
         )
 
     if cfg.n_q == 1:
+        if cfg.normalize_first:
+            raise UserError("normalize_first needs a residual stack (n_q > 1): level 0 alone would lose the speaker")
         return make()
-    return ResidualQuantizer.alike(cfg.n_q, make, dropout=cfg.dropout)
+    return ResidualQuantizer.alike(cfg.n_q, make, dropout=cfg.dropout, normalize_first=cfg.normalize_first)

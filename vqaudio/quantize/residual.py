@@ -23,12 +23,19 @@ class ResidualQuantizer(Quantizer):
     [1, Q] (SoundStream's quantizer dropout), so one model serves every bitrate from 1 to Q stages.
     All stages still run and see their residuals, so every parameter is used on every rank (DDP-safe).
 
+    With ``normalize_first=True`` the first stage quantizes the latents normalised per channel over time
+    (instance norm, no affine: speaker normalisation, as van Niekerk et al. 2021 do for soft speech units),
+    and the residual of the first stage is taken from the unnormalised latents, so level 0 loses the
+    per-utterance mean and scale (much of the speaker) while the later levels keep them for the audio.
+    The statistics are those of the whole input, padding included.
+
     Args:
         quantizers: the stages, all with the same ``dim`` and ``codebook_size``.
         dropout: quantizer dropout in training.
+        normalize_first: instance-normalise the first stage's input.
     """
 
-    def __init__(self, quantizers: Sequence[Quantizer], dropout: bool = False) -> None:
+    def __init__(self, quantizers: Sequence[Quantizer], dropout: bool = False, normalize_first: bool = False) -> None:
         super().__init__()
         quantizers = list(quantizers)
         if not quantizers:
@@ -45,16 +52,25 @@ class ResidualQuantizer(Quantizer):
         self.dim = quantizers[0].dim
         self.codebook_size = quantizers[0].codebook_size
         self.dropout = dropout
+        self.normalize_first = normalize_first
+
+    def _first_input(self, z: Tensor) -> Tensor:
+        """What stage 0 quantizes: ``z`` or, with ``normalize_first``, ``z`` normalised per channel over time."""
+        if not self.normalize_first:
+            return z
+        return (z - z.mean(-1, keepdim=True)) / (z.var(-1, keepdim=True, unbiased=False) + 1e-5).sqrt()
 
     @classmethod
-    def alike(cls, n_q: int, make: Callable[[], Quantizer], dropout: bool = False) -> ResidualQuantizer:
+    def alike(
+        cls, n_q: int, make: Callable[[], Quantizer], dropout: bool = False, normalize_first: bool = False
+    ) -> ResidualQuantizer:
         """A stack of ``n_q`` stages built by calling ``make()`` once per stage.
 
         Example: ``ResidualQuantizer.alike(8, lambda: VectorQuantizer(128, 1024))``.
         """
         if n_q < 1:
             raise UserError(f"n_q must be >= 1, got {n_q}")
-        return cls([make() for _ in range(n_q)], dropout=dropout)
+        return cls([make() for _ in range(n_q)], dropout=dropout, normalize_first=normalize_first)
 
     @property
     def n_q(self) -> int:
@@ -83,8 +99,10 @@ class ResidualQuantizer(Quantizer):
         quantized = torch.zeros_like(z, dtype=torch.float32)
         indices, metrics = [], {}
         loss = commitment = codebook = z.new_zeros((), dtype=torch.float32)
+        first = None
         for i, stage in enumerate(self.stages[:n_q]):
-            out = stage(residual)
+            out = stage(self._first_input(residual) if i == 0 else residual)
+            first = out.quantized if i == 0 else first
             residual = residual - out.quantized
             contribution = out.quantized if keep is None else out.quantized * (keep > i)
             quantized = quantized + contribution
@@ -103,7 +121,13 @@ class ResidualQuantizer(Quantizer):
             metrics=metrics,
             commitment=commitment,
             codebook=codebook,
+            first=first,
         )
+
+    def first_level(self, z: Tensor) -> Tensor:
+        """Stage 0 alone on its input (normalised with ``normalize_first``), without state updates."""
+        self.check_latents(z)
+        return self.stages[0].first_level(self._first_input(z))
 
     def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
         """(B, D, T) -> (B, n_q, T) int64 indices."""
@@ -111,8 +135,8 @@ class ResidualQuantizer(Quantizer):
         n_q = self._num_stages(n_q)
         residual, indices = z, []
         with torch.no_grad():
-            for stage in self.stages[:n_q]:
-                idx = stage.encode(residual)
+            for i, stage in enumerate(self.stages[:n_q]):
+                idx = stage.encode(self._first_input(residual) if i == 0 else residual)
                 residual = residual - stage.decode(idx)
                 indices.append(idx)
         return torch.stack(indices, dim=1)

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import from_dict, to_dict
+from ..errors import UserError
 from ..features import MelSpectrogram
 from ..models.codec import Codec
 from .config import TrainCodecConfig
+from .content import OBJECTIVES, VOCAB, ContentHead, check_teacher, ctc_loss, frame_targets
 from .discriminators import Discriminators, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
 
@@ -33,9 +35,25 @@ class CodecTask(pl.LightningModule):
     def __init__(self, config: dict) -> None:
         super().__init__()
         self.cfg = from_dict(TrainCodecConfig, config, where="train config")
+        content = self.cfg.content
+        if content.objective not in OBJECTIVES:
+            raise UserError(f"content.objective must be one of {OBJECTIVES}, got {content.objective!r}")
+        self.cfg.model.content_objective = content.objective  # recorded in the exported model
         self.save_hyperparameters({"config": to_dict(self.cfg)})  # plain dict: loads with weights_only=True
         self.automatic_optimization = False
         self.codec = Codec(self.cfg.model)
+        self.content_head = None
+        if content.objective == "ctc":
+            self.content_head = ContentHead(self.cfg.model.latent_dim, len(VOCAB))
+        elif content.objective == "kmeans":
+            if not content.targets:
+                raise UserError("content.objective 'kmeans' needs content.targets: a train-kmeans model or a codec")
+            from ..units.model import load_unit_model
+
+            teacher = load_unit_model(content.targets).eval()
+            check_teacher(teacher, self.codec.sample_rate, self.codec.hop_length, content.targets)
+            self.__dict__["_teacher"] = teacher  # not a submodule: never trained, never in checkpoints
+            self.content_head = ContentHead(self.cfg.model.latent_dim, teacher.codebook_size)
         d = self.cfg.discriminator
         self.disc = Discriminators(d.periods, d.period_channels, d.n_ffts, d.stft_channels)
         lc = self.cfg.loss
@@ -48,7 +66,10 @@ class CodecTask(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        opt_g = torch.optim.AdamW(self.codec.parameters(), o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        params = list(self.codec.parameters()) + (
+            list(self.content_head.parameters()) if self.content_head is not None else []
+        )
+        opt_g = torch.optim.AdamW(params, o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         opt_d = torch.optim.AdamW(self.disc.parameters(), o.disc_lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
         def schedule(step: int) -> float:
@@ -68,7 +89,23 @@ class CodecTask(pl.LightningModule):
     def adversarial(self) -> bool:
         return int(self.gen_steps) >= self.cfg.loss.adversarial_start
 
-    def training_step(self, wav: Tensor, batch_idx: int) -> None:
+    def _content_loss(self, batch, out) -> Tensor | None:
+        """The level-0 content loss of this step, or ``None`` without an objective."""
+        objective = self.cfg.content.objective
+        if objective == "kmeans":
+            teacher = self.__dict__["_teacher"].to(batch["wav"].device)
+            targets = frame_targets(teacher, batch["wav"])  # (B, T')
+            logits = self.content_head(out.level0)
+            return F.cross_entropy(logits[..., : targets.shape[-1]].float(), targets)
+        if objective == "ctc":
+            wav, lengths, targets, target_lengths = batch["text"]
+            level0 = self.codec.level0(wav, quantize=self.quantizing)
+            return ctc_loss(self.content_head(level0), lengths, targets, target_lengths, self.codec.hop_length)
+        return None
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        batch = batch if isinstance(batch, dict) else {"wav": batch}
+        wav = batch["wav"]
         opt_g, opt_d = self.optimizers()
         sched_g, sched_d = self.lr_schedulers()
         lc, clip = self.cfg.loss, self.cfg.optim.grad_clip
@@ -86,6 +123,10 @@ class CodecTask(pl.LightningModule):
         stft = self.stft_loss(out.wav, wav)
         mel = self.mel_loss(out.wav, wav)
         g_loss = lc.waveform_l1 * l1 + lc.stft * stft + lc.mel * mel + lc.quantizer * out.quantizer_loss
+        content = self._content_loss(batch, out)
+        if content is not None:
+            g_loss = g_loss + self.cfg.content.weight * content
+            logs[f"train/content_{self.cfg.content.objective}"] = content.detach()
         if self.adversarial:
             fake, real = self.disc(out.wav), self.disc(wav)
             adv, fm = generator_adversarial_loss(fake), feature_matching_loss(real, fake)

@@ -89,6 +89,27 @@ class TrainerConfig:
 
 
 @dataclass
+class ContentConfig:
+    """A content objective on level 0 (training only; see :mod:`vqaudio.train.content`).
+
+    Attributes:
+        objective: ``"none"``, ``"ctc"`` (characters of the data dir's ``text``) or ``"kmeans"`` (per-frame
+            targets of ``targets``).
+        weight: its weight in the codec's loss.
+        targets: ``kmeans``: a ``train-kmeans`` model or an earlier codec's ``model.pt`` (its level-0 units),
+            at the codec's sample rate and hop.
+        batch_size: ``ctc``: transcribed utterances per step (whole, padded), besides the crops.
+        max_seconds: ``ctc``: longer transcribed utterances train on reconstruction only.
+    """
+
+    objective: str = "none"
+    weight: float = 1.0
+    targets: str | None = None
+    batch_size: int = 4
+    max_seconds: float = 16.0
+
+
+@dataclass
 class TrainCodecConfig:
     model: CodecConfig = field(default_factory=CodecConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -96,6 +117,7 @@ class TrainCodecConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    content: ContentConfig = field(default_factory=ContentConfig)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import logging
 import pathlib
 
 import torch
+from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, RandomSampler
 
 from ..config import to_dict
@@ -13,13 +14,14 @@ from ..data import CropDataset
 from ..models.codec import Codec
 from .codec_task import CodecTask
 from .config import TrainCodecConfig
+from .content import TextUtterances, collate_text
 from .experiment import fit, prepare_experiment
 
 log = logging.getLogger(__name__)
 BATCHES_PER_EPOCH = 200
 
 
-def _loaders(cfg: TrainCodecConfig, train_dir: str, valid_dir: str) -> tuple[DataLoader, DataLoader]:
+def _loaders(cfg: TrainCodecConfig, train_dir: str, valid_dir: str):
     sr, d = cfg.model.sample_rate, cfg.data
     train = CropDataset(train_dir, sr, int(d.segment_seconds * sr))
     valid = CropDataset(valid_dir, sr, None)
@@ -33,10 +35,18 @@ def _loaders(cfg: TrainCodecConfig, train_dir: str, valid_dir: str) -> tuple[Dat
     # Sampling with replacement: a corpus smaller than a batch still trains; an "epoch" is a fixed count.
     sampler = RandomSampler(train, replacement=True, num_samples=d.batch_size * BATCHES_PER_EPOCH)
     workers = dict(num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
-    return (
-        DataLoader(train, d.batch_size, sampler=sampler, drop_last=True, **workers),
-        DataLoader(valid, 1, shuffle=False, **workers),
-    )
+    train_loader = DataLoader(train, d.batch_size, sampler=sampler, drop_last=True, **workers)
+    valid_loader = DataLoader(valid, 1, shuffle=False, **workers)
+    c = cfg.content
+    if c.objective == "ctc":
+        # Whole transcribed utterances beside the crops, one batch of each per step.
+        text = TextUtterances(train_dir, sr, c.max_seconds)
+        text_sampler = RandomSampler(text, replacement=True, num_samples=c.batch_size * BATCHES_PER_EPOCH)
+        text_loader = DataLoader(
+            text, c.batch_size, sampler=text_sampler, drop_last=True, collate_fn=collate_text, **workers
+        )
+        train_loader = CombinedLoader({"wav": train_loader, "text": text_loader}, mode="max_size_cycle")
+    return train_loader, valid_loader
 
 
 def export_codec(checkpoint: pathlib.Path, out: pathlib.Path) -> pathlib.Path:

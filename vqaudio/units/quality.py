@@ -52,7 +52,7 @@ def read_ctm(path: str | pathlib.Path) -> dict[str, list[tuple[float, float, str
                     f"got {line.strip()[:80]!r}"
                 ) from None
             phone = SIL if parts[4] in SILENCES else parts[4]
-            out[parts[0]].append((start, start + dur, phone))
+            out[parts[0]].append((start, round(start + dur, 6), phone))  # no float drift between neighbours
     for segs in out.values():
         segs.sort()
     return dict(out)

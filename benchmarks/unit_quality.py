@@ -1,0 +1,171 @@
+"""Phonetic quality of units at equal K, training steps and bitrate: k-means baselines against the codec's
+level 0 trained for reconstruction only, with a CTC content objective, and with a k-means one.
+
+    python benchmarks/unit_quality.py [--steps 800] [--work /tmp/vqaudio_unit_quality]
+
+Data: ../shared/data/speech-mini. Held out (the test set, never trained on): the test-other speakers 1688,
+2033, 3080 and 533, the VCTK speaker 9926 (p226) and the LibriVox reader 9905: 55 utterances, all with
+pocketsphinx phone alignments. Everything else (253 utterances, 111 speakers, 153 with transcripts) trains
+the k-means models and the codecs; 8 of its utterances pick the codecs' best checkpoints.
+
+Every codec is recipes/librispeech/conf/codec_tiny.yaml (2 x 256 EMA RVQ, 800 bit/s) trained for --steps
+steps; only the content objective differs. Every row uses K = 256 for its units. Units are scored with
+`vqaudio evaluate-units` on the held-out speakers (the probe trains on the training speakers' units of
+the same model), and resynthesis with `vqaudio evaluate` with all levels and with level 0 only.
+Each step is skipped when its output exists, so a killed run continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "speech-mini"
+CTM = SHARED / "alignments" / "pocketsphinx" / "speech-mini.phones.ctm"
+HELD_OUT = {"1688", "2033", "3080", "533", "9926", "9905"}
+CODECS = {
+    "codec, reconstruction only": {"objective": "none"},
+    "codec, ctc content objective": {"objective": "ctc", "batch_size": 2, "max_seconds": 8.0},
+    "codec, kmeans content objective (MFCC k-means targets)": {"objective": "kmeans", "targets": "km/mfcc.pt"},
+}
+
+
+def vqaudio(*args: str, cwd: pathlib.Path) -> None:
+    cmd = [sys.executable, "-m", "vqaudio.cli.main", *args]
+    print("+ vqaudio " + " ".join(args), flush=True)
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def prepare_data(work: pathlib.Path) -> None:
+    text = {}
+    for t in glob.glob(str(SHARED / "**" / "*.trans.txt"), recursive=True):
+        for line in open(t, encoding="utf-8"):
+            utt, _, words = line.strip().partition(" ")
+            text[utt] = words
+    sets: dict[str, list] = {"train": [], "test": []}
+    for f in sorted(glob.glob(str(SHARED / "**" / "*.flac"), recursive=True)):
+        if "/extra/" in f:
+            continue
+        utt = os.path.basename(f)[: -len(".flac")]
+        sets["test" if utt.split("-")[0] in HELD_OUT else "train"].append((utt, f))
+    sets["dev"] = sets["train"][::32]
+    for name, rows in sets.items():
+        d = work / "data" / name
+        d.mkdir(parents=True, exist_ok=True)
+        rows = sorted(rows, key=lambda r: r[0].encode())
+        (d / "wav.scp").write_text("".join(f"{u} {f}\n" for u, f in rows))
+        (d / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u, _ in rows))
+        (d / "text").write_text("".join(f"{u} {text[u]}\n" for u, _ in rows if u in text))
+        vqaudio("data-dir", "fix", str(d), cwd=work)
+        vqaudio("data-dir", "utt2dur", str(d), cwd=work)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=800, help="codec training steps (every codec)")
+    parser.add_argument("--work", default="/tmp/vqaudio_unit_quality", help="work dir (resumable)")
+    args = parser.parse_args()
+    work = pathlib.Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if not (work / "data" / "test" / "wav.scp").is_file():
+        prepare_data(work)
+    models = {}
+    for feature in ("mfcc", "logmel"):
+        km = work / "km" / f"{feature}.pt"
+        if not km.is_file():
+            vqaudio(
+                "train-kmeans", "--feature", feature, "--k", "256", "--data", "data/train", "--out", str(km), cwd=work
+            )
+        models[f"{feature.upper() if feature == 'mfcc' else 'log-mel'} k-means"] = km
+    base = yaml.safe_load((ROOT / "recipes" / "librispeech" / "conf" / "codec_tiny.yaml").read_text())
+    base["trainer"].update(max_steps=args.steps, val_every=max(1, args.steps // 4), checkpoint_every=100)
+    for n, (label, content) in enumerate(CODECS.items()):
+        exp = work / "exp" / f"codec{n}"
+        conf = work / f"codec{n}.yaml"
+        conf.write_text(yaml.safe_dump({**base, "content": content}))
+        if not (exp / "model.pt").is_file():
+            resume = ["--resume"] if (exp / "checkpoints" / "last.ckpt").is_file() else []
+            vqaudio(
+                "train-codec",
+                "--config",
+                str(conf),
+                "--train-data",
+                "data/train",
+                "--valid-data",
+                "data/dev",
+                "--exp-dir",
+                str(exp),
+                *resume,
+                cwd=work,
+            )
+        models[label] = exp / "model.pt"
+    rows = {}
+    for n, (label, model) in enumerate(models.items()):
+        units = {s: work / "units" / f"m{n}_{s}" for s in ("train", "test")}
+        for s, out in units.items():
+            if not (out / "units.json").is_file():
+                vqaudio("extract-units", "--model", str(model), "--data", f"data/{s}", "--out", str(out), cwd=work)
+        quality = work / "quality" / f"m{n}"
+        if not (quality / "unit_quality.json").is_file():
+            vqaudio(
+                "evaluate-units",
+                "--units",
+                str(units["test"]),
+                "--alignments",
+                str(CTM),
+                "--data",
+                "data/test",
+                "--probe-train",
+                str(units["train"]),
+                "--out",
+                str(quality),
+                cwd=work,
+            )
+        row = json.loads((quality / "unit_quality.json").read_text())
+        if label.startswith("codec"):
+            for n_q in ("2", "1"):
+                hyp, ev = work / "resynth" / f"m{n}_q{n_q}", work / "eval" / f"m{n}_q{n_q}"
+                if not (ev / "metrics.json").is_file():
+                    vqaudio(
+                        "resynth",
+                        "--model",
+                        str(model),
+                        "--units",
+                        str(units["test"]),
+                        "--n-q",
+                        n_q,
+                        "--out",
+                        str(hyp),
+                        cwd=work,
+                    )
+                    vqaudio("evaluate", "--ref", "data/test", "--hyp", str(hyp), "--out", str(ev), cwd=work)
+                metrics = json.loads((ev / "metrics.json").read_text())
+                row[f"log_mel_q{n_q}"], row[f"stoi_q{n_q}"] = metrics["log_mel_distance"], metrics["stoi"]
+        rows[label] = row
+    (work / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\n{len(rows)} unit models, {args.steps} codec steps each, {time.time() - t0:.0f} s in all\n")
+    print(
+        "| units (K = 256, level 0) | PNMI | phone purity | ABX within % | ABX across % | ABX any-context % "
+        "| probe PER % | log-mel, all levels | STOI, all levels | log-mel, level 0 | STOI, level 0 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, r in rows.items():
+        resyn = " | ".join(f"{r[k]:.3f}" if k in r else "" for k in ("log_mel_q2", "stoi_q2", "log_mel_q1", "stoi_q1"))
+        print(
+            f"| {label} | {r['pnmi']:.3f} | {r['phone_purity']:.3f} | {r['abx_within']:.1f} | {r['abx_across']:.1f} "
+            f"| {r['abx_phone_any_context']:.1f} | {r['probe_per']:.1f} | {resyn} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""Unit quality (PNMI, ABX, the CTC probe), k-means unit models, and the codec's content objectives."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from vqaudio.cli.main import main
+from vqaudio.errors import UserError
+from vqaudio.units import UnitsInfo, read_info, read_levels, write_info, write_units
+from vqaudio.units.abx import Item, abx_error, dtw_batch
+from vqaudio.units.kmeans import KMeansConfig, KMeansUnitModel, frame_features, train_kmeans
+from vqaudio.units.probe import edit_distance, probe_per
+from vqaudio.units.quality import evaluate_units, frame_phones, read_ctm
+
+from .speech import SR, synth_utterance
+
+PHONES = ["AA", "B", "K", "D", "IY", "S"]
+
+
+def _dtw_reference(dist: np.ndarray) -> float:
+    """Plain DTW with the path length carried along, ties to the diagonal: the definition, cell by cell."""
+    la, lb = dist.shape
+    best: dict[tuple[int, int], tuple[float, int]] = {}
+    for i in range(la):
+        for j in range(lb):
+            if i == j == 0:
+                best[i, j] = (dist[0, 0], 1)
+                continue
+            prev = [best[p] for p in ((i - 1, j - 1), (i - 1, j), (i, j - 1)) if p in best]
+            cost, length = min(prev, key=lambda c: c[0])  # min keeps the first (diagonal) on ties
+            best[i, j] = (cost + dist[i, j], length + 1)
+    cost, length = best[la - 1, lb - 1]
+    return cost / length
+
+
+def test_batched_dtw_equals_the_definition():
+    rng = np.random.default_rng(0)
+    for la, lb in ((1, 1), (1, 4), (3, 2), (5, 7)):
+        dist = rng.random((6, la, lb)).round(1)  # rounding makes ties, which must break the same way
+        expected = [_dtw_reference(d) for d in dist]
+        assert np.allclose(dtw_batch(dist), expected)
+
+
+def _items(phones_by_speaker: dict[str, list[str]], context=("SIL", "SIL")) -> list[Item]:
+    return [
+        Item(f"{spk}-u{n}", 0.0, 0.1, p, *context, spk)
+        for spk, phones in phones_by_speaker.items()
+        for n, p in enumerate(phones)
+    ]
+
+
+def test_abx_hand_computed_case():
+    # A1 = [1, 1], A2 = [1, 2], B = [1, 1]: d(A1, A2) = d(A2, B) = (0 + 0.5) / 2, d(A1, B) = 0.
+    # X = A1: A2 is farther than B -> 0; X = A2: a tie -> 0.5; no second B, so (b, a) has no triplet.
+    items = _items({"s": ["a", "a", "b"]})
+    frames = [np.array([1, 1]), np.array([1, 2]), np.array([1, 1])]
+    error, triplets = abx_error(items, frames, "within")
+    assert triplets == 2 and error == pytest.approx(75.0)
+
+
+def test_abx_of_perfect_and_of_random_features():
+    rng = np.random.default_rng(1)
+    phones = {s: [p for p in PHONES for _ in range(4)] for s in ("s1", "s2")}
+    items = _items(phones)
+    perfect = [np.tile(np.eye(len(PHONES))[PHONES.index(it.phone)], (3, 1)) for it in items]
+    noise = [rng.normal(size=(3, 8)) for _ in items]
+    for mode in ("within", "across", "any"):
+        assert abx_error(items, perfect, mode)[0] == 0.0
+        error, triplets = abx_error(items, noise, mode)
+        assert triplets > 1000 and 40.0 < error < 60.0, (mode, error)
+    units = [np.full(3, PHONES.index(it.phone)) for it in items]  # units that are the phones
+    assert abx_error(items, units, "within")[0] == 0.0
+    with pytest.raises(ValueError, match="mode"):
+        abx_error(items, units, "sideways")
+
+
+def _synthetic_units(tmp_path, frame_rate=50.0, noisy=False):
+    """A units dir whose level 0 is the phone of each frame (or noise), and its CTM."""
+    rng, noise = np.random.default_rng(0), np.random.default_rng(1)  # the same phones whatever the units
+    ctm_lines, units, level1 = [], {}, {}
+    for spk in ("1001", "1002", "1003", "1004", "1005"):
+        for n in range(4):
+            utt, t, seq = f"{spk}-1-{n:04d}", 0.1, []  # times on the CTM's 10 ms grid
+            while t < 2.5:
+                phone = PHONES[int(rng.integers(len(PHONES)))]
+                dur = round(float(rng.uniform(0.06, 0.16)), 2)
+                ctm_lines.append(f"{utt} 1 {t:.2f} {dur:.2f} {phone}")
+                seq.append((t, round(t + dur, 6), phone))
+                t = round(t + dur, 2)
+            frames = int(2.8 * frame_rate)
+            labels = frame_phones(seq, frames, frame_rate)
+            ids = [PHONES.index(p) + 1 if p in PHONES else 0 for p in labels]
+            units[utt] = [int(noise.integers(7)) for _ in ids] if noisy else ids
+            level1[utt] = [int(noise.integers(7)) for _ in ids]
+    out = tmp_path / ("noisy" if noisy else "units")
+    write_units(out / "units", units)
+    write_units(out / "units.level1", level1)
+    write_info(out, UnitsInfo("abc", 16000, frame_rate, 7, 2, False, len(units), 0))
+    ctm = tmp_path / "phones.ctm"
+    ctm.write_text("\n".join(["0000-0-0000 1 0.00 0.10 SIL", *ctm_lines]) + "\n")  # an utterance with no units
+    return out, ctm
+
+
+def test_evaluate_units_scores_units_that_are_the_phones(tmp_path):
+    units, ctm = _synthetic_units(tmp_path)
+    summary = evaluate_units(units, ctm, tmp_path / "q")
+    assert summary["pnmi"] == pytest.approx(1.0) and summary["phone_purity"] == pytest.approx(1.0)
+    assert summary["abx_within"] == 0.0 and summary["abx_across"] == 0.0 and summary["abx_phone_any_context"] == 0.0
+    assert summary["num_utterances"] == 20 and summary["num_speakers"] == 5 and summary["num_abx_triplets"] > 0
+    noisy, _ = _synthetic_units(tmp_path, noisy=True)
+    worse = evaluate_units(noisy, ctm, tmp_path / "qn", level=0)
+    assert worse["pnmi"] < 0.1 and worse["abx_within"] > 35.0
+    level1 = evaluate_units(units, ctm, tmp_path / "q1", level=1)
+    assert level1["pnmi"] < 0.1
+    saved = json.loads((tmp_path / "q" / "unit_quality.json").read_text())
+    assert set(saved) >= {"pnmi", "phone_purity", "cluster_purity", "abx_within", "abx_across", "num_frames"}
+    item_lines = (tmp_path / "q" / "abx.item").read_text().splitlines()
+    assert item_lines[0] == "#file onset offset #phone prev-phone next-phone speaker"
+    assert len(item_lines) - 1 == summary["num_abx_items"] and len(item_lines[1].split()) == 7
+    assert (tmp_path / "q" / "phone_unit_heatmap.png").stat().st_size > 1000
+    assert "| PNMI (higher is better) | 1.000 |" in (tmp_path / "q" / "RESULTS.md").read_text()
+
+
+def test_evaluate_units_bad_input(tmp_path):
+    units, ctm = _synthetic_units(tmp_path)
+    bad = tmp_path / "bad.ctm"
+    bad.write_text("1001-1-0000 1 0.00 0.10 AA\n1001-1-0000 1 zero 0.10 B\n")
+    with pytest.raises(UserError, match=r"bad.ctm:2: expected 'utt channel start dur phone'"):
+        evaluate_units(units, bad, tmp_path / "o")
+    other = tmp_path / "other.ctm"
+    other.write_text("9-9-9 1 0.00 0.10 AA\n")
+    with pytest.raises(UserError, match="no utterance of .* is in"):
+        evaluate_units(units, other, tmp_path / "o")
+    slow = tmp_path / "slow"  # the same units under another frame rate
+    write_units(slow / "units", {u: c[0] for u, c in read_levels(units, 1).items()})
+    write_info(slow, UnitsInfo("abc", 16000, 25.0, 7, 1, False, 20, 0))
+    for wrong in (25.0, 200.0):  # units twice as long as the speech, or ending long before it
+        write_info(slow, UnitsInfo("abc", 16000, wrong, 7, 1, False, 20, 0))
+        with pytest.raises(UserError, match=f"frame rate {wrong:g} Hz does not fit the alignments"):
+            evaluate_units(slow, ctm, tmp_path / "o")
+    write_info(slow, UnitsInfo("abc", 16000, 50.0, 7, 1, True, 20, 0))
+    with pytest.raises(UserError, match="deduplicated"):
+        evaluate_units(slow, ctm, tmp_path / "o")
+    assert main(["evaluate-units", "--units", str(units), "--alignments", str(bad), "--out", str(tmp_path / "c")]) == 2
+
+
+def test_probe_learns_units_that_are_the_phones_and_not_noise(tmp_path):
+    units, ctm_path = _synthetic_units(tmp_path)
+    noisy, _ = _synthetic_units(tmp_path, noisy=True)
+    ctm = read_ctm(ctm_path)
+    good = {u: c[0] for u, c in read_levels(units, 1).items()}
+    bad = {u: c[0] for u, c in read_levels(noisy, 1).items()}
+    train = [u for u in good if not u.startswith("1005")]
+    test = [u for u in good if u.startswith("1005")]
+    per_good = probe_per({u: good[u] for u in train}, {u: good[u] for u in test}, ctm, 7, steps=150)["probe_per"]
+    per_bad = probe_per({u: bad[u] for u in train}, {u: bad[u] for u in test}, ctm, 7, steps=150)["probe_per"]
+    assert per_good < 35.0 < per_bad, (per_good, per_bad)
+    assert edit_distance([1, 2, 3], [1, 3]) == 1 and edit_distance([], [4, 4]) == 2
+
+
+def test_kmeans_unit_model_frames_round_trip_and_extraction(tmp_path):
+    wav = synth_utterance(2.0, seed=3)
+    for n in (1, 319, 320, 321, wav.shape[0]):
+        assert frame_features(wav[:n], KMeansConfig()).shape == (math.ceil(n / 320), 39)
+    assert frame_features(wav, KMeansConfig(feature="logmel")).shape == (math.ceil(wav.shape[0] / 320), 40)
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    for n in range(3):
+        path = tmp_path / f"u{n}.wav"
+        sf.write(path, wav[n * 4000 :], SR)
+        rows.append(f"s-1-{n} {path}\n")
+    (data / "wav.scp").write_text("".join(rows))
+    model, summary = train_kmeans(data, tmp_path / "km.pt", KMeansConfig(k=8), iters=5, progress=False)
+    assert summary["frames_seen"] == sum(math.ceil((wav.shape[0] - n * 4000) / 320) for n in range(3))
+    loaded = KMeansUnitModel.from_pretrained(tmp_path / "km.pt")
+    x = torch.from_numpy(wav)[None, None]
+    assert torch.equal(loaded.encode(x), model.encode(x)) and loaded.encode(x).shape == (1, 1, math.ceil(2.0 * 50))
+    with pytest.raises(UserError, match="expected a vqaudio codec file, this is a vqaudio kmeans file"):
+        from vqaudio.models import Codec
+
+        Codec.from_pretrained(tmp_path / "km.pt")
+    assert (
+        main(["extract-units", "--model", str(tmp_path / "km.pt"), "--data", str(data), "--out", str(tmp_path / "u")])
+        == 0
+    )
+    info = read_info(tmp_path / "u")
+    assert info.codebook_size == 8 and info.n_q == 1 and info.frame_rate == 50.0
+    levels = read_levels(tmp_path / "u")
+    assert levels["s-1-1"][0] == loaded.encode_file(tmp_path / "u1.wav")[0].tolist()
+    with pytest.raises(UserError, match="whole number of samples"):
+        KMeansConfig(frame_rate=48.0).check()
+
+
+def _codec_config(tmp_path, content: dict) -> str:
+    from .test_train_codec import TINY
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["content"] = content
+    cfg["trainer"].update(max_steps=6, val_every=3, checkpoint_every=3)
+    cfg["loss"].update(quantizer_start=2, adversarial_start=100)
+    path = tmp_path / f"codec_{content['objective']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_content_objectives_train_and_are_recorded(tmp_path):
+    from vqaudio.models import Codec
+
+    train = tmp_path / "train"
+    train.mkdir()
+    for n in range(4):
+        sf.write(tmp_path / f"a{n}.wav", synth_utterance(1.5 + 0.3 * n, seed=n), SR)
+    (train / "wav.scp").write_text("".join(f"a-{n} {tmp_path / f'a{n}.wav'}\n" for n in range(4)))
+    # text for only some utterances, with characters outside the vocabulary
+    (train / "text").write_text("a-0 HELLO WORLD\na-2 caf\u00e9 2 ok\n")
+    args = ["train-codec", "--train-data", str(train), "--valid-data", str(train)]
+    assert (
+        main(
+            [
+                *args,
+                "--config",
+                _codec_config(tmp_path, {"objective": "ctc", "batch_size": 2}),
+                "--exp-dir",
+                str(tmp_path / "ctc"),
+            ]
+        )
+        == 0
+    )
+    assert Codec.from_pretrained(tmp_path / "ctc" / "model.pt").config.content_objective == "ctc"
+    km = tmp_path / "km.pt"
+    assert main(["train-kmeans", "--k", "8", "--data", str(train), "--out", str(km), "--iters", "3"]) == 0
+    conf = _codec_config(tmp_path, {"objective": "kmeans", "targets": str(km)})
+    assert main([*args, "--config", conf, "--exp-dir", str(tmp_path / "km")]) == 0
+    model = torch.load(tmp_path / "km" / "model.pt", weights_only=True)
+    assert model["config"]["content_objective"] == "kmeans"
+    assert not any(k.startswith("content_head") for k in model["state_dict"])  # the head stays in training
+    ckpt = torch.load(tmp_path / "km" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert any(k.startswith("content_head") for k in ckpt["state_dict"])
+    bad = _codec_config(tmp_path, {"objective": "kmeans"})
+    assert main([*args, "--config", bad, "--exp-dir", str(tmp_path / "bad")]) == 2
+    (train / "text").unlink()
+    assert (
+        main([*args, "--config", _codec_config(tmp_path, {"objective": "ctc"}), "--exp-dir", str(tmp_path / "notext")])
+        == 2
+    )
+
+
+def test_text_to_ids_maps_and_reports_characters():
+    from vqaudio.train.content import VOCAB, text_to_ids
+
+    ids, unknown = text_to_ids("it's  caf\u00e9 2")
+    assert "".join(VOCAB[i] for i in ids) == "IT'S CAF " and unknown == {"\u00c9": 1, "2": 1}
+
+
+def test_normalized_first_level_keeps_encode_decode_exact():
+    from vqaudio.quantize import EMAVectorQuantizer, ResidualQuantizer
+
+    rq = ResidualQuantizer.alike(3, lambda: EMAVectorQuantizer(4, 16), normalize_first=True).eval()
+    z = torch.randn(2, 4, 30) * 3 + 5
+    out = rq(z)
+    assert torch.equal(rq.decode(rq.encode(z)), out.quantized)
+    # level 0 sees z normalised over time: a per-utterance shift and scale leaves its codes unchanged
+    assert torch.equal(rq.encode(z * 2.5 - 1.0)[:, 0], rq.encode(z)[:, 0])
+    assert torch.equal(out.first, rq.first_level(z))

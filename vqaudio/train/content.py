@@ -1,0 +1,138 @@
+"""Content objectives on the codec's level 0, used in training only: the heads are not part of the exported
+codec.
+
+- ``ctc``: a light head on the level-0 quantized latents predicts the transcript's characters with CTC
+  (supervised semantic tokens, as CosyVoice's S3 tokenizer and PAST train them). Utterances without text
+  train on reconstruction only.
+- ``kmeans``: the head predicts per-frame targets with cross-entropy, HuBERT-style (Hsu et al. 2021); the
+  targets are the units of a ``train-kmeans`` model, or an earlier codec's level-0 units (a second
+  iteration).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..data.audio import AudioError, load_audio
+from ..data.kaldi import read_data_dir, read_table, read_utt2dur
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+OBJECTIVES = ("none", "ctc", "kmeans")
+# CTC vocabulary: blank, space, apostrophe, A-Z (LibriSpeech's transcript alphabet).
+VOCAB = ("<blank>", " ", "'", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_CHAR_ID = {c: i for i, c in enumerate(VOCAB) if i}
+
+
+def text_to_ids(text: str) -> tuple[list[int], Counter]:
+    """Characters -> CTC label ids (upper-cased; runs of whitespace are one space). Characters outside the
+    vocabulary are dropped and counted, so one odd transcript never stops training."""
+    ids, unknown = [], Counter()
+    for ch in " ".join(text.upper().split()):
+        if ch in _CHAR_ID:
+            ids.append(_CHAR_ID[ch])
+        else:
+            unknown[ch] += 1
+    return ids, unknown
+
+
+class ContentHead(nn.Module):
+    """``(B, D, T')`` latents -> ``(B, C, T')`` logits: conv (kernel 3) -> ReLU -> 1x1 conv."""
+
+    def __init__(self, dim: int, classes: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv1d(dim, hidden, 3, padding=1), nn.ReLU(), nn.Conv1d(hidden, classes, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class TextUtterances(Dataset):
+    """Whole utterances of a data dir that have a transcript, with their character ids: the ``ctc`` batches.
+
+    Utterances without text, or longer than ``max_seconds`` (by ``utt2dur`` when present, else once read),
+    are left out; characters outside :data:`VOCAB` are dropped and reported once. A file that cannot be
+    read is replaced by another utterance, as in training crops.
+    """
+
+    def __init__(self, data_dir: str | pathlib.Path, sample_rate: int, max_seconds: float) -> None:
+        text_path = pathlib.Path(data_dir) / "text"
+        if not text_path.is_file():
+            raise UserError(f"{data_dir}: content objective 'ctc' needs transcripts in {text_path}")
+        texts = read_table(text_path, min_fields=1)
+        durations = read_utt2dur(data_dir)
+        utts = [u for u in read_data_dir(data_dir) if texts.get(u.utt_id, "").strip()]
+        long = [u for u in utts if durations.get(u.utt_id, 0.0) > max_seconds]
+        utts = [u for u in utts if durations.get(u.utt_id, 0.0) <= max_seconds]
+        unknown: Counter = Counter()
+        self.items = []
+        for u in utts:
+            ids, odd = text_to_ids(texts[u.utt_id])
+            unknown.update(odd)
+            if ids:
+                self.items.append((u, torch.tensor(ids, dtype=torch.long)))
+        if not self.items:
+            raise UserError(
+                f"{data_dir}: no utterance has a usable transcript of at most {max_seconds:g} s for content "
+                "objective 'ctc' (text lists none, or all are longer: raise content.max_seconds)"
+            )
+        if unknown:
+            log.warning("ctc: characters outside the vocabulary were dropped: %s", dict(unknown.most_common(20)))
+        log.info(
+            "ctc: %d utterances with text (%d without text, %d over %g s left to reconstruction only)",
+            len(self.items),
+            len(read_data_dir(data_dir)) - len(utts) - len(long),
+            len(long),
+            max_seconds,
+        )
+        self.sample_rate, self.max_seconds = sample_rate, max_seconds
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        for attempt in range(10):
+            u, ids = self.items[index if attempt == 0 else int(torch.randint(0, len(self.items), ()))]
+            try:
+                wav = load_audio(u.source, self.sample_rate, u.start, u.end, name=u.utt_id)
+            except AudioError as err:
+                log.warning("ctc: skipping %s: %s", u.utt_id, err)
+                continue
+            if wav.shape[0] <= self.max_seconds * self.sample_rate:
+                return torch.from_numpy(wav), ids
+        raise UserError("ctc: 10 transcribed files in a row could not be read or were too long")
+
+
+def collate_text(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """-> padded waveforms ``(B, 1, T)``, their lengths, concatenated targets and target lengths."""
+    wavs = nn.utils.rnn.pad_sequence([w for w, _ in batch], batch_first=True)[:, None]
+    lengths = torch.tensor([w.shape[0] for w, _ in batch])
+    return wavs, lengths, torch.cat([t for _, t in batch]), torch.tensor([t.shape[0] for _, t in batch])
+
+
+def ctc_loss(logits: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor, hop: int) -> Tensor:
+    """CTC of ``(B, V, T')`` logits against character targets; frames past each waveform's end are ignored."""
+    frames = torch.clamp(torch.div(lengths + hop - 1, hop, rounding_mode="floor"), max=logits.shape[-1])
+    logp = logits.float().log_softmax(1).permute(2, 0, 1)  # (T', B, V)
+    return F.ctc_loss(logp, targets, frames, target_lengths, blank=0, zero_infinity=True)
+
+
+def frame_targets(teacher, wav: Tensor) -> Tensor:
+    """Level-0 units ``(B, T')`` of a teacher unit model (a k-means model or a codec) for ``(B, 1, T)``."""
+    with torch.no_grad():
+        return teacher.encode(wav.float())[:, 0]
+
+
+def check_teacher(teacher, sample_rate: int, hop_length: int, path) -> None:
+    if teacher.sample_rate != sample_rate or teacher.hop_length != hop_length:
+        raise UserError(
+            f"{path}: content targets at {teacher.sample_rate} Hz, hop {teacher.hop_length} do not match the codec "
+            f"({sample_rate} Hz, hop {hop_length}); train the k-means model with the codec's frame rate"
+        )
