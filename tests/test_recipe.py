@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import soundfile as sf
+import torch
 import yaml
 
 from vqaudio.data.kaldi import fix_data_dir, read_table, split_data_dir, validate_data_dir
@@ -44,8 +45,8 @@ def run(rdir: pathlib.Path, env: dict, *args: str) -> subprocess.CompletedProces
     return subprocess.run(["bash", "run.sh", *args], cwd=rdir, env=env, capture_output=True, text=True, timeout=900)
 
 
-def short_configs(rdir: pathlib.Path) -> tuple[str, str]:
-    codec = yaml.safe_load((rdir / "conf" / "codec_tiny.yaml").read_text())
+def short_configs(rdir: pathlib.Path, codec_name: str = "codec_tiny") -> tuple[str, str]:
+    codec = yaml.safe_load((rdir / "conf" / f"{codec_name}.yaml").read_text())
     codec["trainer"].update(max_steps=30, val_every=15, checkpoint_every=10)
     codec["loss"]["adversarial_start"] = 20
     prior = yaml.safe_load((rdir / "conf" / "prior_tiny.yaml").read_text())
@@ -56,12 +57,13 @@ def short_configs(rdir: pathlib.Path) -> tuple[str, str]:
 
 
 def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
+    """The semantic codec config (CTC on level 0) through every stage, units scored against alignments."""
     rdir, env = recipe_copy(tmp_path)
     corpus = SHARED
     if not (SHARED / "LibriSpeech" / "train-clean-5").is_dir():
         corpus = make_corpus(tmp_path / "corpus", "train-clean-5", speakers=3, utts=3)
         make_corpus(corpus, "dev-clean-2", speakers=2, utts=2)
-    codec_conf, prior_conf = short_configs(rdir)
+    codec_conf, prior_conf = short_configs(rdir, "codec_semantic_tiny")
     # phone alignments for the dev set, so that stage 4 also scores the units (a made-up phone every 0.1 s)
     ctm, phones = tmp_path / "phones.ctm", ["AA", "B", "SIL", "K", "IY"]
     lines = []
@@ -114,6 +116,7 @@ def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
     assert sorted(p.name for p in (exp / "samples").glob("*.wav")) == ["sample_0000.wav", "sample_0001.wav"]
     assert (exp / "log" / "train_codec.log").is_file() and (exp / "log" / "train_prior.log").is_file()
     model = exp / "codec" / "model.pt"
+    assert torch.load(model, weights_only=True)["config"]["content_objective"] == "ctc"
     before = model.stat().st_mtime_ns
     again = run(rdir, env, *args)
     assert again.returncode == 0, again.stderr[-2000:]

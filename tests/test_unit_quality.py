@@ -99,6 +99,7 @@ def _synthetic_units(tmp_path, frame_rate=50.0, noisy=False):
             ids = [PHONES.index(p) + 1 if p in PHONES else 0 for p in labels]
             units[utt] = [int(noise.integers(7)) for _ in ids] if noisy else ids
             level1[utt] = [int(noise.integers(7)) for _ in ids]
+    units["1006-1-0000"] = level1["1006-1-0000"] = [1, 2, 3]  # units without alignments: counted, skipped
     out = tmp_path / ("noisy" if noisy else "units")
     write_units(out / "units", units)
     write_units(out / "units.level1", level1)
@@ -114,6 +115,7 @@ def test_evaluate_units_scores_units_that_are_the_phones(tmp_path):
     assert summary["pnmi"] == pytest.approx(1.0) and summary["phone_purity"] == pytest.approx(1.0)
     assert summary["abx_within"] == 0.0 and summary["abx_across"] == 0.0 and summary["abx_phone_any_context"] == 0.0
     assert summary["num_utterances"] == 20 and summary["num_speakers"] == 5 and summary["num_abx_triplets"] > 0
+    assert summary["num_skipped_no_alignment"] == 1
     noisy, _ = _synthetic_units(tmp_path, noisy=True)
     worse = evaluate_units(noisy, ctm, tmp_path / "qn", level=0)
     assert worse["pnmi"] < 0.1 and worse["abx_within"] > 35.0
@@ -155,8 +157,8 @@ def test_probe_learns_units_that_are_the_phones_and_not_noise(tmp_path):
     units, ctm_path = _synthetic_units(tmp_path)
     noisy, _ = _synthetic_units(tmp_path, noisy=True)
     ctm = read_ctm(ctm_path)
-    good = {u: c[0] for u, c in read_levels(units, 1).items()}
-    bad = {u: c[0] for u, c in read_levels(noisy, 1).items()}
+    good = {u: c[0] for u, c in read_levels(units, 1).items() if u in ctm}
+    bad = {u: c[0] for u, c in read_levels(noisy, 1).items() if u in ctm}
     train = [u for u in good if not u.startswith("1005")]
     test = [u for u in good if u.startswith("1005")]
     per_good = probe_per({u: good[u] for u in train}, {u: good[u] for u in test}, ctm, 7, steps=150)["probe_per"]

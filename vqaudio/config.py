@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import types
 import typing
@@ -33,7 +34,14 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise UserError(f"{where}: expected a list, got {value!r}")
         (inner,) = typing.get_args(tp)[:1]
         return [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise UserError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise UserError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp in (int, str, bool) and type(value) is not tp:
         raise UserError(f"{where}: expected {tp.__name__}, got {value!r}")
@@ -58,7 +66,30 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise UserError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; known keys: {sorted(names)}")
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check_ranges(obj, where)
+    return obj
+
+
+def _in_range(value: float, rule: str) -> bool:
+    if rule.startswith(("(", "[")):  # an interval such as "(0, 1]"
+        lo, hi = (float(x) for x in rule[1:-1].split(","))
+        above = value > lo if rule[0] == "(" else value >= lo
+        below = value < hi if rule[-1] == ")" else value <= hi
+        return above and below
+    op, bound = (rule[:2], rule[2:]) if rule[1] == "=" else (rule[:1], rule[1:])
+    return {">": value > float(bound), "<": value < float(bound), ">=": value >= float(bound)}[op]
+
+
+def check_ranges(obj: Any, where: str = "config") -> None:
+    """Check the fields a dataclass lists in its ``RANGES`` (name -> ``">0"``, ``">=1"``, ``"(0, 1]"``...);
+    a value outside raises :class:`UserError` naming the key, the value and the accepted range."""
+    for name, rule in getattr(type(obj), "RANGES", {}).items():
+        value = getattr(obj, name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is not None and not _in_range(float(v), rule.replace(" ", "")):
+                raise UserError(f"{where}.{name}: {value!r} is out of range; it must be {rule}")
 
 
 def to_dict(obj: Any) -> dict:

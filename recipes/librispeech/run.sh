@@ -35,6 +35,7 @@ Example (offline copy of the mini subsets): $0 --corpus_dir /data/speech-mini"
 . ./cmd.sh
 . utils/parse_options.sh
 . utils/recipe_lib.sh
+check_stages "$stage" "$stop_stage" 0 6
 
 case "$subset" in
   mini) train_parts="train-clean-5"; dev_parts="dev-clean-2"; test_parts=""; url=https://www.openslr.org/resources/31 ;;

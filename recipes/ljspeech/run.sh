@@ -27,6 +27,7 @@ help_message="Usage: $0 [options]
 . ./cmd.sh
 . utils/parse_options.sh
 . utils/recipe_lib.sh
+check_stages "$stage" "$stop_stage" 0 6
 exp=exp/$tag
 train_set=train; dev_set=dev; eval_sets="dev test"
 

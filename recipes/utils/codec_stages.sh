@@ -30,6 +30,7 @@ help_message="Usage: $0 --exp DIR --train_set SET --dev_set SET --eval_sets \"SE
 . ./cmd.sh
 . utils/parse_options.sh
 . utils/recipe_lib.sh
+check_stages "$stage" "$stop_stage" 0 6
 for option in exp train_set dev_set eval_sets codec_config prior_config; do
   [ -n "${!option}" ] || { echo "$0: --$option is required (see --help)" >&2; exit 1; }
 done

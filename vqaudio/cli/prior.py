@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--valid-units", required=True, help="units dir for validation")
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--resume", action="store_true", help="continue from EXP_DIR/checkpoints/last.ckpt")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: continue with --config where it differs from EXP_DIR/config.yaml (refused otherwise)",
+    )
     p.add_argument("--max-steps", type=int, help="override trainer.max_steps")
     p.add_argument("--speakers", action="store_true", help="condition on speakers (sets data.speakers: true)")
     p.add_argument("--utt2spk", help="Kaldi utt2spk of the training data (e.g. data/train_clean_5/utt2spk)")
@@ -71,6 +76,7 @@ def run_train_prior(args: argparse.Namespace) -> int:
         overrides,
         utt2spk=args.utt2spk,
         data_overrides=data,
+        allow_config_change=args.allow_config_change,
     )
     print(f"prior written to {path}")
     return 0

@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--valid-data", required=True, help="Kaldi data dir for validation")
     p.add_argument("--exp-dir", required=True, help="experiment dir (created)")
     p.add_argument("--resume", action="store_true", help="continue from EXP_DIR/checkpoints/last.ckpt")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: continue with --config where it differs from EXP_DIR/config.yaml (refused otherwise)",
+    )
     p.add_argument("--max-steps", type=int, help="override trainer.max_steps (codec updates)")
     p.add_argument("--devices", help="override trainer.devices (e.g. 1, 4, auto)")
     p.add_argument("--num-nodes", type=int, help="override trainer.num_nodes")
@@ -57,7 +62,13 @@ def run(args: argparse.Namespace) -> int:
         if v is not None
     }
     model = train_codec(
-        args.config, args.train_data, args.valid_data, args.exp_dir, resume=args.resume, overrides=overrides
+        args.config,
+        args.train_data,
+        args.valid_data,
+        args.exp_dir,
+        resume=args.resume,
+        overrides=overrides,
+        allow_config_change=args.allow_config_change,
     )
     print(f"codec written to {model}")
     return 0

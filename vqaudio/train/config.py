@@ -19,6 +19,14 @@ class DataConfig:
     valid_max_seconds: validation utterances are cut to this length.
     """
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "segment_seconds": ">0",
+        "batch_size": ">=1",
+        "num_workers": ">=0",
+        "valid_max_utts": ">=1",
+        "valid_max_seconds": ">=0",
+    }
+
     segment_seconds: float = 1.0
     batch_size: int = 16
     num_workers: int = 4
@@ -36,6 +44,15 @@ class LossConfig:
     fresh encoder's latents barely vary over time and training keeps them so: the tiny recipe codec ran
     at codebook perplexity 1.3-3 out of 256; after a 60-step warm-up, 25-75.
     """
+
+    RANGES: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("waveform_l1", "stft", "mel", "quantizer", "adversarial", "feature_matching"), ">=0"),
+        "quantizer_start": ">=0",
+        "adversarial_start": ">=0",
+        "stft_fft_sizes": ">=8",
+        "mel_windows": ">=8",
+        "mel_bands": ">=1",
+    }
 
     waveform_l1: float = 0.1
     stft: float = 1.0
@@ -62,6 +79,16 @@ class DiscriminatorConfig:
 class OptimConfig:
     """AdamW for codec and discriminators (HiFi-GAN's betas); exponential LR decay per step (DAC)."""
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "lr": ">0",
+        "disc_lr": ">0",
+        "betas": "[0, 1)",
+        "weight_decay": ">=0",
+        "lr_decay": "(0, 1]",
+        "warmup_steps": ">=0",
+        "grad_clip": ">0",
+    }
+
     lr: float = 3e-4
     disc_lr: float = 3e-4
     betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
@@ -74,6 +101,15 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     """Lightning flags and cadence. ``max_steps`` counts codec (generator) updates."""
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "max_steps": ">=1",
+        "val_every": ">=1",
+        "checkpoint_every": ">=1",
+        "log_every": ">=1",
+        "num_nodes": ">=1",
+        "num_audio_examples": ">=0",
+    }
 
     max_steps: int = 200000
     val_every: int = 2000
@@ -101,6 +137,8 @@ class ContentConfig:
         batch_size: ``ctc``: transcribed utterances per step (whole, padded), besides the crops.
         max_seconds: ``ctc``: longer transcribed utterances train on reconstruction only.
     """
+
+    RANGES: ClassVar[dict[str, str]] = {"weight": ">=0", "batch_size": ">=1", "max_seconds": ">0"}
 
     objective: str = "none"
     weight: float = 1.0
@@ -132,6 +170,12 @@ class PriorDataConfig:
     """
 
     RENAMED: ClassVar[dict[str, str]] = {"levels": "n_q"}
+    RANGES: ClassVar[dict[str, str]] = {
+        "segment_frames": ">=1",
+        "batch_size": ">=1",
+        "n_q": ">=1",
+        "speaker_dropout": "[0, 1)",
+    }
 
     segment_frames: int = 500
     batch_size: int = 16
@@ -142,6 +186,8 @@ class PriorDataConfig:
 
 @dataclass
 class PriorOptimConfig:
+    RANGES: ClassVar[dict[str, str]] = {"lr": ">0", "weight_decay": ">=0", "grad_clip": ">0"}
+
     lr: float = 3e-4
     weight_decay: float = 0.0
     grad_clip: float = 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 from typing import TypeVar
@@ -11,7 +12,7 @@ import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from ..config import load_yaml, save_yaml, to_dict
+from ..config import check_ranges, load_yaml, save_yaml, to_dict
 from ..errors import UserError
 from .config import TrainerConfig
 from .logs import add_file_log
@@ -20,15 +21,58 @@ log = logging.getLogger(__name__)
 C = TypeVar("C")
 
 
-def prepare_experiment(cls: type[C], config, exp_dir, resume: bool, overrides: dict | None, what: str) -> C:
+def _apply_overrides(cfg, overrides: dict | None):
+    """Set ``name`` (a trainer field) or ``section.name`` for each override; returns ``cfg``."""
+    for key, value in (overrides or {}).items():
+        section, name = key.split(".", 1) if "." in key else ("trainer", key)
+        part = getattr(cfg, section, None)
+        if part is None or not hasattr(part, name):
+            raise UserError(f"unknown override {section}.{name}")
+        setattr(part, name, type(getattr(part, name))(value))
+    return cfg
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            keys += _differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def prepare_experiment(
+    cls: type[C],
+    config,
+    exp_dir,
+    resume: bool,
+    overrides: dict | None,
+    what: str,
+    allow_config_change: bool = False,
+) -> C:
     """Load the config (the experiment's own ``config.yaml`` on resume), apply overrides (``name`` for a
     trainer field, ``section.name`` for any other), refuse to
     clobber an existing run, start ``log/train.log`` and save ``config.yaml``."""
     exp = pathlib.Path(exp_dir)
     last = exp / "checkpoints" / "last.ckpt"
     saved = exp / "config.yaml"
-    if resume and saved.is_file():
+    if resume and saved.is_file() and config is not None and allow_config_change:
+        cfg = config if isinstance(config, cls) else load_yaml(cls, config)
+        log.warning("--resume with --allow-config-change: continuing %s with %s", exp, config)
+    elif resume and saved.is_file():
         cfg = load_yaml(cls, saved)
+        if config is not None and not allow_config_change:
+            given = _apply_overrides(config if isinstance(config, cls) else load_yaml(cls, config), overrides)
+            overridden = {k if "." in k else f"trainer.{k}" for k in overrides or {}}
+            changed = [k for k in _differences(to_dict(cfg), to_dict(given)) if k not in overridden]
+            if changed:
+                raise UserError(
+                    f"--resume: {config} differs from the experiment's {saved} in {', '.join(changed)}; resume "
+                    "without --config to keep the saved one, or pass --allow-config-change to continue with it"
+                )
     elif isinstance(config, cls):
         cfg = config
     elif config is not None:
@@ -39,12 +83,9 @@ def prepare_experiment(cls: type[C], config, exp_dir, resume: bool, overrides: d
         raise UserError(
             f"{exp} already holds checkpoints ({last}); pass --resume to continue it or choose another --exp-dir"
         )
-    for key, value in (overrides or {}).items():
-        section, name = key.split(".", 1) if "." in key else ("trainer", key)
-        part = getattr(cfg, section, None)
-        if part is None or not hasattr(part, name):
-            raise UserError(f"unknown override {section}.{name}")
-        setattr(part, name, type(getattr(part, name))(value))
+    cfg = _apply_overrides(cfg, overrides)
+    for section in dataclasses.fields(cfg):  # overrides and Python-built configs meet the same ranges as YAML
+        check_ranges(getattr(cfg, section.name), f"config {section.name}")
     exp.mkdir(parents=True, exist_ok=True)
     add_file_log(exp / "log" / "train.log")
     save_yaml(cfg, saved)

@@ -66,6 +66,7 @@ def train_codec(
     exp_dir: str | pathlib.Path,
     resume: bool = False,
     overrides: dict | None = None,
+    allow_config_change: bool = False,
 ) -> pathlib.Path:
     """Train a codec; returns the path of the exported ``model.pt`` (best validation mel distance).
 
@@ -75,8 +76,10 @@ def train_codec(
         exp_dir: experiment dir (config.yaml, checkpoints/, tb/, log/train.log, model.pt).
         resume: continue from ``checkpoints/last.ckpt``.
         overrides: trainer fields to override, e.g. ``{"max_steps": 100, "devices": "2"}``.
+        allow_config_change: on ``resume``, continue with ``config`` even where it differs from the
+            experiment's saved config (otherwise that is refused, naming the keys).
     """
-    cfg = prepare_experiment(TrainCodecConfig, config, exp_dir, resume, overrides, "codec")
+    cfg = prepare_experiment(TrainCodecConfig, config, exp_dir, resume, overrides, "codec", allow_config_change)
     exp = pathlib.Path(exp_dir)
     train_loader, valid_loader = _loaders(cfg, train_data, valid_data)
     task = CodecTask(to_dict(cfg))

@@ -80,6 +80,7 @@ def train_prior(
     overrides: dict | None = None,
     utt2spk=None,
     data_overrides: dict | None = None,
+    allow_config_change: bool = False,
 ) -> pathlib.Path:
     """Train a prior; writes ``prior.pt`` (best ``val/nll_bits``) into ``exp_dir`` and returns its path.
 
@@ -89,7 +90,7 @@ def train_prior(
             ``data.speakers``; without it speakers come from the ids' prefixes.
     """
     overrides = {**(overrides or {}), **{f"data.{k}": v for k, v in (data_overrides or {}).items()}}
-    cfg = prepare_experiment(TrainPriorConfig, config, exp_dir, resume, overrides, "prior")
+    cfg = prepare_experiment(TrainPriorConfig, config, exp_dir, resume, overrides, "prior", allow_config_change)
     exp = pathlib.Path(exp_dir)
     info = read_info(train_units)
     if info.dedup:
