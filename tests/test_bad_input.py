@@ -109,3 +109,14 @@ def test_recipes_reject_bad_stages(recipe, args, message):
         ["bash", "run.sh", *args], cwd=ROOT / "recipes" / recipe, capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 1 and message in res.stderr and res.stderr.count("\n") == 1, res.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--threads", "-1"], "--threads must be >= 1"), (["--device", "cuda:7"], "CUDA device not available")],
+)
+def test_extract_options_out_of_range_are_one_line(tmp_path, capsys, extra, message):
+    args = ["extract-units", "--model", str(tmp_path / "m.pt"), "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main([*args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()

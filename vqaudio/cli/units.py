@@ -146,13 +146,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_decode)
 
 
+def check_device(device: str) -> None:
+    """One line for a device that is not there, instead of an error deep in model loading."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device: {device!r} is not a device (cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--device {device}: CUDA device not available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {device}: not supported; use cpu or cuda")
+
+
 def run_extract(args: argparse.Namespace) -> int:
     import torch
 
     from ..units.extract import extract_units
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    check_device(args.device)
     res = extract_units(
         args.model,
         args.data,
@@ -211,6 +228,7 @@ def run_evaluate_units(args: argparse.Namespace) -> int:
 def run_resynth(args: argparse.Namespace) -> int:
     from ..units.resynth import resynthesize
 
+    check_device(args.device)
     print(f"wrote {resynthesize(args.model, args.units, args.out, n_q=args.n_q, device=args.device)}")
     return 0
 
