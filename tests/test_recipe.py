@@ -57,7 +57,8 @@ def short_configs(rdir: pathlib.Path, codec_name: str = "codec_tiny") -> tuple[s
 
 
 def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
-    """The semantic codec config (CTC on level 0) through every stage, units scored against alignments."""
+    """The semantic codec config (k-means targets on level 0) through every stage, units scored against
+    alignments."""
     rdir, env = recipe_copy(tmp_path)
     corpus = SHARED
     if not (SHARED / "LibriSpeech" / "train-clean-5").is_dir():
@@ -116,7 +117,8 @@ def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
     assert sorted(p.name for p in (exp / "samples").glob("*.wav")) == ["sample_0000.wav", "sample_0001.wav"]
     assert (exp / "log" / "train_codec.log").is_file() and (exp / "log" / "train_prior.log").is_file()
     model = exp / "codec" / "model.pt"
-    assert torch.load(model, weights_only=True)["config"]["content_objective"] == "ctc"
+    assert torch.load(model, weights_only=True)["config"]["content_objective"] == "kmeans"
+    assert (rdir / "exp" / "kmeans" / "mfcc256.pt").is_file()  # its targets, trained first
     before = model.stat().st_mtime_ns
     again = run(rdir, env, *args)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -246,6 +246,9 @@ def test_content_objectives_train_and_are_recorded(tmp_path):
     assert not any(k.startswith("content_head") for k in model["state_dict"])  # the head stays in training
     ckpt = torch.load(tmp_path / "km" / "checkpoints" / "last.ckpt", weights_only=True)
     assert any(k.startswith("content_head") for k in ckpt["state_dict"])
+    # a second iteration: an earlier codec's level-0 units as the targets
+    conf = _codec_config(tmp_path, {"objective": "kmeans", "targets": str(tmp_path / "ctc" / "model.pt")})
+    assert main([*args, "--config", conf, "--exp-dir", str(tmp_path / "second")]) == 0
     bad = _codec_config(tmp_path, {"objective": "kmeans"})
     assert main([*args, "--config", bad, "--exp-dir", str(tmp_path / "bad")]) == 2
     (train / "text").unlink()

@@ -133,16 +133,20 @@ class ContentConfig:
             targets of ``targets``).
         weight: its weight in the codec's loss.
         targets: ``kmeans``: a ``train-kmeans`` model or an earlier codec's ``model.pt`` (its level-0 units),
-            at the codec's sample rate and hop.
+            at the codec's sample rate and hop. A missing file is trained first, as ``vqaudio train-kmeans``
+            on the training data would (``kmeans_feature``, ``kmeans_k``, the codec's frame rate).
+        kmeans_feature, kmeans_k: the features and size of targets trained that way.
         batch_size: ``ctc``: transcribed utterances per step (whole, padded), besides the crops.
         max_seconds: ``ctc``: longer transcribed utterances train on reconstruction only.
     """
 
-    RANGES: ClassVar[dict[str, str]] = {"weight": ">=0", "batch_size": ">=1", "max_seconds": ">0"}
+    RANGES: ClassVar[dict[str, str]] = {"weight": ">=0", "batch_size": ">=1", "max_seconds": ">0", "kmeans_k": ">=2"}
 
     objective: str = "none"
     weight: float = 1.0
     targets: str | None = None
+    kmeans_feature: str = "mfcc"
+    kmeans_k: int = 256
     batch_size: int = 4
     max_seconds: float = 16.0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 
 import torch
@@ -80,6 +81,20 @@ def train_codec(
             experiment's saved config (otherwise that is refused, naming the keys).
     """
     cfg = prepare_experiment(TrainCodecConfig, config, exp_dir, resume, overrides, "codec", allow_config_change)
+    content = cfg.content
+    if content.objective == "kmeans" and content.targets and not pathlib.Path(content.targets).exists():
+        from ..units.kmeans import KMeansConfig, train_kmeans
+
+        sr, hop = cfg.model.sample_rate, math.prod(cfg.model.strides)
+        log.info(
+            "training the content targets %s (%s k-means, k=%d) on %s",
+            content.targets,
+            content.kmeans_feature,
+            content.kmeans_k,
+            train_data,
+        )
+        km = KMeansConfig(feature=content.kmeans_feature, k=content.kmeans_k, sample_rate=sr, frame_rate=sr / hop)
+        train_kmeans(train_data, content.targets, km)
     exp = pathlib.Path(exp_dir)
     train_loader, valid_loader = _loaders(cfg, train_data, valid_data)
     task = CodecTask(to_dict(cfg))
