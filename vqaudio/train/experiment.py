@@ -53,9 +53,10 @@ def prepare_experiment(
     what: str,
     allow_config_change: bool = False,
 ) -> C:
-    """Load the config (the experiment's own ``config.yaml`` on resume), apply overrides (``name`` for a
-    trainer field, ``section.name`` for any other), refuse to
-    clobber an existing run, start ``log/train.log`` and save ``config.yaml``."""
+    """Load the config (the experiment's own ``config.yaml`` on resume, which a different ``config`` may only
+    replace with ``allow_config_change``), apply overrides (``name`` for a trainer field, ``section.name``
+    for any other), check every value's range, refuse to clobber an existing run, start ``log/train.log``
+    and save ``config.yaml``."""
     exp = pathlib.Path(exp_dir)
     last = exp / "checkpoints" / "last.ckpt"
     saved = exp / "config.yaml"
