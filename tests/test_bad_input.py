@@ -120,3 +120,14 @@ def test_extract_options_out_of_range_are_one_line(tmp_path, capsys, extra, mess
     assert main([*args, *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_speakers_come_from_utt2spk_else_the_id_prefix(tmp_path):
+    from vqaudio.data.kaldi import speakers_of
+
+    utt2spk = tmp_path / "utt2spk"
+    utt2spk.write_text("a-1 alice\n")
+    assert speakers_of(["a-1", "b-2"], utt2spk) == {"a-1": "alice", "b-2": "b"}
+    assert speakers_of(["a-1", "1272-128-0000"]) == {"a-1": "a", "1272-128-0000": "1272"}
+    with pytest.raises(UserError, match=r"utt2spk: no speaker for 1 utterance\(s\), e.g. 'b-2'"):
+        speakers_of(["a-1", "b-2"], utt2spk, strict=True)

@@ -38,6 +38,17 @@ def read_table(path: str | pathlib.Path, min_fields: int = 2) -> dict[str, str]:
     return table
 
 
+def speakers_of(utts, utt2spk: str | pathlib.Path | None = None, strict: bool = False) -> dict[str, str]:
+    """The speaker of each utterance: from a Kaldi ``utt2spk`` file, else the id's prefix before its first
+    ``-`` (LibriSpeech ``spk-chapter-utt``). With ``strict``, utterances missing from ``utt2spk`` are an
+    error naming one; otherwise they fall back to the prefix."""
+    table = read_table(utt2spk) if utt2spk is not None else {}
+    missing = [u for u in utts if u not in table]
+    if utt2spk is not None and strict and missing:
+        raise UserError(f"{utt2spk}: no speaker for {len(missing)} utterance(s), e.g. {missing[0]!r}")
+    return {u: table[u].split()[0] if u in table else u.split("-", 1)[0] for u in utts}
+
+
 def read_data_dir(data_dir: str | pathlib.Path) -> list[Utterance]:
     """Utterances of a Kaldi data dir, sorted by utterance id (C locale order).
 

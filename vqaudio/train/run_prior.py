@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..config import to_dict
-from ..data.kaldi import read_table
+from ..data.kaldi import speakers_of
 from ..errors import UserError
 from ..models.wavenet import WaveNetPrior
 from ..units.formats import read_info, read_levels
@@ -21,23 +21,14 @@ log = logging.getLogger(__name__)
 UNSEEN = "<unseen>"  # speaker id 0: any speaker not seen in training
 
 
-def speaker_of(utts, utt2spk: str | pathlib.Path | None = None, strict: bool = True) -> dict[str, str]:
-    """The speaker of each utterance: from a Kaldi ``utt2spk`` file, else the id's prefix before its first
-    ``-`` (LibriSpeech ``spk-chapter-utt``). With ``strict``, utterances missing from ``utt2spk`` are an
-    error naming one; otherwise they fall back to the prefix."""
-    table = read_table(utt2spk) if utt2spk is not None else {}
-    missing = [u for u in utts if u not in table]
-    if utt2spk is not None and strict and missing:
-        raise UserError(f"{utt2spk}: no speaker for {len(missing)} utterance(s) of the units, e.g. {missing[0]!r}")
-    return {u: table[u].split()[0] if u in table else u.split("-", 1)[0] for u in utts}
-
-
 class UnitCrops(Dataset):
     """``(units (Q, T), speaker id)`` items: random crops of ``segment_frames`` from each utterance, shorter
     ones padded with ``IGNORE``; ``segment_frames=None`` returns whole utterances (validation, batch size 1).
 
     Args:
-        speaker_ids: speaker name -> id; names not in it get id 0 (unseen). ``None``: every id is 0.
+        speakers: look up each utterance's speaker (:func:`~vqaudio.data.kaldi.speakers_of` with
+            ``utt2spk`` and ``strict``); ``speaker_names`` then lists them. Ids come from ``speaker_ids``
+            (name -> id, set by the caller); a name not in it, or no speaker lookup, gives id 0 (unseen).
     """
 
     def __init__(
@@ -45,14 +36,16 @@ class UnitCrops(Dataset):
         units_dir,
         n_q: int | None,
         segment_frames: int | None,
-        speaker_ids: dict[str, int] | None = None,
+        speakers: bool = False,
         utt2spk=None,
         strict: bool = True,
     ) -> None:
         table = read_levels(units_dir, n_q)
-        spk = speaker_of(table, utt2spk, strict) if speaker_ids is not None else {}
+        names = speakers_of(table, utt2spk, strict) if speakers else {}
+        self.speaker_names = sorted(set(names.values()))
+        self.speaker_ids: dict[str, int] = {}
         items = [(torch.tensor(codes, dtype=torch.long), utt) for utt, codes in sorted(table.items())]
-        self.items = [(seq, (speaker_ids or {}).get(spk.get(utt), 0)) for seq, utt in items if seq.shape[1] > 0]
+        self.items = [(seq, names.get(utt)) for seq, utt in items if seq.shape[1] > 0]
         if not self.items:
             raise UserError(f"{units_dir}: no non-empty unit sequences")
         self.segment = segment_frames
@@ -61,7 +54,8 @@ class UnitCrops(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        seq, speaker = self.items[i]
+        seq, name = self.items[i]
+        speaker = self.speaker_ids.get(name, 0)
         if self.segment is None:
             return seq, speaker
         n = self.segment
@@ -96,14 +90,13 @@ def train_prior(
     if info.dedup:
         log.warning("%s holds deduplicated units: sampled units will lack durations", train_units)
     n_q = cfg.data.n_q or info.n_q
-    speakers, speaker_ids = [], None
+    train = UnitCrops(train_units, n_q, cfg.data.segment_frames, cfg.data.speakers, utt2spk)
+    valid = UnitCrops(valid_units, n_q, None, cfg.data.speakers, utt2spk, strict=False)  # unseen speakers: id 0
+    speakers = []
     if cfg.data.speakers:
-        names = sorted(set(speaker_of(read_levels(train_units, 1), utt2spk).values()))
-        speakers = [UNSEEN, *names]
-        speaker_ids = {name: i for i, name in enumerate(speakers)}
-        log.info("conditioning on %d training speakers (id 0: unseen speakers)", len(names))
-    train = UnitCrops(train_units, n_q, cfg.data.segment_frames, speaker_ids, utt2spk)
-    valid = UnitCrops(valid_units, n_q, None, speaker_ids, utt2spk, strict=False)  # unseen speakers get id 0
+        speakers = [UNSEEN, *train.speaker_names]
+        train.speaker_ids = valid.speaker_ids = {name: i for i, name in enumerate(speakers)}
+        log.info("conditioning on %d training speakers (id 0: unseen speakers)", len(train.speaker_names))
     sampler = RandomSampler(train, replacement=True, num_samples=cfg.data.batch_size * 200)
     train_loader = DataLoader(train, cfg.data.batch_size, sampler=sampler, drop_last=True)
     valid_loader = DataLoader(valid, 1)

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..data.kaldi import read_table
+from ..data.kaldi import speakers_of
 from ..errors import UserError
 from ..fileio import atomic_output, atomic_write_text
 from ..metrics import unit_phone_stats
@@ -82,12 +82,6 @@ def phone_items(utt: str, segments: list[tuple[float, float, str]], speaker: str
         if phone != SIL:
             items.append(Item(utt, start, end, phone, seq[k - 1][2], seq[k + 1][2], speaker))
     return items
-
-
-def speakers_of(utts, data_dir: str | pathlib.Path | None) -> dict[str, str]:
-    """Speaker per utterance from ``DATA_DIR/utt2spk`` when given, else the LibriSpeech-style id prefix."""
-    table = read_table(pathlib.Path(data_dir) / "utt2spk") if data_dir is not None else {}
-    return {u: table[u].split()[0] if u in table else u.split("-", 1)[0] for u in utts}
 
 
 def _check_frame_rate(units: dict[str, list[int]], ctm: dict, frame_rate: float, where: str) -> None:
@@ -165,7 +159,7 @@ def evaluate_units(
         log.warning("%d utterances have no alignment and are skipped (first: %s)", len(missing), missing[0])
     units = {u: table[u] for u in common}
     _check_frame_rate(units, ctm, info.frame_rate, str(alignments))
-    speakers = speakers_of(common, data_dir)
+    speakers = speakers_of(common, pathlib.Path(data_dir) / "utt2spk" if data_dir is not None else None)
 
     # frame-level statistics
     labels = {u: frame_phones(ctm[u], len(units[u]), info.frame_rate) for u in common}
