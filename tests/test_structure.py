@@ -128,6 +128,11 @@ def test_one_checkpoint_format_checks_kind_and_version(tmp_path):
         Codec.from_pretrained(tmp_path / "prior.pt")
     with pytest.raises(UserError, match="expected a vqaudio wavenet-prior file, this is a vqaudio codec file"):
         WaveNetPrior.from_pretrained(tmp_path / "codec.pt")
+    from vqaudio.units.model import load_unit_model
+
+    assert load_unit_model(tmp_path / "codec.pt").n_q == 2  # a unit model of either kind, from one read
+    with pytest.raises(UserError, match="expected a vqaudio codec or kmeans file, this is a vqaudio wavenet-prior"):
+        load_unit_model(tmp_path / "prior.pt")
     payload = torch.load(tmp_path / "prior.pt", weights_only=True)
     torch.save({**payload, "version": VERSION + 1}, tmp_path / "future.pt")
     with pytest.raises(UserError, match=f"format version {VERSION + 1} is newer"):

@@ -32,15 +32,6 @@ def save_model(path: str | pathlib.Path, kind: str, config: dict, model: nn.Modu
     return pathlib.Path(path)
 
 
-def model_kind(path: str | pathlib.Path) -> str:
-    """The kind (``codec``, ``wavenet-prior``, ``kmeans``) of a file written by :func:`save_model`."""
-    payload = _read(pathlib.Path(path), "model")
-    found = payload.get("format") if isinstance(payload, dict) else None
-    if not isinstance(found, str) or not found.startswith("vqaudio-"):
-        raise UserError(f"{path}: not a vqaudio model file")
-    return found[len("vqaudio-") :]
-
-
 def _read(path: pathlib.Path, kind: str, map_location: str | torch.device = "cpu"):
     if not path.is_file():
         raise UserError(f"{kind} file not found: {path}")
@@ -50,26 +41,35 @@ def _read(path: pathlib.Path, kind: str, map_location: str | torch.device = "cpu
         raise UserError(f"{path}: not a loadable vqaudio {kind} file ({type(err).__name__}: {err})") from err
 
 
-def load_model(path: str | pathlib.Path, kind: str, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
-    """The ``(config, state_dict)`` of a file written by :func:`save_model` for ``kind``.
+def read_model(
+    path: str | pathlib.Path, kinds: tuple[str, ...], map_location: str | torch.device = "cpu"
+) -> tuple[str, dict, dict]:
+    """The ``(kind, config, state_dict)`` of a file written by :func:`save_model` for one of ``kinds``,
+    read once.
 
-    Raises :class:`UserError` naming the file when it is missing, not a vqaudio file of this kind, or newer
+    Raises :class:`UserError` naming the file when it is missing, not a vqaudio file of these kinds, or newer
     than this vqaudio reads.
     """
     path = pathlib.Path(path)
-    expected = f"vqaudio-{kind}"
-    payload = _read(path, kind, map_location)
+    wanted = " or ".join(kinds)
+    payload = _read(path, wanted, map_location)
     found = payload.get("format") if isinstance(payload, dict) else None
-    if found != expected:
-        vq = isinstance(found, str) and found.startswith("vqaudio-")
-        what = f"a vqaudio {found[len('vqaudio-') :]} file" if vq else "not a vqaudio model file"
-        raise UserError(f"{path}: expected a vqaudio {kind} file, this is {what}")
+    vq = isinstance(found, str) and found.startswith("vqaudio-")
+    kind = found[len("vqaudio-") :] if vq else None
+    if kind not in kinds:
+        what = f"a vqaudio {kind} file" if vq else "not a vqaudio model file"
+        raise UserError(f"{path}: expected a vqaudio {wanted} file, this is {what}")
     version = payload.get("version", 0)
     if not isinstance(version, int) or version > VERSION:
         raise UserError(f"{path}: format version {version} is newer than this vqaudio reads ({VERSION}); upgrade")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
-        raise UserError(f"{path}: a {expected} file without its config or weights (truncated?)")
-    return payload["config"], payload["state_dict"]
+        raise UserError(f"{path}: a {found} file without its config or weights (truncated?)")
+    return kind, payload["config"], payload["state_dict"]
+
+
+def load_model(path: str | pathlib.Path, kind: str, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """The ``(config, state_dict)`` of a file written by :func:`save_model` for ``kind`` (see :func:`read_model`)."""
+    return read_model(path, (kind,), map_location)[1:]
 
 
 def file_checksum(path: str | pathlib.Path) -> str:

@@ -299,7 +299,11 @@ class Codec(nn.Module):
     def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> Codec:
         """Load a file written by :meth:`save_pretrained` with ``weights_only=True`` (no pickled code runs);
         files of earlier format versions load too."""
-        config, state = load_model(path, "codec", map_location)
+        return cls.from_saved(*load_model(path, "codec", map_location))
+
+    @classmethod
+    def from_saved(cls, config: dict, state: dict) -> Codec:
+        """A codec in eval mode from a saved file's config and weights (see :mod:`vqaudio.checkpoint`)."""
         model = cls.from_config(config)
         model.load_state_dict(state)
         return model.eval()

@@ -149,8 +149,12 @@ class KMeansUnitModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> KMeansUnitModel:
-        config, state = load_model(path, "kmeans", map_location)
-        model = cls(from_dict(KMeansConfig, config, where=f"{path} config"))
+        return cls.from_saved(*load_model(path, "kmeans", map_location), where=f"{path} config")
+
+    @classmethod
+    def from_saved(cls, config: dict, state: dict, where: str = "k-means config") -> KMeansUnitModel:
+        """A k-means unit model from a saved file's config and weights (see :mod:`vqaudio.checkpoint`)."""
+        model = cls(from_dict(KMeansConfig, config, where=where))
         model.load_state_dict(state)
         return model.eval()
 
