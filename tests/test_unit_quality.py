@@ -180,6 +180,8 @@ def test_kmeans_unit_model_frames_round_trip_and_extraction(tmp_path):
         sf.write(path, wav[n * 4000 :], SR)
         rows.append(f"s-1-{n} {path}\n")
     (data / "wav.scp").write_text("".join(rows))
+    _, small = train_kmeans(data, tmp_path / "km.pt", KMeansConfig(k=8), iters=5, max_frames=100, progress=False)
+    assert small["frames_used"] == 100 and small["frames_seen"] > 100  # bounded by the reservoir
     model, summary = train_kmeans(data, tmp_path / "km.pt", KMeansConfig(k=8), iters=5, progress=False)
     assert summary["frames_seen"] == sum(math.ceil((wav.shape[0] - n * 4000) / 320) for n in range(3))
     loaded = KMeansUnitModel.from_pretrained(tmp_path / "km.pt")
@@ -275,3 +277,18 @@ def test_normalized_first_level_keeps_encode_decode_exact():
     # level 0 sees z normalised over time: a per-utterance shift and scale leaves its codes unchanged
     assert torch.equal(rq.encode(z * 2.5 - 1.0)[:, 0], rq.encode(z)[:, 0])
     assert torch.equal(out.first, rq.first_level(z))
+
+
+def test_reservoir_keeps_every_frame_with_equal_probability():
+    from vqaudio.units.kmeans import _reservoir_add
+
+    rng, kept = np.random.default_rng(0), np.zeros(50)
+    for _ in range(2000):
+        reservoir, seen = np.full((10, 1), -1.0), 0
+        for chunk in np.array_split(np.arange(50.0)[:, None], 7):  # utterances of 7-8 frames
+            seen = _reservoir_add(reservoir, seen, chunk, rng)
+        assert seen == 50 and len(set(reservoir[:, 0])) == 10  # full, no frame twice
+        kept[reservoir[:, 0].astype(int)] += 1
+    assert np.allclose(kept / 2000, 10 / 50, atol=0.04)  # early and late frames alike
+    for cfg in (KMeansConfig(), KMeansConfig(feature="logmel")):
+        assert frame_features(np.zeros(400, np.float32), cfg).shape[1] == cfg.dim

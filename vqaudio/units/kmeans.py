@@ -54,6 +54,11 @@ class KMeansConfig:
     n_mels: int = 40
     n_mfcc: int = 13
 
+    @property
+    def dim(self) -> int:
+        """Feature dimensions: the MFCCs with their deltas and delta-deltas, or the mel bands."""
+        return 3 * self.n_mfcc if self.feature == "mfcc" else self.n_mels
+
     def check(self) -> KMeansConfig:
         if self.feature not in FEATURES:
             raise UserError(f"--feature must be one of {FEATURES}, got {self.feature!r}")
@@ -95,7 +100,7 @@ class KMeansUnitModel(nn.Module):
     def __init__(self, config: KMeansConfig, centroids: Tensor | None = None, mean=None, std=None) -> None:
         super().__init__()
         self.config = config.check()
-        dim = frame_features(np.zeros(config.n_fft, dtype=np.float32), config).shape[1]
+        dim = config.dim
         self.register_buffer("centroids", torch.zeros(config.k, dim) if centroids is None else centroids.float())
         self.register_buffer("mean", torch.zeros(dim) if mean is None else torch.as_tensor(mean).float())
         self.register_buffer("std", torch.ones(dim) if std is None else torch.as_tensor(std).float())
@@ -159,6 +164,23 @@ class KMeansUnitModel(nn.Module):
         return model.eval()
 
 
+def _reservoir_add(reservoir: np.ndarray, seen: int, rows: np.ndarray, rng: np.random.Generator) -> int:
+    """Reservoir sampling (Vitter's algorithm R), one utterance's rows at once: frame number ``n`` (0-based)
+    replaces a uniform slot in ``[0, n]`` when that slot is in the reservoir, so every frame is kept with equal
+    probability; a slot drawn twice keeps the later frame, as one-by-one. Returns the frames seen."""
+    size = reservoir.shape[0]
+    fill = min(max(size - seen, 0), rows.shape[0])
+    reservoir[seen : seen + fill] = rows[:fill]
+    rest = rows[fill:]
+    if rest.shape[0]:
+        slots = rng.integers(0, seen + fill + np.arange(rest.shape[0]) + 1)
+        kept = np.flatnonzero(slots < size)
+        _, last = np.unique(slots[kept][::-1], return_index=True)  # the last draw of each slot wins
+        kept = kept[kept.shape[0] - 1 - last]
+        reservoir[slots[kept]] = rest[kept]
+    return seen + rows.shape[0]
+
+
 def train_kmeans(
     data_dir: str | pathlib.Path,
     out: str | pathlib.Path,
@@ -183,7 +205,7 @@ def train_kmeans(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     utts = read_data_dir(data_dir)
-    dim = frame_features(np.zeros(config.n_fft, dtype=np.float32), config).shape[1]
+    dim = config.dim
     reservoir = np.empty((max_frames, dim), dtype=np.float32)
     seen, total, total_sq, skipped = 0, np.zeros(dim), np.zeros(dim), []
     for u in tqdm(utts, desc="k-means features", unit="utt", disable=not progress):
@@ -195,14 +217,7 @@ def train_kmeans(
             continue
         total += feats.sum(0)
         total_sq += np.square(feats, dtype=np.float64).sum(0)
-        for row in feats:  # reservoir sampling (Vitter's algorithm R): every frame kept with equal probability
-            if seen < max_frames:
-                reservoir[seen] = row
-            else:
-                slot = rng.integers(0, seen + 1)
-                if slot < max_frames:
-                    reservoir[slot] = row
-            seen += 1
+        seen = _reservoir_add(reservoir, seen, feats, rng)
     if seen < config.k:
         raise UserError(f"{data_dir}: {seen} readable frames, fewer than k = {config.k}")
     mean = total / seen
