@@ -68,7 +68,8 @@ class TextUtterances(Dataset):
             raise UserError(f"{data_dir}: content objective 'ctc' needs transcripts in {text_path}")
         texts = read_table(text_path, min_fields=1)
         durations = read_utt2dur(data_dir)
-        utts = [u for u in read_data_dir(data_dir) if texts.get(u.utt_id, "").strip()]
+        every = read_data_dir(data_dir)
+        utts = [u for u in every if texts.get(u.utt_id, "").strip()]
         long = [u for u in utts if durations.get(u.utt_id, 0.0) > max_seconds]
         utts = [u for u in utts if durations.get(u.utt_id, 0.0) <= max_seconds]
         unknown: Counter = Counter()
@@ -88,7 +89,7 @@ class TextUtterances(Dataset):
         log.info(
             "ctc: %d utterances with text (%d without text, %d over %g s left to reconstruction only)",
             len(self.items),
-            len(read_data_dir(data_dir)) - len(utts) - len(long),
+            len(every) - len(utts) - len(long),
             len(long),
             max_seconds,
         )
