@@ -49,13 +49,17 @@ def write_item_file(path: str | pathlib.Path, items: list[Item]) -> pathlib.Path
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def frame_span(start: float, end: float, frame_rate: float, num_frames: int) -> tuple[int, int]:
+    """``(first, last)``: the frames ``first ... last - 1`` whose centres ``(i + 0.5) / frame_rate`` lie in
+    ``[start, end)`` seconds, within ``num_frames`` (empty when none does)."""
+    first = max(0, int(np.ceil(start * frame_rate - 0.5)))
+    return first, max(first, min(num_frames, int(np.ceil(end * frame_rate - 0.5))))
+
+
 def item_frames(item: Item, frame_rate: float, num_frames: int) -> slice:
-    """The frames whose centres ``(i + 0.5) / frame_rate`` lie in the item's span; at least the frame that
-    holds its midpoint."""
-    first = int(np.ceil(item.onset * frame_rate - 0.5))
-    last = int(np.ceil(item.offset * frame_rate - 0.5))
-    first, last = max(first, 0), min(last, num_frames)
-    if last <= first:
+    """The item's frames (:func:`frame_span`); at least the frame that holds its midpoint."""
+    first, last = frame_span(item.onset, item.offset, frame_rate, num_frames)
+    if last == first:
         mid = min(int((item.onset + item.offset) / 2 * frame_rate), num_frames - 1)
         return slice(mid, mid + 1)
     return slice(first, last)

@@ -17,7 +17,7 @@ from ..data.kaldi import speakers_of
 from ..errors import UserError
 from ..fileio import atomic_output, atomic_write_text
 from ..metrics import unit_phone_stats
-from .abx import Item, abx_error, item_frames, write_item_file
+from .abx import Item, abx_error, frame_span, item_frames, write_item_file
 from .formats import read_info, read_levels
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,8 @@ def frame_phones(segments: list[tuple[float, float, str]], num_frames: int, fram
     """The phone at the centre ``(i + 0.5) / frame_rate`` of each frame; ``SIL`` where no segment covers it."""
     labels = [SIL] * num_frames
     for start, end, phone in segments:
-        first = max(0, int(np.ceil(start * frame_rate - 0.5)))
-        last = min(num_frames, int(np.ceil(end * frame_rate - 0.5)))
-        labels[first:last] = [phone] * max(0, last - first)
+        first, last = frame_span(start, end, frame_rate, num_frames)  # the same frames as the ABX items'
+        labels[first:last] = [phone] * (last - first)
     return labels
 
 
