@@ -52,9 +52,6 @@ class _Stack(nn.Module):
     frame_rows: int  # input rows per output frame of the window grid
     in_channels: int
 
-    def _init_fast_path(self) -> None:
-        self.use_fast_path(True)
-
     def use_fast_path(self, enabled: bool = True) -> bool:
         """Let :meth:`infer` use the time-major CPU path (when every layer has one); returns whether it will."""
         missing = describe_missing_fast_path(self.net) if enabled else None
@@ -135,7 +132,7 @@ class Encoder(_Stack):
             ch = out
         layers += [make_activation(activation, ch, inplace=True), PaddedConv1d(ch, latent_dim, 3, **kw)]
         self.net = nn.Sequential(*layers)
-        self._init_fast_path()
+        self.use_fast_path(True)
 
     @property
     def receptive_field(self) -> int:
@@ -181,4 +178,4 @@ class Decoder(_Stack):
             ]
         layers += [make_activation(activation, channels, inplace=True), PaddedConv1d(channels, 1, kernel, **kw)]
         self.net = nn.Sequential(*layers)
-        self._init_fast_path()
+        self.use_fast_path(True)
