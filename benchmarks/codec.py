@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 
-def _stub_imports() -> None:
+def stub_imports() -> None:
     sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
     audiotools = types.ModuleType("audiotools")
     audiotools.AudioSignal = object
@@ -50,7 +50,7 @@ def vqaudio_model():
 
 
 def encodec_model():
-    _stub_imports()
+    stub_imports()
     import encodec
 
     model = encodec.EncodecModel.encodec_model_24khz(pretrained=False).eval()
@@ -66,8 +66,9 @@ def encodec_model():
     }
 
 
-def dac_model():
-    _stub_imports()
+def import_dac():
+    """The ``dac.model.dac`` module (``DAC``, ``Encoder``, ``Decoder``) of descript-audio-codec."""
+    stub_imports()
     import importlib
     import importlib.util
 
@@ -77,7 +78,11 @@ def dac_model():
         pkg = types.ModuleType(name)
         pkg.__path__ = [root + sub]
         sys.modules.setdefault(name, pkg)
-    DAC = importlib.import_module("dac.model.dac").DAC
+    return importlib.import_module("dac.model.dac")
+
+
+def dac_model():
+    DAC = import_dac().DAC
 
     model = DAC(
         encoder_dim=64,

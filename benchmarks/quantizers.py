@@ -8,6 +8,7 @@ tensors, not allocator caching; identical settings for both implementations).
 
     python benchmarks/quantizers.py                 # both shapes, every quantizer, 2 threads
     python benchmarks/quantizers.py --shapes small --quantizers vq fsq
+    python benchmarks/quantizers.py --device cuda --seconds 2   # on a GPU: memory is peak CUDA allocation growth
 
 Needs ``pip install vector-quantize-pytorch`` for the comparison column.
 """
@@ -54,15 +55,17 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def _stepper(impl: str, kind: str, shape: str, mode: str):
-    """Build one implementation's model and input; return a function that runs one step."""
+def _stepper(impl: str, kind: str, shape: str, mode: str, device: str = "cpu"):
+    """Build one implementation's model and input; return a function that runs one step (synchronised on
+    CUDA, so its wall time is its GPU time)."""
     import torch
 
     b, t, d, k = SHAPES[shape]
-    model = build(impl, kind, d, k)
+    model = build(impl, kind, d, k).to(device)
     model.train(mode == "train")
     # vqaudio takes channels-first (B, D, T); vector-quantize-pytorch its native (B, T, D).
-    x = torch.randn(b, d, t) if impl == "vqaudio" else torch.randn(b, t, d)
+    x = torch.randn(b, d, t, device=device) if impl == "vqaudio" else torch.randn(b, t, d, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def step():
         if mode == "train":
@@ -79,17 +82,18 @@ def _stepper(impl: str, kind: str, shape: str, mode: str):
         else:
             with torch.inference_mode():
                 model(x)
+        sync()
 
     return step
 
 
-def run_speed(kind: str, shape: str, mode: str, threads: int, seconds: float) -> dict:
+def run_speed(kind: str, shape: str, mode: str, threads: int, seconds: float, device: str = "cpu") -> dict:
     """Both implementations in one process, steps alternating, so both see the same machine state."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    steps = {impl: _stepper(impl, kind, shape, mode) for impl in ("vqaudio", "vqp")}
+    steps = {impl: _stepper(impl, kind, shape, mode, device) for impl in ("vqaudio", "vqp")}
     for step in steps.values():
         step()  # warm-up (and k-means/lazy init where there is one)
     times = {impl: [] for impl in steps}
@@ -103,14 +107,21 @@ def run_speed(kind: str, shape: str, mode: str, threads: int, seconds: float) ->
     return {impl: b * t / sorted(ts)[len(ts) // 2] for impl, ts in times.items()}
 
 
-def run_memory(impl: str, kind: str, shape: str, mode: str, threads: int) -> dict:
-    """Peak RSS growth over 3 steps after a warm-up step, one implementation per process."""
+def run_memory(impl: str, kind: str, shape: str, mode: str, threads: int, device: str = "cpu") -> dict:
+    """Peak RSS growth (CUDA: peak allocation growth) over 3 steps after a warm-up step, one implementation
+    per process."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    step = _stepper(impl, kind, shape, mode)
+    step = _stepper(impl, kind, shape, mode, device)
     step()
+    if device.startswith("cuda"):
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(3):
+            step()
+        return {"peak_mib": max(torch.cuda.max_memory_allocated() - base, 0) / 2**20}
     base = rss_bytes()
     for _ in range(3):
         step()
@@ -138,23 +149,28 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0, help="time budget per case (median of steps)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         case = json.loads(args.case)
         print(json.dumps(run_speed(*case[1:]) if case[0] == "speed" else run_memory(*case[1:])))
         return
-    print(f"threads={args.threads}; vectors/s is B*T over the median step; memory is peak RSS growth in MiB")
+    memory = "peak CUDA allocation growth" if args.device.startswith("cuda") else "peak RSS growth"
+    print(
+        f"device={args.device} threads={args.threads}; vectors/s is B*T over the median step; memory is {memory} in MiB"
+    )
     header = f"{'shape':6} {'quantizer':9} {'mode':5} | {'vqaudio v/s':>12} {'MiB':>6} | {'vqp v/s':>12} {'MiB':>6}"
     print(header + " | speed-up")
     for shape in args.shapes:
         for kind in args.quantizers:
             for mode in args.modes:
-                speed = _subprocess_case(["speed", kind, shape, mode, args.threads, args.seconds], {})
+                speed = _subprocess_case(["speed", kind, shape, mode, args.threads, args.seconds, args.device], {})
                 res = {}
                 for impl in ("vqaudio", "vqp"):
                     memory = _subprocess_case(
-                        ["memory", impl, kind, shape, mode, args.threads], {"MALLOC_MMAP_THRESHOLD_": "65536"}
+                        ["memory", impl, kind, shape, mode, args.threads, args.device],
+                        {"MALLOC_MMAP_THRESHOLD_": "65536"},
                     )
                     res[impl] = {"vectors_per_s": speed[impl], "peak_mib": memory["peak_mib"]}
                 ours, theirs = res["vqaudio"], res["vqp"]

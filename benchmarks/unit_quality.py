@@ -19,20 +19,14 @@ Each step is skipped when its output exists, so a killed run continues.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
 import pathlib
-import subprocess
-import sys
 import time
 
 import yaml
+from speech_mini import ROOT, SHARED, prepare_data, vqaudio
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "speech-mini"
 CTM = SHARED / "alignments" / "pocketsphinx" / "speech-mini.phones.ctm"
-HELD_OUT = {"1688", "2033", "3080", "533", "9926", "9905"}
 CODECS = {  # label -> (content config, speaker-normalised level 0)
     "codec, reconstruction only": ({"objective": "none"}, False),
     "codec, ctc (weight 1)": ({"objective": "ctc", "batch_size": 2, "max_seconds": 8.0}, False),
@@ -51,36 +45,6 @@ CODECS = {  # label -> (content config, speaker-normalised level 0)
         True,
     ),
 }
-
-
-def vqaudio(*args: str, cwd: pathlib.Path) -> None:
-    cmd = [sys.executable, "-m", "vqaudio.cli.main", *args]
-    print("+ vqaudio " + " ".join(args), flush=True)
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-
-
-def prepare_data(work: pathlib.Path) -> None:
-    text = {}
-    for t in glob.glob(str(SHARED / "**" / "*.trans.txt"), recursive=True):
-        for line in open(t, encoding="utf-8"):
-            utt, _, words = line.strip().partition(" ")
-            text[utt] = words
-    sets: dict[str, list] = {"train": [], "test": []}
-    for f in sorted(glob.glob(str(SHARED / "**" / "*.flac"), recursive=True)):
-        if "/extra/" in f:
-            continue
-        utt = os.path.basename(f)[: -len(".flac")]
-        sets["test" if utt.split("-")[0] in HELD_OUT else "train"].append((utt, f))
-    sets["dev"] = sets["train"][::32]
-    for name, rows in sets.items():
-        d = work / "data" / name
-        d.mkdir(parents=True, exist_ok=True)
-        rows = sorted(rows, key=lambda r: r[0].encode())
-        (d / "wav.scp").write_text("".join(f"{u} {f}\n" for u, f in rows))
-        (d / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u, _ in rows))
-        (d / "text").write_text("".join(f"{u} {text[u]}\n" for u, _ in rows if u in text))
-        vqaudio("data-dir", "fix", str(d), cwd=work)
-        vqaudio("data-dir", "utt2dur", str(d), cwd=work)
 
 
 def main() -> None:

@@ -237,6 +237,7 @@ def test_killed_extraction_resumes_without_duplicates(tmp_path, model):
     work.mkdir(parents=True)
     full_lines = (ref / ".work" / "job1of1.jsonl").read_text().splitlines(keepends=True)
     (work / "job1of1.jsonl").write_text("".join(full_lines[:9]) + full_lines[9][: len(full_lines[9]) // 2])
+    (work / "state.json").write_bytes((ref / ".work" / "state.json").read_bytes())  # written before any line
     assert main(["extract-units", "--model", str(model), "--data", str(data), "--out", str(out)]) == 0
     assert (out / "units").read_bytes() == (ref / "units").read_bytes()
     assert (out / "units.level1").read_bytes() == (ref / "units.level1").read_bytes()
@@ -278,14 +279,14 @@ def test_a_real_kill_resumes_to_byte_identical_output(tmp_path, model):
     assert (out / "units").read_bytes() == (ref / "units").read_bytes()
 
 
-def test_encode_decode_cli_single_file(tmp_path, model):
+def test_encode_decode_cli_text_units(tmp_path, model):
     wav_path = tmp_path / "a.wav"
     sf.write(wav_path, synth_utterance(1.1, seed=9), SR)
-    assert main(["encode", "--model", str(model), str(wav_path), str(tmp_path / "a.units")]) == 0
-    levels = (tmp_path / "a.units").read_text().splitlines()
+    assert main(["encode", "--model", str(model), str(wav_path), str(tmp_path / "a.txt")]) == 0
+    levels = (tmp_path / "a.txt").read_text().splitlines()
     assert len(levels) == 2 and len(levels[0].split()) == math.ceil(1.1 * SR / 320)
-    assert main(["decode", "--model", str(model), str(tmp_path / "a.units"), str(tmp_path / "b.wav")]) == 0
-    assert len(sf.read(tmp_path / "b.wav")[0]) == len(levels[0].split()) * 320
+    assert main(["decode", "--model", str(model), str(tmp_path / "a.txt"), str(tmp_path / "b.wav")]) == 0
+    assert len(sf.read(tmp_path / "b.wav")[0]) == len(levels[0].split()) * 320  # text keeps no length
 
 
 def test_si_sdr_of_scaled_copy_and_known_snr():

@@ -10,6 +10,15 @@ import os
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
 
 from ._version import __version__  # noqa: E402
-from .models import Codec, CodecConfig  # noqa: E402
 
 __all__ = ["Codec", "CodecConfig", "__version__"]
+
+
+def __getattr__(name: str):
+    """``vqaudio.Codec`` and ``vqaudio.CodecConfig`` import torch on first use, so ``vqaudio --help`` and
+    ``--version`` answer at once (PEP 562 module ``__getattr__``)."""
+    if name in ("Codec", "CodecConfig"):
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'vqaudio' has no attribute {name!r}")

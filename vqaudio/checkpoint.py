@@ -1,9 +1,18 @@
-"""One checkpoint format for every model kind: a torch file holding a format tag, a version, the config and
-the weights, loaded with ``weights_only=True`` so no pickled code ever runs."""
+"""One checkpoint format for every model kind, in two containers, neither of which can run pickled code:
+
+* a model folder (the layout of Hugging Face's EnCodec, DAC and Mimi): ``config.json`` (format tag,
+  version, vqaudio version, the model's config) and ``model.safetensors`` (the weights);
+* a single ``.pt`` torch file holding the same four parts, loaded with ``weights_only=True``.
+
+:func:`save_model` picks the container by the path (``*.pt``: a file; anything else: a folder);
+:func:`read_model` reads either, and a Hugging Face Hub id (``owner/name``) when ``huggingface_hub`` is
+installed (``pip install vqaudio[hub]``), from its cache first so it works offline once fetched.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pathlib
 
 import torch
@@ -11,7 +20,9 @@ from torch import nn
 
 from ._version import __version__
 from .errors import UserError
-from .fileio import atomic_output
+from .fileio import atomic_output, atomic_write_text
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 # The version this vqaudio writes. 2: residual depth is called ``n_q`` in every config (1 said
 # ``num_quantizers`` / ``num_levels``; such files still load, their configs read through the renames).
@@ -19,17 +30,69 @@ VERSION = 2
 
 
 def save_model(path: str | pathlib.Path, kind: str, config: dict, model: nn.Module) -> pathlib.Path:
-    """Write ``{"format": "vqaudio-<kind>", "version", "config", "state_dict"}`` to ``path`` atomically."""
-    payload = {
-        "format": f"vqaudio-{kind}",
-        "version": VERSION,
-        "vqaudio_version": __version__,
-        "config": config,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
-    return pathlib.Path(path)
+    """Write the model: a folder (``config.json`` + ``model.safetensors``) unless ``path`` ends in ``.pt``,
+    then one torch file ``{"format": "vqaudio-<kind>", "version", "config", "state_dict"}``. Each file is
+    written atomically; returns ``path``."""
+    path = pathlib.Path(path)
+    meta = {"format": f"vqaudio-{kind}", "version": VERSION, "vqaudio_version": __version__, "config": config}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if path.suffix == ".pt":
+        with atomic_output(path) as tmp:
+            torch.save({**meta, "state_dict": state}, tmp)
+        return path
+    from safetensors.torch import save_file
+
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is not a folder; name a .pt file or a folder to save into")
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": meta["format"]})
+    atomic_write_text(path / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def _read_folder(path: pathlib.Path, kind: str, map_location) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise UserError(f"{path}: a model folder needs {CONFIG_FILE} and {WEIGHTS_FILE}; {name} is missing")
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path / CONFIG_FILE}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path / CONFIG_FILE}: expected a JSON object")
+    device = str(map_location) if not isinstance(map_location, str) else map_location
+    try:
+        meta["state_dict"] = load_file(str(path / WEIGHTS_FILE), device=device)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{path / WEIGHTS_FILE}: not loadable vqaudio {kind} weights ({err})") from None
+    return meta
+
+
+def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
+    """A local file or folder as it is; an ``owner/name`` that is neither, through the Hugging Face Hub's
+    cache (fetched when missing and the network allows) when ``huggingface_hub`` is installed."""
+    path = pathlib.Path(path)
+    text = str(path)
+    if path.exists() or text.count("/") != 1 or text.startswith((".", "/")) or path.suffix:
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise UserError(
+            f"{text}: no such file or folder (to load it as a Hugging Face Hub id: pip install huggingface_hub)"
+        ) from None
+    files = [CONFIG_FILE, WEIGHTS_FILE]
+    try:
+        return pathlib.Path(snapshot_download(text, allow_patterns=files, local_files_only=True))
+    except Exception:  # not cached (the hub raises several types): fetch it
+        try:
+            return pathlib.Path(snapshot_download(text, allow_patterns=files))
+        except Exception as err:
+            raise UserError(f"{text}: not a local model and not fetched from the Hugging Face Hub ({err})") from None
 
 
 def _read(path: pathlib.Path, kind: str, map_location: str | torch.device = "cpu"):
@@ -50,9 +113,9 @@ def read_model(
     Raises :class:`UserError` naming the file when it is missing, not a vqaudio file of these kinds, or newer
     than this vqaudio reads.
     """
-    path = pathlib.Path(path)
+    path = resolve_model_path(path)
     wanted = " or ".join(kinds)
-    payload = _read(path, wanted, map_location)
+    payload = _read_folder(path, wanted, map_location) if path.is_dir() else _read(path, wanted, map_location)
     found = payload.get("format") if isinstance(payload, dict) else None
     vq = isinstance(found, str) and found.startswith("vqaudio-")
     kind = found[len("vqaudio-") :] if vq else None
@@ -73,9 +136,12 @@ def load_model(path: str | pathlib.Path, kind: str, map_location: str | torch.de
 
 
 def file_checksum(path: str | pathlib.Path) -> str:
-    """sha256 of a file, hex (identifies the model that produced a set of units)."""
+    """sha256 of a model file, or of a model folder's config and weights in turn, hex (identifies the model
+    that produced a set of units)."""
+    path = resolve_model_path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for part in (path / CONFIG_FILE, path / WEIGHTS_FILE) if path.is_dir() else (path,):
+        with open(part, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()

@@ -16,7 +16,7 @@ from . import metrics
 from .data.audio import AudioError, load_audio
 from .data.kaldi import read_data_dir, read_table
 from .errors import UserError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, path_inside
 from .plots import spectrogram_figure, usage_histogram_figure
 from .units.formats import read_info, read_levels
 
@@ -79,7 +79,7 @@ def evaluate(
             with torch.no_grad():
                 mels = [mel(torch.from_numpy(x)[None, None]).squeeze(0).numpy() for x in (r, h)]
             fig = spectrogram_figure(mels, [f"{utt} reference", f"{utt} resynthesis"])
-            fig.savefig(out / f"spectrogram_{utt}.png", dpi=100)
+            fig.savefig(path_inside(out, f"spectrogram_{utt}", ".png"), dpi=100)
             plt.close(fig)
             plotted += 1
     buf = io.StringIO()

@@ -7,6 +7,8 @@ import os
 import pathlib
 from collections.abc import Iterator
 
+from .errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
@@ -42,3 +44,17 @@ def atomic_write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return pathlib.Path(path)
+
+
+def path_inside(out_dir: str | pathlib.Path, name: str, suffix: str = "") -> pathlib.Path:
+    """``out_dir/<name><suffix>``, refusing any ``name`` (an utterance id from data) that would land
+    elsewhere: a separator, a leading dot, an absolute path or a control character."""
+    from .data.kaldi import id_problem
+
+    problem = id_problem(name)
+    if problem:
+        raise UserError(f"utterance id {name!r} cannot name a file in {out_dir}: {problem}")
+    path = pathlib.Path(out_dir) / f"{name}{suffix}"
+    if path.resolve().parent != pathlib.Path(out_dir).resolve():
+        raise UserError(f"utterance id {name!r} would write outside {out_dir}")
+    return path

@@ -2,6 +2,7 @@
 # LibriSpeech recipe: data -> train codec -> extract units -> resynthesize and evaluate -> train prior -> sample.
 # Every stage is idempotent (a .done marker in its output dir) and logs to exp/<tag>/log/.
 set -euo pipefail
+caller_dir=$PWD                 # relative paths given as options are read from here (from_caller)
 cd "$(dirname "$0")"
 
 # Options (each settable as --name value; see --help).
@@ -36,6 +37,7 @@ Example (offline copy of the mini subsets): $0 --corpus_dir /data/speech-mini"
 . utils/parse_options.sh
 . utils/recipe_lib.sh
 check_stages "$stage" "$stop_stage" 0 6
+from_caller corpus_dir codec_config prior_config alignments
 
 case "$subset" in
   mini) train_parts="train-clean-5"; dev_parts="dev-clean-2"; test_parts=""; url=https://www.openslr.org/resources/31 ;;

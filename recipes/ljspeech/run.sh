@@ -2,6 +2,7 @@
 # LJSpeech recipe (one speaker): data -> codec -> units -> resynthesis + evaluation -> prior -> samples.
 # Stages 2-6 are the shared script utils/codec_stages.sh.
 set -euo pipefail
+caller_dir=$PWD                 # relative paths given as options are read from here (from_caller)
 cd "$(dirname "$0")"
 stage=0
 stop_stage=6
@@ -28,6 +29,7 @@ help_message="Usage: $0 [options]
 . utils/parse_options.sh
 . utils/recipe_lib.sh
 check_stages "$stage" "$stop_stage" 0 6
+from_caller corpus_dir codec_config prior_config alignments
 exp=exp/$tag
 train_set=train; dev_set=dev; eval_sets="dev test"
 

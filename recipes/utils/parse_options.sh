@@ -5,7 +5,8 @@
 #   booleans          a variable whose default is true/false only takes true or false
 #   --config FILE     sources FILE (lines like foo_bar=value) before the other options
 #   --help, -h        prints $help_message and exits 0
-# Options end at the first argument that does not start with --.
+# Options end at the first argument that does not start with --. $options_given lists the variables
+# set on the command line.
 for ((__argpos = 1; __argpos < $#; __argpos++)); do
   if [ "${!__argpos}" == "--config" ]; then
     __next=$((__argpos + 1))
@@ -39,6 +40,7 @@ while true; do
         exit 1
       fi
       printf -v "$__name" '%s' "$2"
+      options_given="${options_given:-} $__name"
       shift 2 ;;
     *) break ;;
   esac

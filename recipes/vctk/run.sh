@@ -2,6 +2,7 @@
 # VCTK 0.92 recipe (110 speakers, dev/test speakers unseen in training): data -> codec -> units ->
 # resynthesis + evaluation -> prior -> samples. Stages 2-6 are the shared script utils/codec_stages.sh.
 set -euo pipefail
+caller_dir=$PWD                 # relative paths given as options are read from here (from_caller)
 cd "$(dirname "$0")"
 stage=0
 stop_stage=6
@@ -29,6 +30,7 @@ help_message="Usage: $0 [options]
 . utils/parse_options.sh
 . utils/recipe_lib.sh
 check_stages "$stage" "$stop_stage" 0 6
+from_caller corpus_dir codec_config prior_config alignments
 exp=exp/$tag
 train_set=train; dev_set=dev; eval_sets="dev test"
 

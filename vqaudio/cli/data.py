@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_pipe_timeout
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["validate", "fix", "split", "utt2dur"])
     p.add_argument("dir")
     p.add_argument("--nj", type=int, default=1, help="shards for split")
+    add_pipe_timeout(p)
     p.set_defaults(func=run)
 
 

@@ -10,6 +10,7 @@ from vqaudio import __version__
 from vqaudio.errors import UserError
 
 from . import data, prior, train_codec, units
+from .options import apply_pipe_timeout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        apply_pipe_timeout(args)
         return int(args.func(args) or 0)
     except UserError as err:  # bad input: one clear line, no traceback; anything else is a bug and keeps it
         print(f"vqaudio {args.command}: error: {err}", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_pipe_timeout
+
 HELP = """Train a waveform codec on Kaldi data dirs with Lightning.
 
 The experiment dir receives config.yaml (the full config, defaults filled in), log/train.log,
@@ -44,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-nodes", type=int, help="override trainer.num_nodes")
     p.add_argument("--accelerator", help="override trainer.accelerator (cpu, gpu, auto)")
     p.add_argument("--precision", help="override trainer.precision (32-true, bf16-mixed, 16-mixed)")
+    add_pipe_timeout(p)
     p.set_defaults(func=run)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
 
 from ..errors import UserError
+from .options import add_pipe_timeout, check_device
 
 EXTRACT_HELP = """Extract units from a Kaldi data dir with a trained codec.
 
@@ -20,6 +22,35 @@ Exit status 0 only when every utterance was extracted; the last line says how ma
 
 example:
   vqaudio extract-units --model exp/codec/model.pt --data data/dev_clean_2 --out exp/units/dev_clean_2
+"""
+
+
+ENCODE_HELP = """Encode audio to codes files with a trained codec.
+
+One input file and an output with a suffix writes that file; otherwise the output is a directory and
+every input file (directories are searched recursively, globs expanded) keeps its relative path there,
+with --suffix. Formats by suffix: .vqc (default: magic, version, JSON header with the model's sha256,
+sample rate and exact sample count, then codes bit-packed at ceil(log2 K) bits: nominal bitrate x
+duration plus ~300 bytes), .npy (an (n_q, T) integer array, ESPnet style) and .txt (one line per level).
+Existing outputs are refused without -f. A progress bar goes to stderr when it is a terminal; the last
+line gives the real-time factor. `cmd |` inputs are not accepted here: pass files.
+
+examples:
+  vqaudio encode --model exp/codec/model.pt speech.flac -o speech.vqc
+  vqaudio encode --model exp/codec/model.pt corpus/wavs -o codes/ --n-q 4 --device cuda
+  vqaudio encode --model exp/codec/model.pt 'clips/*.wav' -o codes/ --suffix .npy
+"""
+
+
+DECODE_HELP = """Decode codes files to audio with the codec that made them.
+
+A .vqc file restores the input's exact length and is refused when made by another model file (its
+sha256 is in the header) unless --any-model; a truncated or corrupt file is an error, never a wrong
+waveform. .npy and .txt decode to frames x hop samples. Directories and globs as for encode.
+
+examples:
+  vqaudio decode --model exp/codec/model.pt speech.vqc -o speech.wav
+  vqaudio decode --model exp/codec/model.pt codes/ -o resynth/ --suffix .flac
 """
 
 
@@ -63,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch CPU threads for this job (default: torch's choice); on a "
         "CPU machine, N jobs x 1 thread beat 1 job x N threads",
     )
+    add_pipe_timeout(p)
     p.set_defaults(func=run_extract)
 
     p = sub.add_parser(
@@ -89,6 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hyp", required=True, help="dir with the resynthesized wav.scp")
     p.add_argument("--out", required=True)
     p.add_argument("--units", help="units dir, for bitrate, token rate and code usage")
+    add_pipe_timeout(p)
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser(
@@ -111,6 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=20, help="Lloyd iterations (default 20)")
     p.add_argument("--max-frames", type=int, default=1_000_000, help="frames kept for fitting (default 1M)")
     p.add_argument("--seed", type=int, default=0)
+    add_pipe_timeout(p)
     p.set_defaults(func=run_train_kmeans)
 
     p = sub.add_parser(
@@ -132,32 +166,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="for the any-context subsample and the probe")
     p.set_defaults(func=run_evaluate_units)
 
-    p = sub.add_parser("encode", help="one audio file -> units (text, one level per line)")
-    p.add_argument("--model", required=True)
-    p.add_argument("input")
-    p.add_argument("output", help="text file; '-' for stdout")
-    p.add_argument("--n-q", type=int, help="residual levels to write (default all the codec has)")
+    p = sub.add_parser(
+        "encode",
+        help="audio files, directories or globs -> codes files (.vqc, .npy, .txt)",
+        description=ENCODE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _file_io_options(p, "audio files, directories, globs")
+    p.add_argument("--n-q", type=int, help="residual levels to keep (default all the codec has)")
+    p.add_argument("--suffix", default=".vqc", choices=[".vqc", ".npy", ".txt"], help="format for directory outputs")
     p.set_defaults(func=run_encode)
 
-    p = sub.add_parser("decode", help="units text (one level per line) -> wav file")
-    p.add_argument("--model", required=True)
-    p.add_argument("input")
-    p.add_argument("output")
+    p = sub.add_parser(
+        "decode",
+        help="codes files, directories or globs -> audio",
+        description=DECODE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _file_io_options(p, ".vqc/.npy/.txt files, directories, globs")
+    p.add_argument("--suffix", default=".wav", help="audio format for directory outputs (default .wav)")
+    p.add_argument("--any-model", action="store_true", help="decode .vqc files made by another model file")
     p.set_defaults(func=run_decode)
-
-
-def check_device(device: str) -> None:
-    """One line for a device that is not there, instead of an error deep in model loading."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device: {device!r} is not a device (cpu, cuda, cuda:1, mps)") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise UserError(f"--device {device}: CUDA device not available here; use --device cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {device}: not supported; use cpu or cuda")
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -242,46 +271,57 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def pathlib_read(out: str) -> str:
-    import pathlib
-
     return (pathlib.Path(out) / "RESULTS.md").read_text()
 
 
-def run_encode(args: argparse.Namespace) -> int:
-    import sys
+def _file_io_options(p: argparse.ArgumentParser, inputs: str) -> None:
+    """The options encode and decode share."""
+    p.add_argument("--model", required=True, help="the codec: a model.pt or a model folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=inputs)
+    p.add_argument("-o", "--out", help="output file (one input) or directory; with two INPUTs and no -o, the second")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
 
+
+def _inputs_and_out(args: argparse.Namespace) -> tuple[list[str], str]:
+    if args.out is not None:
+        return args.inputs, args.out
+    if len(args.inputs) == 2:
+        return args.inputs[:1], args.inputs[1]
+    raise UserError("name the output with -o/--out (a file for one input, else a directory)")
+
+
+def _load_codec(model: str, device: str):
     from ..models.codec import Codec
 
-    codec = Codec.from_pretrained(args.model)
-    codes = codec.encode_file(args.input, n_q=args.n_q)  # (n_q, T')
-    text = "".join(" ".join(map(str, level.tolist())) + "\n" for level in codes)
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        with open(args.output, "w") as f:
-            f.write(text)
+    check_device(device)
+    return Codec.from_pretrained(model, map_location=device).to(device)
+
+
+def _timing(s) -> str:
+    return f"{s.audio_seconds:.1f} s of audio in {s.wall_seconds:.1f} s, {s.real_time_factor:.1f}x real time"
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from ..units.files import AUDIO_SUFFIXES, encode_files, plan
+
+    inputs, out = _inputs_and_out(args)
+    jobs = plan(inputs, out, AUDIO_SUFFIXES, args.suffix, args.force)
+    codec = _load_codec(args.model, args.device)
+    if args.n_q is not None and not 1 <= args.n_q <= codec.n_q:
+        raise UserError(f"--n-q must lie in [1, {codec.n_q}] for {args.model}, got {args.n_q}")
+    s = encode_files(codec, jobs, args.n_q, args.model, args.device)
+    print(f"encoded {s.files} file(s): {_timing(s)}")
     return 0
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    import soundfile as sf
-    import torch
+    from ..units.files import CODE_SUFFIXES, decode_files, plan
 
-    from ..models.codec import Codec
-
-    codec = Codec.from_pretrained(args.model)
-    try:
-        with open(args.input) as f:
-            rows = [[int(u) for u in line.split()] for line in f if line.strip()]
-    except (OSError, ValueError) as err:
-        raise UserError(f"{args.input}: cannot read units ({err})") from None
-    if not rows or len({len(row) for row in rows}) != 1 or not rows[0]:
-        raise UserError(f"{args.input}: expected one line of units per level, all of the same non-zero length")
-    codes = torch.tensor(rows, dtype=torch.long)  # (n_q, T')
-    if codes.shape[0] > codec.n_q or int(codes.min()) < 0 or int(codes.max()) >= codec.codebook_size:
-        raise UserError(
-            f"{args.input}: {codes.shape[0]} level(s) of units in [{int(codes.min())}, {int(codes.max())}], but "
-            f"{args.model} takes at most {codec.n_q} level(s) of units in [0, {codec.codebook_size - 1}]"
-        )
-    sf.write(args.output, codec.decode_utterance(codes).numpy(), codec.sample_rate)
+    inputs, out = _inputs_and_out(args)
+    suffix = args.suffix if args.suffix.startswith(".") else "." + args.suffix
+    jobs = plan(inputs, out, CODE_SUFFIXES, suffix, args.force)
+    codec = _load_codec(args.model, args.device)
+    s = decode_files(codec, jobs, args.model, args.device, any_model=args.any_model)
+    print(f"decoded {s.files} file(s): {_timing(s)}")
     return 0

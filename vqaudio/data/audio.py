@@ -1,9 +1,17 @@
-"""Loading audio as float32 mono at a target rate: files, ``cmd |`` pipes, segments; conversions logged."""
+"""Loading audio as float32 mono at a target rate: files, ``cmd |`` pipes, segments; conversions logged.
+
+A ``wav.scp`` entry ending in ``|`` is a shell command (Kaldi's convention): reading it runs ``/bin/sh``
+with the entry's text, so a data dir is code; only use data dirs you trust. Each command runs in its own
+process group with stdin from ``/dev/null`` and a timeout (:func:`set_pipe_timeout`, ``--pipe-timeout``);
+a command that fails or times out is an :class:`AudioError` for that utterance only.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+import signal
 import subprocess
 
 import librosa
@@ -15,18 +23,59 @@ from ..errors import UserError
 log = logging.getLogger(__name__)
 
 
+PIPE_TIMEOUT = 300.0  # seconds a ``cmd |`` entry may run; see set_pipe_timeout
+
+
 class AudioError(UserError):
     """Audio that cannot be used; the message names the source and the reason."""
+
+
+def set_pipe_timeout(seconds: float) -> None:
+    """Seconds a ``cmd |`` entry of a ``wav.scp`` may run before it is killed (its utterance fails)."""
+    global PIPE_TIMEOUT
+    if not seconds > 0:
+        raise UserError(f"--pipe-timeout must be > 0 seconds, got {seconds}")
+    PIPE_TIMEOUT = float(seconds)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs, newlines included, become one space), its last ``limit`` chars."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def run_pipe(cmd: str, timeout: float | None = None) -> bytes:
+    """stdout of the shell command ``cmd``, run with stdin from /dev/null in its own process group.
+
+    Raises :class:`AudioError` (one line: the command, the exit status or the timeout, the end of its
+    stderr decoded with replacement) when it fails or runs past ``timeout`` (default :data:`PIPE_TIMEOUT`);
+    on a timeout the whole process group is killed, so no stage of a pipeline outlives it.
+    """
+    timeout = PIPE_TIMEOUT if timeout is None else timeout
+    proc = subprocess.Popen(
+        cmd,
+        shell=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AudioError(f"{cmd!r}: no result after {timeout:g} s (--pipe-timeout); killed") from None
+    if proc.returncode != 0:
+        reason = one_line(err.decode("utf-8", errors="replace"))
+        raise AudioError(f"{cmd!r}: command failed ({proc.returncode}): {reason}")
+    return out
 
 
 def _read(source: str, start: float, end: float | None) -> tuple[np.ndarray, int]:
     source = source.strip()
     if source.endswith("|"):
-        cmd = source[:-1].strip()
-        proc = subprocess.run(cmd, shell=True, capture_output=True, check=False)
-        if proc.returncode != 0:
-            raise AudioError(f"{cmd!r}: command failed ({proc.returncode}): {proc.stderr.decode()[-300:]}")
-        handle = io.BytesIO(proc.stdout)
+        handle = io.BytesIO(run_pipe(source[:-1].strip()))
     else:
         handle = source
     try:
@@ -41,7 +90,7 @@ def _read(source: str, start: float, end: float | None) -> tuple[np.ndarray, int
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(f"{source}: unreadable audio ({err})") from err
+        raise AudioError(f"{source}: unreadable audio ({one_line(str(err))})") from err
     return wav, sr
 
 

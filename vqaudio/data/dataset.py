@@ -19,25 +19,38 @@ log = logging.getLogger(__name__)
 class CropDataset(Dataset):
     """Random crops of ``segment_samples`` from each utterance (zero-padded when shorter).
 
-    A file that cannot be read is logged and replaced by another utterance, so one bad file never
-    stops training; if every retry fails the error names the files.
+    A file that cannot be read is reported once, marked bad and never tried again, and a random readable
+    utterance takes its place, so bad files never stop training. The marks live in shared memory, so
+    DataLoader workers share them. Training stops, with a message naming a bad file, only when more than
+    ``max_bad_fraction`` of the utterances are known to be unreadable.
 
     Args:
         data_dir: Kaldi data dir with ``wav.scp`` (and optional ``segments``).
         sample_rate: model rate; other rates are resampled on the fly, multi-channel downmixed.
         segment_samples: crop length; ``None`` returns whole utterances (validation, batch size 1).
-        max_retries: other utterances tried before giving up on a batch item.
+        max_bad_fraction: share of unreadable utterances at which the data dir is refused.
     """
 
     def __init__(
-        self, data_dir: str | pathlib.Path, sample_rate: int, segment_samples: int | None, max_retries: int = 10
+        self,
+        data_dir: str | pathlib.Path,
+        sample_rate: int,
+        segment_samples: int | None,
+        max_bad_fraction: float = 0.9,
     ) -> None:
+        self.data_dir = data_dir
         self.utts = read_data_dir(data_dir)
         if not self.utts:
             raise UserError(f"{data_dir}: wav.scp lists no utterances")
         self.sample_rate = sample_rate
         self.segment_samples = segment_samples
-        self.max_retries = max_retries
+        self.max_bad_fraction = max_bad_fraction
+        self.bad = torch.zeros(len(self.utts), dtype=torch.bool).share_memory_()
+
+    def select(self, utts: list) -> None:
+        """Use only ``utts`` (e.g. a validation subset); forgets which files were found bad."""
+        self.utts = list(utts)
+        self.bad = torch.zeros(len(self.utts), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -46,18 +59,28 @@ class CropDataset(Dataset):
         u = self.utts[index]
         return load_audio(u.source, self.sample_rate, u.start, u.end, name=u.utt_id)
 
+    def _read_any(self, index: int) -> np.ndarray:
+        """Audio of utterance ``index``, or of a random readable one when it is (or turns out) bad."""
+        i = index
+        while True:
+            if not bool(self.bad[i]):
+                try:
+                    return self._load(i)
+                except AudioError as err:
+                    self.bad[i] = True
+                    num_bad = int(self.bad.sum())
+                    utt = self.utts[i].utt_id
+                    log.warning("dropping %s from training (%d unreadable so far): %s", utt, num_bad, err)
+                    if num_bad > self.max_bad_fraction * len(self.utts) or num_bad == len(self.utts):
+                        raise AudioError(
+                            f"{self.data_dir}: {num_bad} of {len(self.utts)} utterances are unreadable, too few "
+                            f"remain to train on (last: {err}); fix the data dir"
+                        ) from None
+            readable = (~self.bad).nonzero()[:, 0]
+            i = int(readable[int(torch.randint(0, len(readable), ()))])
+
     def __getitem__(self, index: int) -> torch.Tensor:
-        errors = []
-        for attempt in range(self.max_retries):
-            i = index if attempt == 0 else int(torch.randint(0, len(self.utts), ()))
-            try:
-                wav = self._load(i)
-                break
-            except AudioError as err:
-                log.warning("skipping %s: %s", self.utts[i].utt_id, err)
-                errors.append(str(err))
-        else:
-            raise AudioError(f"{self.max_retries} unreadable files in a row: " + "; ".join(errors))
+        wav = self._read_any(index)
         if self.segment_samples is None:
             return torch.from_numpy(wav)[None]
         n = self.segment_samples

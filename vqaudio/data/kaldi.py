@@ -19,8 +19,32 @@ class Utterance:
     end: float | None = None
 
 
+def id_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an utterance, recording or speaker id, or ``None`` when it can.
+
+    Ids become file names (``resynth`` writes ``<utt>.wav``), so an id may not hold ``/`` or ``\\``, start
+    with ``.``, or contain control characters.
+    """
+    if "/" in key or "\\" in key:
+        return "ids may not contain '/' or '\\'"
+    if key.startswith("."):
+        return "ids may not start with '.'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return "ids may not contain control characters"
+    return None
+
+
+def check_id(key: str, path: str | pathlib.Path, line: int) -> str:
+    """``key``, or a :class:`UserError` naming the file and line of an id that could form a path."""
+    problem = id_problem(key)
+    if problem:
+        raise UserError(f"{path}:{line}: bad id {key!r}: {problem}; rename it in every table of the data dir")
+    return key
+
+
 def read_table(path: str | pathlib.Path, min_fields: int = 2) -> dict[str, str]:
-    """Read ``key value...`` lines into ``{key: rest}``; duplicate keys and short lines raise ``ValueError``."""
+    """Read ``key value...`` lines into ``{key: rest}``; duplicate keys, short lines and keys that could form a
+    path (:func:`id_problem`) raise :class:`UserError` naming the file and line."""
     path = pathlib.Path(path)
     table: dict[str, str] = {}
     with open(path, encoding="utf-8") as f:
@@ -31,7 +55,7 @@ def read_table(path: str | pathlib.Path, min_fields: int = 2) -> dict[str, str]:
             parts = line.split(maxsplit=1)
             if len(parts) < min(2, min_fields) or len(line.split()) < min_fields:
                 raise UserError(f"{path}:{n}: expected at least {min_fields} fields, got {line!r}")
-            key, rest = parts[0], parts[1] if len(parts) > 1 else ""
+            key, rest = check_id(parts[0], path, n), parts[1] if len(parts) > 1 else ""
             if key in table:
                 raise UserError(f"{path}:{n}: duplicate key {key!r}")
             table[key] = rest.strip()
@@ -109,7 +133,7 @@ def _check_sorted_unique(path: pathlib.Path) -> list[str]:
     for n, line in enumerate(_lines(path), 1):
         if not line.strip():
             raise UserError(f"{path}:{n}: empty line")
-        key = line.split()[0]
+        key = check_id(line.split()[0], path, n)
         if prev is not None and key.encode() <= prev.encode():
             what = "duplicate key" if key == prev else "not sorted in C locale order"
             raise UserError(f"{path}:{n}: {what}: {key!r} after {prev!r} (run fix_data_dir)")
@@ -170,9 +194,9 @@ def fix_data_dir(data_dir: str | pathlib.Path) -> int:
     d = pathlib.Path(data_dir)
     tables = {n: {} for n in TABLES if (d / n).is_file()}
     for name in tables:
-        for line in (d / name).read_text(encoding="utf-8").splitlines():
+        for n, line in enumerate((d / name).read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():
-                key = line.split()[0]
+                key = check_id(line.split()[0], d / name, n)
                 tables[name].setdefault(key, line.strip())
     keyed = [n for n in tables if n != "wav.scp" or "segments" not in tables]
     keep = set.intersection(*(set(tables[n]) for n in keyed))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +80,30 @@ class CodecOutput:
     codebook: Tensor
     metrics: dict[str, Tensor]
     level0: Tensor | None = None
+
+
+@dataclass
+class StreamState:
+    """Per-layer streaming state of a causal codec's encoder and decoder (see :mod:`vqaudio.models.streaming`)."""
+
+    encoder: list
+    decoder: list
+
+
+@dataclass
+class Stream:
+    """A codec with its streaming state, from ``Codec.streaming()``."""
+
+    codec: Codec
+    state: StreamState
+
+    def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
+        codes, self.state = self.codec.encode_step(wav, self.state, n_q=n_q)
+        return codes
+
+    def decode(self, codes: Tensor) -> Tensor:
+        wav, self.state = self.codec.decode_step(codes, self.state)
+        return wav
 
 
 class Codec(nn.Module):
@@ -291,14 +317,61 @@ class Codec(nn.Module):
             raise ValueError(f"expected one utterance's codes of shape (n_q, frames), got {tuple(codes.shape)}")
         return self.decode(codes[None], length=length)[0, 0].clamp(-1, 1)
 
+    def init_stream(self, batch: int = 1) -> StreamState:
+        """The streaming state before any audio, for a causal codec (``ValueError`` otherwise).
+
+        Functional: ``codes, state = encode_step(wav, state)`` and ``wav, state = decode_step(codes, state)``
+        return new states and leave the old ones intact, so a state can be kept, copied or rolled back.
+        """
+        if not self.config.causal:
+            raise ValueError("streaming needs a causal codec (model.causal: true); this codec is not causal")
+        from .streaming import init_state
+
+        return StreamState(init_state(self.encoder.net, batch), init_state(self.decoder.net, batch))
+
+    @torch.no_grad()
+    def encode_step(self, wav: Tensor, state: StreamState, n_q: int | None = None) -> tuple[Tensor, StreamState]:
+        """One chunk ``(B, 1, k * hop)`` -> codes ``(B, n_q, k)`` and the new state; the concatenated codes of
+        any chunking equal :meth:`encode` of the whole waveform."""
+        from .streaming import step
+
+        wav = self._check_wav(wav)
+        if wav.shape[-1] % self.hop_length:
+            raise ValueError(
+                f"a streaming chunk must be a whole number of hops ({self.hop_length}), got {wav.shape[-1]}"
+            )
+        n_q = self._check_n_q(n_q)
+        latents, enc = step(self.encoder.net, wav, state.encoder)
+        codes = self.quantizer.encode(latents, n_q=n_q) if self.n_q > 1 else self.quantizer.encode(latents)[:, None]
+        return codes, StreamState(enc, state.decoder)
+
+    @torch.no_grad()
+    def decode_step(self, codes: Tensor, state: StreamState) -> tuple[Tensor, StreamState]:
+        """Codes ``(B, q, k)`` -> waveform ``(B, 1, k * hop)`` and the new state; concatenated, equal to
+        :meth:`decode` of all the codes."""
+        from .streaming import step
+
+        if not isinstance(codes, Tensor) or codes.ndim != 3 or not 1 <= codes.shape[1] <= self.n_q:
+            raise ValueError(f"expected codes of shape (B, q, k) with 1 <= q <= {self.n_q}")
+        latents = self.quantizer.decode(codes) if self.n_q > 1 else self.quantizer.decode(codes[:, 0])
+        wav, dec = step(self.decoder.net, latents, state.decoder)
+        return wav, StreamState(state.encoder, dec)
+
+    @contextlib.contextmanager
+    def streaming(self, batch: int = 1) -> Iterator[Stream]:
+        """``with codec.streaming() as s: codes = s.encode(chunk); wav = s.decode(codes)``: the state kept for
+        you (see :meth:`init_stream`)."""
+        yield Stream(self, self.init_stream(batch))
+
     def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
-        """Write one self-describing file (format tag, version, config, weights), atomically."""
+        """Write a model folder (``config.json`` + ``model.safetensors``), or one ``.pt`` file when ``path`` ends
+        in ``.pt``; each file atomically (see :mod:`vqaudio.checkpoint`)."""
         return save_model(path, "codec", to_dict(self.config), self)
 
     @classmethod
     def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> Codec:
-        """Load a file written by :meth:`save_pretrained` with ``weights_only=True`` (no pickled code runs);
-        files of earlier format versions load too."""
+        """Load a model folder, a ``.pt`` file (``weights_only=True``) or, with ``huggingface_hub`` installed, a
+        Hub id; no pickled code runs, and files of earlier format versions load too."""
         return cls.from_saved(*load_model(path, "codec", map_location))
 
     @classmethod

@@ -295,13 +295,14 @@ class WaveNetPrior(nn.Module):
         return torch.multinomial(probs.view(b * q, k), 1, generator=gen).view(b, q)
 
     def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
-        """Write one self-describing file (format tag, version, config, weights), atomically."""
+        """Write a model folder (``config.json`` + ``model.safetensors``), or one ``.pt`` file when ``path`` ends
+        in ``.pt``; each file atomically (see :mod:`vqaudio.checkpoint`)."""
         return save_model(path, "wavenet-prior", to_dict(self.config), self)
 
     @classmethod
     def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> WaveNetPrior:
-        """Load a file written by :meth:`save_pretrained` with ``weights_only=True`` (no pickled code runs);
-        files of earlier format versions load too."""
+        """Load a model folder, a ``.pt`` file (``weights_only=True``) or, with ``huggingface_hub`` installed, a
+        Hub id; no pickled code runs, and files of earlier format versions load too."""
         config, state = load_model(path, "wavenet-prior", map_location)
         model = cls.from_config(config)
         model.load_state_dict(state)

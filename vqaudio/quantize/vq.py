@@ -34,6 +34,11 @@ def straight_through(x: Tensor, q: Tensor) -> Tensor:
     return q.detach() + (x - x.detach())
 
 
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """Distances in float32 under bf16/fp16 autocast, in float64 for a float64 model."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 class VectorQuantizer(Quantizer):
     """Nearest-neighbour vector quantizer with a learned codebook and straight-through gradients.
 
@@ -108,7 +113,7 @@ class VectorQuantizer(Quantizer):
         self.check_latents(z)
         batch, _, frames = z.shape
         with torch.autocast(z.device.type, enabled=False):
-            x = self.project_in(to_rows(z).float())  # (B*T, Dc)
+            x = self.project_in(to_rows(z).to(_at_least_float32(z.dtype)))  # (B*T, Dc)
             if self.training and not bool(self.initted):
                 self._kmeans_init(x.detach())
             if self.cosine:
@@ -171,7 +176,7 @@ class VectorQuantizer(Quantizer):
         self.check_latents(z)
         batch, _, frames = z.shape
         with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
-            x = self.project_in(to_rows(z).float())
+            x = self.project_in(to_rows(z).to(_at_least_float32(z.dtype)))
             if self.cosine:
                 x = F.normalize(x, dim=1)
             return nearest_code(x, self.codes(), cosine=self.cosine).view(batch, frames)

@@ -87,9 +87,12 @@ def prepare_experiment(
     cfg = _apply_overrides(cfg, overrides)
     for section in dataclasses.fields(cfg):  # overrides and Python-built configs meet the same ranges as YAML
         check_ranges(getattr(cfg, section.name), f"config {section.name}")
-    exp.mkdir(parents=True, exist_ok=True)
-    add_file_log(exp / "log" / "train.log")
-    save_yaml(cfg, saved)
+    try:
+        exp.mkdir(parents=True, exist_ok=True)
+        add_file_log(exp / "log" / "train.log")
+        save_yaml(cfg, saved)
+    except OSError as err:
+        raise UserError(f"--exp-dir {exp}: cannot write there ({err.strerror or err})") from None
     log.info("training %s in %s (resume=%s): %s", what, exp, resume and last.exists(), to_dict(cfg))
     pl.seed_everything(cfg.trainer.seed, workers=True)
     return cfg

@@ -26,13 +26,12 @@ def _loaders(cfg: TrainCodecConfig, train_dir: str, valid_dir: str):
     sr, d = cfg.model.sample_rate, cfg.data
     train = CropDataset(train_dir, sr, int(d.segment_seconds * sr))
     valid = CropDataset(valid_dir, sr, None)
-    valid.utts = valid.utts[: d.valid_max_utts]
-    valid.utts = [
+    valid.select(
         u
         if u.end is not None or d.valid_max_seconds <= 0
         else type(u)(u.utt_id, u.source, u.start, u.start + d.valid_max_seconds)
-        for u in valid.utts
-    ]
+        for u in valid.utts[: d.valid_max_utts]
+    )
     # Sampling with replacement: a corpus smaller than a batch still trains; an "epoch" is a fixed count.
     sampler = RandomSampler(train, replacement=True, num_samples=d.batch_size * BATCHES_PER_EPOCH)
     workers = dict(num_workers=d.num_workers, persistent_workers=d.num_workers > 0)

@@ -114,10 +114,10 @@ def train_prior(
 
 
 def load_prior(path) -> WaveNetPrior:
-    """A prior from ``prior.pt`` or an experiment dir holding one."""
+    """A prior from ``prior.pt``, a model folder, or an experiment dir holding ``prior.pt``."""
     path = pathlib.Path(path)
-    if path.is_dir():
+    if path.is_dir() and (path / "prior.pt").is_file():
         path = path / "prior.pt"
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"no prior at {path}: run `vqaudio train-prior` first")
     return WaveNetPrior.from_pretrained(path)

@@ -2,17 +2,26 @@
 
 Layout of a job's work in ``OUT_DIR/.work/``::
 
+    state.json             what the extraction is made from: model checksum, n_q, dedup, nj, the utterances
     job<I>of<N>.jsonl      one JSON line per extracted utterance (utt, num_samples, codes per level)
     job<I>of<N>.failed     one JSON line per failed utterance (utt, reason)
     job<I>of<N>.done       written when job I has been through all of its utterances
+    job<I>of<N>.lock       held (flock) while job I runs, so a second run of the same job is refused
 
-Lines are appended whole and fsync'ed per batch; a killed job truncates a partial last line on
-restart and skips what it has, so nothing is duplicated or lost. When every job of N is done, the
-outputs are merged in sorted order (each file written atomically): see :mod:`vqaudio.units.formats`.
+A re-run checks ``state.json`` first and refuses, naming what differs, to resume work made from another
+model, other levels or another utterance list. Utterances are read one at a time and encoded as soon as
+``batch_seconds`` of audio is waiting (or at the end), so memory follows ``batch_seconds``, not the number
+or length of the files; lines are appended whole and fsync'ed per batch, failures as they happen. A
+killed job truncates a partial last line on restart and skips what it has, so nothing is duplicated or
+lost. When every job of N is done, the outputs are merged in sorted order (each file written atomically,
+see :mod:`vqaudio.units.formats`) after checking that extracted + failed covers every utterance.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -25,8 +34,8 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import file_checksum
-from ..data.audio import AudioError, load_audio
-from ..data.kaldi import Utterance, read_data_dir
+from ..data.audio import AudioError, load_audio, one_line
+from ..data.kaldi import Utterance, read_data_dir, read_utt2dur
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .formats import (
@@ -67,6 +76,65 @@ def _read_jsonl(path: pathlib.Path) -> list[dict]:
             f.truncate(end)
         log.info("%s: dropped a partial last line left by a killed run", path)
     return [json.loads(line) for line in data[:end].decode().splitlines() if line.strip()]
+
+
+def _state(model: pathlib.Path, utts: list[Utterance], n_q: int, dedup: bool, nj: int) -> dict:
+    listing = hashlib.sha256()
+    for u in utts:
+        listing.update(f"{u.utt_id}\t{u.source}\t{u.start}\t{u.end}\n".encode())
+    return {
+        "model_checksum": file_checksum(model),
+        "n_q": n_q,
+        "dedup": dedup,
+        "nj": nj,
+        "num_utterances": len(utts),
+        "utterances_sha256": listing.hexdigest(),
+    }
+
+
+def check_state(work: pathlib.Path, state: dict, out: pathlib.Path) -> None:
+    """Record ``state`` in ``work/state.json``, or refuse (one line naming what differs) when the work there
+    was made from something else."""
+    path = work / "state.json"
+    if not path.is_file():
+        if any(work.glob("job*of*.*")):
+            raise UserError(
+                f"{out}: holds extraction work with no record of what made it; "
+                f"remove {work} (or use another --out) to start afresh"
+            )
+        atomic_write_text(path, json.dumps(state, indent=2) + "\n")
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: unreadable; remove {work} (or use another --out) to start afresh") from None
+    differs = []
+    if saved.get("model_checksum") != state["model_checksum"]:
+        differs.append("model")
+    for key, label in (("n_q", "--n-q"), ("dedup", "--dedup"), ("nj", "--nj")):
+        if saved.get(key) != state[key]:
+            differs.append(f"{label} ({saved.get(key)} then, {state[key]} now)")
+    if saved.get("utterances_sha256") != state["utterances_sha256"]:
+        differs.append(f"data dir ({saved.get('num_utterances')} utterances then, {state['num_utterances']} now)")
+    if differs:
+        raise UserError(
+            f"{out} was extracted with a different " + ", ".join(differs) + f"; remove {work} "
+            "(or use another --out) to start afresh, or run with the same inputs to resume"
+        )
+
+
+@contextlib.contextmanager
+def job_lock(path: pathlib.Path, what: str):
+    """Hold an exclusive ``flock`` on ``path`` for the block; a second holder is refused in one line."""
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{what} is already running (lock {path}); wait for it or stop it first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _append_lines(path: pathlib.Path, records: list[dict]) -> None:
@@ -129,36 +197,53 @@ def extract_units(
     bad = sorted(set(formats) - set(FORMATS))
     if bad or not formats:
         raise UserError(f"--format must be a comma list of {FORMATS}, got {list(formats)}")
+    if not batch_seconds > 0:
+        raise UserError(f"--batch-seconds must be > 0, got {batch_seconds}")
     model = pathlib.Path(model)
     codec = load_unit_model(model, map_location=device).to(device)
     if n_q is not None and not 1 <= n_q <= codec.n_q:
         raise UserError(f"--n-q must lie in [1, {codec.n_q}] for {model}, got {n_q}")
     n_q = n_q or codec.n_q
-    out = pathlib.Path(out_dir)
-    work = out / ".work"
-    work.mkdir(parents=True, exist_ok=True)
     utts = read_data_dir(data_dir)
     mine = split_for_job(utts, nj, job)
+    out = pathlib.Path(out_dir)
+    work = out / ".work"
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot create it ({err.strerror})") from None
+    check_state(work, _state(model, utts, n_q, dedup, nj), out)
     stem = work / f"job{job}of{nj}"
+    with job_lock(stem.with_suffix(".lock"), f"extract-units job {job} of {nj} into {out}"):
+        counts = _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progress, data_dir, job, nj)
+    merged = all((work / f"job{j}of{nj}.done").exists() for j in range(1, nj + 1))
+    if merged:
+        with job_lock(work / "merge.lock", f"the merge of {out}"):
+            _merge(codec, model, utts, out, work, nj, formats, dedup, n_q, pathlib.Path(data_dir).name)
+    return ExtractResult(*counts, merged)
+
+
+def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progress, data_dir, job, nj):
+    """Extract this job's utterances not yet in its ``.jsonl``; returns (extracted, failed, skipped, audio s,
+    wall s)."""
     units_file, failed_file, done_file = (stem.with_suffix(s) for s in (".jsonl", ".failed", ".done"))
     have = {r["utt"] for r in _read_jsonl(units_file)}
     failed_file.unlink(missing_ok=True)  # earlier failures are retried
     todo = [u for u in mine if u.utt_id not in have]
+    durations = read_utt2dur(data_dir)
+    if durations:  # neighbours of near-equal length batch together
+        todo.sort(key=lambda u: durations.get(u.utt_id, 0.0))
     log.info("job %d/%d: %d utterances, %d already extracted, %d to do", job, nj, len(mine), len(have), len(todo))
     t0, audio_seconds, n_ok, n_failed = time.time(), 0.0, 0, 0
     sr, hop = codec.sample_rate, codec.hop_length
     batch_samples = int(batch_seconds * sr)
     bar = tqdm(total=len(todo), desc=f"extract job {job}/{nj}", unit="utt", disable=not progress)
-    for start in range(0, len(todo), 64):  # load a window of files, batch those of equal length
-        loaded, failures = [], []
-        for u in todo[start : start + 64]:
-            try:
-                loaded.append((u, load_audio(u.source, sr, u.start, u.end, name=u.utt_id)))
-            except AudioError as err:
-                log.warning("%s failed: %s", u.utt_id, err)
-                failures.append({"utt": u.utt_id, "reason": str(err)})
+    pending: list[tuple[Utterance, np.ndarray]] = []
+
+    def flush() -> None:
+        nonlocal audio_seconds, n_ok
         records = []
-        for batch in _batches(loaded, hop, batch_samples):
+        for batch in _batches(pending, hop, batch_samples):
             lengths = [w.shape[0] for _, w in batch]
             if len(batch) == 1 and lengths[0] > chunk_seconds * sr:
                 wav = torch.from_numpy(batch[0][1])[None, None].to(device)
@@ -171,9 +256,26 @@ def extract_units(
                 records.append({"utt": u.utt_id, "num_samples": int(w.shape[0]), "codes": c.tolist()})
                 audio_seconds += w.shape[0] / sr
         _append_lines(units_file, records)
-        _append_lines(failed_file, failures)
-        n_ok, n_failed = n_ok + len(records), n_failed + len(failures)
-        bar.update(len(records) + len(failures))
+        n_ok += len(records)
+        bar.update(len(records))
+        pending.clear()
+
+    waiting = 0
+    for u in todo:
+        try:
+            wav = load_audio(u.source, sr, u.start, u.end, name=u.utt_id)
+        except AudioError as err:
+            log.warning("%s failed: %s", u.utt_id, err)
+            _append_lines(failed_file, [{"utt": u.utt_id, "reason": one_line(str(err))}])
+            n_failed += 1
+            bar.update(1)
+            continue
+        pending.append((u, wav))
+        waiting += wav.shape[0]
+        if waiting >= batch_samples:
+            flush()
+            waiting = 0
+    flush()
     bar.close()
     atomic_write_text(done_file, f"{len(mine)}\n")
     wall = time.time() - t0
@@ -186,10 +288,7 @@ def extract_units(
             wall,
             audio_seconds / 3600 / (wall / 60),
         )
-    merged = all((work / f"job{j}of{nj}.done").exists() for j in range(1, nj + 1))
-    if merged:
-        _merge(codec, model, utts, out, work, nj, formats, dedup, n_q, pathlib.Path(data_dir).name)
-    return ExtractResult(n_ok, n_failed, len(have), audio_seconds, wall, merged)
+    return n_ok, n_failed, len(have), audio_seconds, wall
 
 
 def _merge(
@@ -211,6 +310,13 @@ def _merge(
             records[r["utt"]] = r
         for r in _read_jsonl(work / f"job{j}of{nj}.failed"):
             failed[r["utt"]] = r["reason"]
+    missing = [u.utt_id for u in utts if u.utt_id not in records and u.utt_id not in failed]
+    if missing:
+        raise UserError(
+            f"merge into {out}: {len(missing)} utterance(s) neither extracted nor failed, e.g. "
+            + ", ".join(missing[:5])
+            + "; run the jobs that hold them again"
+        )
     order = [u for u in utts if u.utt_id in records]  # sorted by utterance id (C locale)
 
     def frames_of(utt: str) -> list[list[int]]:
@@ -239,7 +345,9 @@ def _merge(
             for u in order
         ]
         write_fairseq(out, set_name, root, rows)
-    atomic_write_text(out / "failed.txt", "".join(f"{utt}\t{reason}\n" for utt, reason in sorted(failed.items())))
+    atomic_write_text(
+        out / "failed.txt", "".join(f"{utt}\t{one_line(reason)}\n" for utt, reason in sorted(failed.items()))
+    )
     write_info(
         out,
         UnitsInfo(

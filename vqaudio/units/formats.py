@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from ..config import from_dict
+from ..data.kaldi import check_id
 from ..errors import UserError
 from ..fileio import atomic_write_text
 
@@ -68,7 +69,7 @@ def read_units(path: str | pathlib.Path) -> dict[str, list[int]]:
             parts = line.split()
             if not parts:
                 continue
-            utt = parts[0]
+            utt = check_id(parts[0], path, n)
             if utt in out:
                 raise UserError(f"{path}:{n}: duplicate utterance {utt!r}")
             try:

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..fileio import atomic_output, atomic_write_text
+from ..fileio import atomic_output, atomic_write_text, path_inside
 from ..models.codec import Codec
 from .formats import read_fairseq, read_info, read_levels
 
@@ -50,7 +50,7 @@ def resynthesize(
     scp = []
     for utt in tqdm(sorted(table, key=str.encode), desc="resynth", unit="utt", disable=not progress):
         codes, num_samples = table[utt]
-        wav_path = out / f"{utt}.wav"
+        wav_path = path_inside(out, utt, ".wav")
         scp.append(f"{utt} {wav_path.resolve()}\n")
         if wav_path.exists():
             continue

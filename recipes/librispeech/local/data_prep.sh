@@ -14,7 +14,8 @@ src=$(cd "$src" && pwd)
 export LC_ALL=C
 find "$src" -name '*.flac' | sort > "$dst/.flacs"
 [ -s "$dst/.flacs" ] || { echo "$0: no .flac files under $src" >&2; exit 1; }
-awk '{n=split($1,p,"/"); utt=p[n]; sub(/\.flac$/,"",utt); print utt, $1}' "$dst/.flacs" | sort -k1,1 > "$dst/wav.scp"
+# whole lines: a corpus path may hold spaces (wav.scp's second field is the rest of the line)
+awk '{n=split($0,p,"/"); utt=p[n]; sub(/\.flac$/,"",utt); print utt, $0}' "$dst/.flacs" | sort -k1,1 > "$dst/wav.scp"
 awk '{split($1,p,"-"); print $1, p[1] "-" p[2]}' "$dst/wav.scp" > "$dst/utt2spk"
 awk '{if ($2 != s) {if (s != "") print line; s=$2; line=$2 " " $1} else line=line " " $1} END{if (s != "") print line}' \
   "$dst/utt2spk" > "$dst/spk2utt"

@@ -11,7 +11,7 @@ wavs="$src/wav48_silence_trimmed"
 [ -d "$wavs" ] || { echo "$0: $wavs not found (is this VCTK-Corpus-0.92?)" >&2; exit 1; }
 export LC_ALL=C
 mkdir -p data/all
-find "$wavs" -name '*_mic1.flac' | sort | awk '{n=split($1,p,"/"); u=p[n]; sub(/_mic1\.flac$/,"",u); print u, $1}' \
+find "$wavs" -name '*_mic1.flac' | sort | awk '{n=split($0,p,"/"); u=p[n]; sub(/_mic1\.flac$/,"",u); print u, $0}' \
   | sort -k1,1 > data/all/wav.scp
 [ -s data/all/wav.scp ] || { echo "$0: no *_mic1.flac files under $wavs" >&2; exit 1; }
 awk '{split($1,p,"_"); print $1, p[1]}' data/all/wav.scp > data/all/utt2spk

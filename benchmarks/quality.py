@@ -1,0 +1,343 @@
+"""Resynthesis quality at equal training compute: vqaudio's default encoder/decoder against EnCodec's and
+DAC's, everything else identical.
+
+    pip install --no-deps encodec einops descript-audio-codec
+    python benchmarks/quality.py [--minutes 20] [--archs ours ours_full encodec dac]      # 2 cores: ~90 min
+    python benchmarks/quality.py --device cuda --minutes 60 --adversarial-at 0.3          # one GPU
+
+Every architecture trains for the same wall-clock time (data loading included, evaluation excluded) with
+the same Lightning task (`vqaudio.train.codec_task.CodecTask`), losses, discriminators, optimiser, seed,
+batches and quantizer: recipes/librispeech/conf/codec_base.yaml, whose 8 x 1024 EMA residual quantizer
+with quantizer dropout runs at 50 frames/s in every row. Only the encoder and decoder differ:
+
+- ``ours``: the default `CodecConfig` (half-width encoder, 4.3M parameters in all);
+- ``ours_full``: the same with a full-width encoder (``encoder_channels: null``);
+- ``encodec``: EnCodec's SEANet encoder/decoder with its 2-layer LSTM, from the ``encodec`` package, at
+  16 kHz with ratios [8, 5, 4, 2] (hop 320), 32 filters and a 128-dim latent as in EnCodec 24 kHz;
+- ``dac``: DAC's encoder/decoder (Snake, its residual units) from ``descript-audio-codec`` at hop 320 with
+  ``encoder_dim`` 32 and ``decoder_dim`` 512 (``--dac-dims``), a 128-dim latent. DAC's published 16 kHz
+  widths (64 / 1536, 61M parameters in encoder and decoder) take minutes per step on 2 cores.
+
+Time-based schedule, the same fraction of the budget for every row: a continuous warm-up for the first
+``--warmup-fraction`` of the time (as ``loss.quantizer_start`` does in steps), then quantization with
+k-means-initialised codebooks; discriminators switch on at ``--adversarial-at`` of the budget (never by
+default: at a few hundred CPU steps the GAN terms only add cost; the GPU run switches them on).
+
+Data: ../shared/data/speech-mini minus the held-out speakers of `speech_mini.py` (LibriSpeech test-other
+1688, 2033, 3080, 533; VCTK p226; a LibriVox reader), which are the test set. A validation curve (log-mel
+distance on 6 held-out utterances, first 5 s) is taken every ``--eval-minutes`` of training time; after
+training, every held-out utterance is encoded at n_q = 2 (1 kbps) and n_q = 8 (4 kbps), decoded and
+scored (log-mel distance, STOI, PESQ-WB, SI-SDR), and the trained model's real-time factors are measured
+as in benchmarks/codec.py (10 s of audio, one thread, best of 3; CPU runs only).
+
+Each architecture's result is written to WORK/<arch>/result.json as soon as it is done; a run skips the
+architectures that have one, so a killed run continues with the next. WORK/RESULTS.md holds the table and
+WORK/quality_curves.png the curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import pathlib
+import time
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import yaml
+from codec import import_dac, stub_imports
+from speech_mini import ROOT, SHARED, prepare_data
+from torch import Tensor, nn
+
+from vqaudio.config import from_dict, to_dict
+from vqaudio.data import read_data_dir
+from vqaudio.data.audio import load_audio
+from vqaudio.features import MelSpectrogram
+from vqaudio.metrics import log_mel_distance, pesq_wb, si_sdr, stoi
+from vqaudio.train.codec_task import CodecTask
+from vqaudio.train.config import TrainCodecConfig
+from vqaudio.train.run_codec import _loaders
+
+ARCHS = ("ours", "ours_full", "encodec", "dac")
+HAVE_PESQ = importlib.util.find_spec("pesq") is not None  # a GPU image may lack it (benchmarks/gpu.sh)
+NEVER = 10**12
+HOP = 320
+
+
+class Foreign(nn.Module):
+    """A peer's encoder or decoder in the place of ours: ``forward`` as theirs, ``infer`` without autograd.
+
+    ``length_factor`` is output samples (or frames) per input one; outputs that come out short (DAC's
+    transposed convs lose a sample at odd strides) are zero-padded to it, longer ones trimmed.
+    """
+
+    def __init__(self, net: nn.Module, length_factor: float) -> None:
+        super().__init__()
+        self.net = net
+        self.length_factor = length_factor
+        self.hop_length = HOP
+        self.receptive_field = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.net(x)
+        n = round(x.shape[-1] * self.length_factor)
+        return y[..., :n] if y.shape[-1] >= n else F.pad(y, (0, n - y.shape[-1]))
+
+    @torch.no_grad()
+    def infer(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+
+def build_task(arch: str, cfg: dict, dac_dims: tuple[int, int]) -> CodecTask:
+    cfg = json.loads(json.dumps(cfg))
+    if arch == "ours_full":
+        cfg["model"]["encoder_channels"] = None
+    task = CodecTask(cfg)
+    dim = task.codec.config.latent_dim
+    if arch == "encodec":
+        stub_imports()
+        from encodec.modules import SEANetDecoder, SEANetEncoder
+
+        ratios = [8, 5, 4, 2]
+        task.codec.encoder = Foreign(SEANetEncoder(dimension=dim, n_filters=32, ratios=ratios), 1 / HOP)
+        task.codec.decoder = Foreign(SEANetDecoder(dimension=dim, n_filters=32, ratios=ratios), HOP)
+    elif arch == "dac":
+        dac = import_dac()
+        enc_dim, dec_dim = dac_dims
+        task.codec.encoder = Foreign(dac.Encoder(enc_dim, [2, 4, 5, 8], dim), 1 / HOP)
+        task.codec.decoder = Foreign(dac.Decoder(dim, dec_dim, [8, 5, 4, 2]), HOP)
+    elif arch not in ("ours", "ours_full"):
+        raise SystemExit(f"unknown architecture {arch!r}; choose from {ARCHS}")
+    return task
+
+
+class Budget(pl.Callback):
+    """Stops training after ``seconds`` of training time; switches quantization and the discriminators on
+    at fractions of it; takes the validation curve every ``eval_seconds`` (not counted as training time)."""
+
+    def __init__(self, seconds, warmup, adversarial_at, eval_seconds, curve_wavs, device) -> None:
+        self.seconds, self.warmup, self.adversarial_at = seconds, warmup, adversarial_at
+        self.eval_seconds, self.curve_wavs, self.device = eval_seconds, curve_wavs, device
+        self.train_time, self.next_eval, self.curve = 0.0, eval_seconds, []
+        self.mel = None
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_start(self, trainer, task) -> None:
+        self.mel = MelSpectrogram(task.codec.sample_rate, n_fft=1024, hop=256, n_mels=80).to(task.device)
+        self.last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx) -> None:
+        self._sync()
+        now = time.perf_counter()
+        self.train_time += now - self.last
+        steps = int(task.gen_steps)
+        if self.train_time >= self.warmup * self.seconds and task.cfg.loss.quantizer_start == NEVER:
+            task.cfg.loss.quantizer_start = steps
+        if self.train_time >= self.adversarial_at * self.seconds and task.cfg.loss.adversarial_start == NEVER:
+            task.cfg.loss.adversarial_start = steps
+        if self.train_time >= self.next_eval or self.train_time >= self.seconds:
+            quantized = steps > task.cfg.loss.quantizer_start  # a training step has initialised the codebooks
+            point = {"minutes": self.train_time / 60, "steps": steps, "quantized": quantized}
+            point["val_mel"] = self.evaluate(task, quantized)
+            self.curve.append(point)
+            print(f"  {point['minutes']:6.1f} min {steps:6d} steps  val log-mel {point['val_mel']:.3f}", flush=True)
+            self.next_eval += self.eval_seconds
+        if self.train_time >= self.seconds:
+            trainer.should_stop = True
+        self._sync()
+        self.last = time.perf_counter()
+
+    @torch.no_grad()
+    def evaluate(self, task: CodecTask, quantized: bool) -> float:
+        task.codec.eval()
+        total = 0.0
+        for wav in self.curve_wavs:
+            wav = wav.to(task.device)
+            out = task.codec(wav, quantize=quantized).wav
+            total += float(F.l1_loss(self.mel(out.float()), self.mel(wav)))
+        task.codec.train()
+        return total / len(self.curve_wavs)
+
+
+@torch.no_grad()
+def score(codec, test_dir: pathlib.Path, device: str) -> dict[str, dict[str, float]]:
+    """Mean log-mel distance, STOI, PESQ-WB and SI-SDR over the held-out utterances at n_q = 2 and 8."""
+    codec.eval()
+    sr = codec.sample_rate
+    rows: dict[int, list[list[float]]] = {2: [], 8: []}
+    for utt in read_data_dir(test_dir):
+        ref = load_audio(utt.source, sr, utt.start, utt.end, name=utt.utt_id)
+        wav = torch.from_numpy(ref)[None, None].to(device)
+        codes = codec.encode(wav)
+        for n_q in rows:
+            hyp = codec.decode(codes[:, :n_q], length=len(ref))[0, 0].clamp(-1, 1).float().cpu().numpy()
+            pesq = pesq_wb(ref, hyp, sr) if HAVE_PESQ else math.nan
+            scores = [log_mel_distance(ref, hyp, sr), stoi(ref, hyp, sr), pesq, si_sdr(ref, hyp)]
+            rows[n_q].append(scores)
+    names = ("log_mel", "stoi", "pesq_wb", "si_sdr")
+    means = {n_q: np.nanmean(np.array(r), axis=0).tolist() for n_q, r in rows.items()}
+    return {str(n_q): dict(zip(names, m, strict=True)) for n_q, m in means.items()}
+
+
+@torch.no_grad()
+def real_time_factors(codec, seconds: float = 10.0, repeats: int = 3) -> dict[str, float]:
+    """One-thread encode and decode RTF of a trained model on CPU, as benchmarks/codec.py measures it."""
+    codec = codec.cpu().eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    wav = torch.randn(1, 1, int(seconds * codec.sample_rate)) * 0.1
+    codes = codec.encode(wav)
+    codec.decode(codes)
+    best = [math.inf, math.inf]
+    for _ in range(repeats):
+        for j, (fn, arg) in enumerate(((codec.encode, wav), (codec.decode, codes))):
+            t0 = time.perf_counter()
+            fn(arg)
+            best[j] = min(best[j], time.perf_counter() - t0)
+    torch.set_num_threads(threads)
+    return {"encode": seconds / best[0], "decode": seconds / best[1]}
+
+
+def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[Tensor]) -> dict:
+    pl.seed_everything(args.seed, workers=True)
+    task = build_task(arch, cfg, tuple(args.dac_dims))
+    parsed = from_dict(TrainCodecConfig, cfg, where="benchmark config")
+    train_loader, _ = _loaders(parsed, str(work / "data" / "train"), str(work / "data" / "dev"))
+    budget = Budget(
+        args.minutes * 60, args.warmup_fraction, args.adversarial_at, args.eval_minutes * 60, curve_wavs, args.device
+    )
+    cuda = args.device == "cuda"
+    trainer = pl.Trainer(
+        accelerator="gpu" if cuda else "cpu",
+        devices=1,
+        precision="bf16-mixed" if cuda else "32-true",
+        max_epochs=-1,
+        max_steps=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[budget],
+    )
+    print(f"{arch}: training for {args.minutes:g} min", flush=True)
+    trainer.fit(task, train_loader)
+    codec = task.codec.to(args.device)
+    steps = int(task.gen_steps)
+    result = {
+        "arch": arch,
+        "params": sum(p.numel() for p in codec.parameters()),
+        "encoder_params": sum(p.numel() for p in codec.encoder.parameters()),
+        "steps": steps,
+        "train_minutes": budget.train_time / 60,
+        "steps_per_s": steps / budget.train_time,
+        "quantizer_start": task.cfg.loss.quantizer_start,
+        "adversarial_start": task.cfg.loss.adversarial_start if task.cfg.loss.adversarial_start != NEVER else None,
+        "curve": budget.curve,
+        "test": score(codec, work / "data" / "test", args.device),
+        "rtf_1_thread": real_time_factors(codec) if args.device == "cpu" else None,
+    }
+    if arch.startswith("ours"):
+        codec.save_pretrained(work / arch / "model.pt")
+    return result
+
+
+def write_report(work: pathlib.Path, results: list[dict], args) -> None:
+    names = {
+        "ours": "vqaudio default (half-width encoder)",
+        "ours_full": "vqaudio, full-width encoder",
+        "encodec": "EnCodec SEANet + LSTM",
+        "dac": f"DAC ({args.dac_dims[0]} / {args.dac_dims[1]})",
+    }
+    lines = [
+        "| architecture | params | steps | steps/s | log-mel 1 kbps | STOI 1 kbps | PESQ 1 kbps | SI-SDR 1 kbps "
+        "| log-mel 4 kbps | STOI 4 kbps | PESQ 4 kbps | SI-SDR 4 kbps | encode RTF | decode RTF |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        q = [r["test"][n][k] for n in ("2", "8") for k in ("log_mel", "stoi", "pesq_wb", "si_sdr")]
+        lines.append(
+            f"| {names.get(r['arch'], r['arch'])} | {r['params'] / 1e6:.1f}M | {r['steps']} | {r['steps_per_s']:.3f} | "
+            + " | ".join(f"{v:.3f}" if i % 4 != 3 else f"{v:.1f}" for i, v in enumerate(q))
+            + (" | {encode:.1f} | {decode:.1f} |".format(**r["rtf_1_thread"]) if r["rtf_1_thread"] else " | | |")
+        )
+    (work / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for r in results:
+        ax.plot([p["minutes"] for p in r["curve"]], [p["val_mel"] for p in r["curve"]], marker="o", ms=3)
+        ax.lines[-1].set_label(names.get(r["arch"], r["arch"]))
+    ax.set_xlabel("training time (min)")
+    ax.set_ylabel("validation log-mel distance (held-out)")
+    ax.set_title(f"equal compute: {args.minutes:g} min each, {args.device}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(work / "quality_curves.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=20.0, help="training time per architecture")
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for training")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--segment-seconds", type=float, default=1.0)
+    parser.add_argument("--warmup-fraction", type=float, default=0.1, help="continuous warm-up, share of the budget")
+    parser.add_argument("--adversarial-at", type=float, default=1.0, help="discriminators on at this share (1: never)")
+    parser.add_argument("--eval-minutes", type=float, default=2.0, help="validation curve cadence (training time)")
+    parser.add_argument("--dac-dims", type=int, nargs=2, default=[32, 512], metavar=("ENCODER", "DECODER"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="/tmp/vqaudio_quality", help="work dir (resumable)")
+    parser.add_argument("--corpus", type=pathlib.Path, default=SHARED, help="speech-mini (default ../shared/...)")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible")
+    torch.set_num_threads(args.threads)
+    work = pathlib.Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "data" / "test" / "wav.scp").is_file():
+        prepare_data(work, args.corpus)
+    cfg = yaml.safe_load((ROOT / "recipes" / "librispeech" / "conf" / "codec_base.yaml").read_text())
+    cfg = to_dict(from_dict(TrainCodecConfig, cfg, where="codec_base.yaml"))
+    cfg["data"].update(batch_size=args.batch_size, segment_seconds=args.segment_seconds)
+    cfg["data"]["num_workers"] = 4 if args.device == "cuda" else 0
+    # 8 x 1 s = 400 frames per batch over 1024 codes: codec_base's restart threshold (0.5, for 1600 frames)
+    # would restart live codes every step.
+    cfg["model"]["quantizer"]["dead_code_threshold"] = 0.5 * args.batch_size * args.segment_seconds / 32
+    cfg["loss"].update(quantizer_start=NEVER, adversarial_start=NEVER)
+    cfg["trainer"].update(max_steps=NEVER, seed=args.seed)
+    (work / "config.yaml").write_text(yaml.safe_dump({"benchmark": vars(args), "train": cfg}))
+    sr = cfg["model"]["sample_rate"]
+    test = read_data_dir(work / "data" / "test")
+    curve_wavs = [
+        torch.from_numpy(load_audio(u.source, sr, u.start, u.end, name=u.utt_id)[: 5 * sr])[None, None]
+        for u in test[:: max(1, len(test) // 6)][:6]
+    ]
+    results = []
+    for arch in args.archs:
+        path = work / arch / "result.json"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            result = train_one(arch, cfg, args, work, curve_wavs)
+            path.write_text(json.dumps(result, indent=2) + "\n")
+        results.append(json.loads(path.read_text()))
+        write_report(work, results, args)
+
+
+if __name__ == "__main__":
+    main()

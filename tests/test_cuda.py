@@ -1,0 +1,89 @@
+"""CUDA checks, run by benchmarks/gpu.sh on a GPU machine (skipped where no CUDA device is visible):
+quantizers and the codec forward/backward in float32 and under bf16 autocast, EMA updates, and CPU parity."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from vqaudio.models import Codec, CodecConfig
+from vqaudio.quantize import QuantizerConfig, build_quantizer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu.sh)")
+KINDS = ["vq", "ema", "fsq"]
+
+
+def quantizer(kind: str, n_q: int = 4):
+    torch.manual_seed(0)
+    cfg = QuantizerConfig(kind=kind, n_q=n_q, codebook_size=256, kmeans_init=False, dead_code_threshold=0.0)
+    return build_quantizer(cfg, 64)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_quantizer_forward_backward_on_cuda(kind, bf16):
+    q = quantizer(kind).cuda().train()
+    x = torch.randn(4, 64, 100, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        out = q(x)
+        loss = out.quantized.float().square().mean() + out.loss
+    loss.backward()
+    assert torch.isfinite(loss) and x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert out.indices.dtype == torch.long and out.indices.shape == (4, 4, 100)
+    q.eval()
+    with torch.no_grad():
+        ev = q(x.detach())
+        assert torch.allclose(q.decode(ev.indices), ev.quantized.float(), atol=1e-5)  # decode(indices) = quantized
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_codes_equal_cpu_codes(kind):
+    q = quantizer(kind).eval()
+    x = torch.randn(2, 64, 300)
+    with torch.no_grad():
+        cpu, gpu = q.encode(x), copy.deepcopy(q).cuda().encode(x.cuda()).cpu()
+    assert (cpu == gpu).float().mean() > 0.999  # ties may break differently in the last bit
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
+def test_ema_update_on_cuda_matches_cpu(bf16):
+    q = quantizer("ema", n_q=1).train()
+    g = copy.deepcopy(q).cuda()
+    x = torch.randn(8, 64, 200)
+    before = q.codebook.clone()
+    with torch.no_grad():
+        q(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            g(x.cuda())
+    assert not torch.equal(q.codebook, before)
+    tol = 2e-2 if bf16 else 1e-5
+    assert torch.allclose(g.codebook.cpu(), q.codebook, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
+def test_codec_forward_backward_on_cuda(bf16):
+    torch.manual_seed(0)
+    cfg = CodecConfig(quantizer=QuantizerConfig(kind="ema", n_q=4, codebook_size=256, kmeans_init=False))
+    codec = Codec(cfg).cuda().train()
+    wav = torch.randn(2, 1, 16000, device="cuda") * 0.1
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        out = codec(wav)
+        loss = (out.wav.float() - wav).abs().mean() + out.quantizer_loss
+    loss.backward()
+    assert out.wav.shape == wav.shape and torch.isfinite(loss)
+    for name, module in (("encoder", codec.encoder), ("decoder", codec.decoder)):
+        grads = [p.grad for p in module.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+def test_codec_encode_decode_on_cuda_equals_cpu():
+    torch.manual_seed(0)
+    codec = Codec(CodecConfig(quantizer=QuantizerConfig(kind="ema", n_q=4, kmeans_init=False))).eval()
+    wav = torch.randn(1, 1, 32000) * 0.1
+    codes = codec.encode(wav)
+    gpu = copy.deepcopy(codec).cuda()
+    assert (gpu.encode(wav.cuda()).cpu() == codes).float().mean() > 0.99
+    assert torch.allclose(gpu.decode(codes.cuda()).cpu(), codec.decode(codes), atol=1e-4)
