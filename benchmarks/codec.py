@@ -6,6 +6,7 @@ models alternate within each repeat, so drifts in machine speed affect all of th
 
     pip install --no-deps encodec einops descript-audio-codec
     python benchmarks/codec.py [--seconds 10] [--threads 1 2] [--repeats 3]
+    python benchmarks/codec.py --threads 1 --models vqaudio onnx encodec     # with onnxruntime (vqaudio[onnx])
 
 EnCodec and DAC import torchaudio / audiotools only for file helpers: empty modules stand in for them
 here (see ../shared/environment.md), the models themselves are the published architectures.
@@ -46,6 +47,39 @@ def vqaudio_model():
         "kbps": codec.bitrate / 1000,
         "encode": lambda wav: codec.encode(wav),
         "decode": lambda idx: codec.decode(idx),
+    }
+
+
+def onnx_model():
+    """The default codec exported with `vqaudio export-onnx`, run by onnxruntime with torch's thread count."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from vqaudio import Codec
+    from vqaudio.export import export_onnx
+
+    codec = Codec().eval()
+    paths = export_onnx(codec, tempfile.mkdtemp())
+    sessions = {}
+
+    def run(name: str, feed: dict):
+        key = (name, torch.get_num_threads())
+        if key not in sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = key[1], 1
+            sessions[key] = ort.InferenceSession(str(paths[name]), options)
+        return sessions[key].run(None, feed)[0]
+
+    return {
+        "name": "vqaudio default, onnxruntime",
+        "sr": codec.sample_rate,
+        "params": sum(p.numel() for p in codec.parameters()),
+        "tokens_per_s": codec.frame_rate * codec.n_q,
+        "kbps": codec.bitrate / 1000,
+        "encode": lambda wav: run("encoder", {"wav": np.asarray(wav)}),
+        "decode": lambda codes: run("decoder", {"codes": np.asarray(codes)}),
     }
 
 
@@ -117,7 +151,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["vqaudio", "encodec", "dac"])
     args = parser.parse_args()
-    builders = {"vqaudio": vqaudio_model, "encodec": encodec_model, "dac": dac_model}
+    builders = {"vqaudio": vqaudio_model, "onnx": onnx_model, "encodec": encodec_model, "dac": dac_model}
     models = []
     for key in args.models:
         torch.manual_seed(0)

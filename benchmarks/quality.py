@@ -140,7 +140,8 @@ class Budget(pl.Callback):
         steps = int(task.gen_steps)
         if self.train_time >= self.warmup * self.seconds and task.cfg.loss.quantizer_start == NEVER:
             task.cfg.loss.quantizer_start = steps
-        if self.train_time >= self.adversarial_at * self.seconds and task.cfg.loss.adversarial_start == NEVER:
+        on_at = self.adversarial_at * self.seconds
+        if self.adversarial_at < 1 and self.train_time >= on_at and task.cfg.loss.adversarial_start == NEVER:
             task.cfg.loss.adversarial_start = steps
         if self.train_time >= self.next_eval or self.train_time >= self.seconds:
             quantized = steps > task.cfg.loss.quantizer_start  # a training step has initialised the codebooks

@@ -148,3 +148,20 @@ def test_help_and_version_do_not_import_torch():
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+def test_extract_units_writes_espnet_npy_and_scp(tmp_path, model):
+    from vqaudio.units import read_levels
+
+    from .test_units import make_data_dir
+
+    data, out = make_data_dir(tmp_path, n=3), tmp_path / "units"
+    argv = ["extract-units", "--model", str(model), "--data", str(data), "--out", str(out), "--format", "kaldi,npy"]
+    assert main(argv) == 0
+    scp = dict(line.split(" ", 1) for line in (out / "codes.scp").read_text().splitlines())
+    levels = read_levels(out)
+    assert sorted(scp) == sorted(levels)
+    for utt, path in scp.items():
+        arr = np.load(path)
+        assert arr.dtype == np.int16 and arr.shape == (len(levels[utt][0]), 2)
+        assert arr.T.tolist() == levels[utt]

@@ -12,7 +12,8 @@ EXTRACT_HELP = """Extract units from a Kaldi data dir with a trained codec.
 
 Writes OUT_DIR/units (Kaldi/ESPnet text, level 0), units.level<q> for further residual levels,
 tokens.txt (ESPnet token list), units.json (model checksum, sample rate, frame rate, codebook size,
-n_q, dedup), with --format fairseq also <set>.tsv + <set>.km; failed.txt lists unreadable files.
+n_q, dedup), with --format fairseq also <set>.tsv + <set>.km, with --format npy ESPnet-style
+npy/<utt>.npy arrays (T, n_q) and codes.scp; failed.txt lists unreadable files.
 
 Sharding: --nj N --job I handles block I of N (run the N jobs anywhere, e.g. one per SLURM task); the
 job that finishes last merges everything in sorted order. Resumable: run the same command again after
@@ -81,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="a codec's model.pt (train-codec) or a k-means model (train-kmeans)")
     p.add_argument("--data", required=True, help="Kaldi data dir (wav.scp, optional segments)")
     p.add_argument("--out", required=True, help="output dir")
-    p.add_argument("--format", default="kaldi", help="comma list of kaldi,fairseq (default kaldi)")
+    p.add_argument("--format", default="kaldi", help="comma list of kaldi,fairseq,npy (default kaldi)")
     p.add_argument("--dedup", action="store_true", help="run-length dedup of frames (unit LMs / unit ASR)")
     p.add_argument("--n-q", type=int, help="residual levels to write (default all the codec has)")
     p.add_argument("--nj", type=int, default=1, help="number of jobs the data is split into")
@@ -187,6 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suffix", default=".wav", help="audio format for directory outputs (default .wav)")
     p.add_argument("--any-model", action="store_true", help="decode .vqc files made by another model file")
     p.set_defaults(func=run_decode)
+    register_export(sub)
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -272,6 +274,31 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def pathlib_read(out: str) -> str:
     return (pathlib.Path(out) / "RESULTS.md").read_text()
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-onnx",
+        help="a codec -> encoder.onnx + decoder.onnx (dynamic batch and length)",
+        description="Export a codec (VQ kinds) to ONNX: OUT/encoder.onnx (wav (B, 1, T), T a multiple of the hop, "
+        "-> codes (B, n_q, T / hop)), OUT/decoder.onnx (codes -> wav (B, 1, frames * hop)) and OUT/onnx.json "
+        "(sample rate, hop, n_q, codebook size). Weight norm is folded; batch and length are dynamic. Needs "
+        "pip install 'vqaudio[onnx]'.\n\nexample:\n  vqaudio export-onnx --model exp/codec/model.pt --out exp/onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="the codec: a model.pt or a model folder")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..export import export_onnx
+    from ..models.codec import Codec
+
+    paths = export_onnx(Codec.from_pretrained(args.model), args.out, opset=args.opset)
+    print("\n".join(f"wrote {p}" for p in paths.values()))
+    return 0
 
 
 def _file_io_options(p: argparse.ArgumentParser, inputs: str) -> None:

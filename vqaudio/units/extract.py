@@ -44,13 +44,14 @@ from .formats import (
     level_path,
     write_fairseq,
     write_info,
+    write_npy_scp,
     write_token_list,
     write_units,
 )
 from .model import UnitModel, load_unit_model
 
 log = logging.getLogger(__name__)
-FORMATS = ("kaldi", "fairseq")
+FORMATS = ("kaldi", "fairseq", "npy")
 
 
 @dataclass
@@ -186,7 +187,8 @@ def extract_units(
             (``vqaudio train-kmeans``).
         data_dir: Kaldi data dir (``wav.scp``, optional ``segments``).
         out_dir: output dir (created).
-        formats: any of ``kaldi``, ``fairseq``.
+        formats: any of ``kaldi``, ``fairseq``, ``npy`` (ESPnet style: ``npy/<utt>.npy`` arrays ``(T, n_q)``
+            and ``codes.scp``).
         dedup: run-length dedup of frames (over the tuple of written levels).
         n_q: residual levels to write (default all the codec has).
         nj, job: this process handles block ``job`` (1-based) of ``nj``.
@@ -332,6 +334,8 @@ def _merge(
         for q in range(n_q):
             write_units(level_path(out, q), {utt: codes[q] for utt, codes in per_utt.items()})
         write_token_list(out / "tokens.txt", codec.codebook_size)
+    if "npy" in formats:
+        write_npy_scp(out, per_utt, codec.codebook_size)
     if "fairseq" in formats:
         sources = [u.source for u in order]
         files = [s for s in sources if not s.rstrip().endswith("|")]

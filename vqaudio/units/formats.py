@@ -3,6 +3,8 @@
 * Kaldi/ESPnet text: ``units`` (``utt u1 u2 ...``, level 0), ``units.level<q>`` for further levels,
   ``tokens.txt`` (ESPnet token list: ``<blank>``, one unit per line, ``<unk>``, ``<sos/eos>``), and
   ``units.json`` (model checksum, sample rate, frame rate, codebook size, n_q, dedup).
+* ESPnet ``npy``: ``npy/<utt>.npy`` (an ``(T, n_q)`` int16/int32 array per utterance, time-major like
+  ESPnet's npy features) and ``codes.scp`` (``utt /abs/path/utt.npy``).
 * fairseq: ``<set>.tsv`` (root on line 1, then ``relpath<TAB>num_samples``) and ``<set>.km`` (one line of
   space-separated level-0 units per manifest row, same order).
 All writers write a temporary file and rename it, so a reader never sees a half-written file.
@@ -19,7 +21,7 @@ from typing import ClassVar
 from ..config import from_dict
 from ..data.kaldi import check_id
 from ..errors import UserError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_output, atomic_write_text, path_inside
 
 
 @dataclass
@@ -115,6 +117,25 @@ def write_token_list(path: str | pathlib.Path, codebook_size: int) -> pathlib.Pa
     """ESPnet token list: ``<blank>``, units ``0 .. K-1``, ``<unk>``, ``<sos/eos>``."""
     tokens = ["<blank>", *map(str, range(codebook_size)), "<unk>", "<sos/eos>"]
     return atomic_write_text(path, "\n".join(tokens) + "\n")
+
+
+def write_npy_scp(
+    out_dir: str | pathlib.Path, per_utt: dict[str, Sequence[Sequence[int]]], codebook_size: int
+) -> pathlib.Path:
+    """``npy/<utt>.npy`` (``(T, n_q)``) for each utterance and ``codes.scp`` listing them, each file atomically."""
+    import numpy as np
+
+    out_dir = pathlib.Path(out_dir)
+    folder = out_dir / "npy"
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = np.int16 if codebook_size <= 2**15 else np.int32
+    lines = []
+    for utt in sorted(per_utt, key=str.encode):
+        path = path_inside(folder, utt, ".npy")
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(per_utt[utt], dtype=dtype).T)
+        lines.append(f"{utt} {path.resolve()}\n")
+    return atomic_write_text(out_dir / "codes.scp", "".join(lines))
 
 
 def write_fairseq(

@@ -1,0 +1,140 @@
+"""ONNX export of a codec: ``encoder.onnx`` (waveform -> codes) and ``decoder.onnx`` (codes -> waveform),
+both with dynamic batch and length, weight norm folded into plain weights.
+
+The exported graphs run the layers' ``forward`` (not the CPU fast path) and a nearest-code search written
+for export (one matmul and an argmin per residual level, as the quantizers compute it). The encoder takes
+``(B, 1, T)`` with ``T`` a multiple of the hop (pad the waveform first); the decoder returns
+``(B, 1, frames * hop)``. Needs ``pip install vqaudio[onnx]`` (onnx, onnxscript; onnxruntime to run).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import pathlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import UserError
+from .models.layers import PaddedConvTranspose1d
+from .quantize import FSQ, ResidualQuantizer, VectorQuantizer
+
+log = logging.getLogger(__name__)
+
+
+class _ExportConvTranspose(PaddedConvTranspose1d):
+    """The same layer through ``F.conv_transpose1d`` (the GEMM + overlap-add form writes into slices)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.conv_transpose1d(x, self.conv.weight, self.conv.bias, stride=self.conv.stride[0])
+        left, right = self.trim
+        return y[..., left : y.shape[-1] - right]
+
+
+def plain_codec(codec):
+    """The same codec without weight norm: each normed weight replaced by the weight it computes.
+
+    (``remove_parametrizations`` on a deep copy would edit the parametrized class that the copy shares with
+    the original, and break the original; a fresh codec built with ``weight_norm=False`` shares nothing.)
+    """
+    plain = type(codec)(dataclasses.replace(codec.config, weight_norm=False)).eval()
+    source, modules = codec.state_dict(), dict(codec.named_modules())
+    state = {}
+    for key in plain.state_dict():
+        path, _, leaf = key.rpartition(".")
+        state[key] = source[key] if key in source else getattr(modules[path], leaf).detach()
+    plain.load_state_dict(state)
+    for net in (plain.encoder.net, plain.decoder.net):
+        for module in net.modules():
+            if type(module) is PaddedConvTranspose1d:
+                module.__class__ = _ExportConvTranspose
+    return plain.float()
+
+
+def _stages(quantizer: nn.Module) -> tuple[list[VectorQuantizer], bool]:
+    stages = list(quantizer.stages) if isinstance(quantizer, ResidualQuantizer) else [quantizer]
+    if any(isinstance(s, FSQ) or not isinstance(s, VectorQuantizer) for s in stages):
+        raise UserError("ONNX export supports the VQ kinds (vq, ema); this codec quantizes with FSQ")
+    return stages, bool(getattr(quantizer, "normalize_first", False))
+
+
+class EncoderGraph(nn.Module):
+    """``(B, 1, T)`` waveform, ``T`` a multiple of the hop -> ``(B, n_q, T / hop)`` int64 codes."""
+
+    def __init__(self, codec) -> None:
+        super().__init__()
+        self.net = plain_codec(codec).encoder.net
+        stages, self.normalize_first = _stages(codec.quantizer)
+        self.stages = nn.ModuleList(copy.deepcopy(s).float().eval() for s in stages)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        residual = self.net(wav)  # (B, D, T')
+        codes = []
+        for i, stage in enumerate(self.stages):
+            z = residual
+            if i == 0 and self.normalize_first:
+                z = (z - z.mean(-1, keepdim=True)) / (z.var(-1, keepdim=True, unbiased=False) + 1e-5).sqrt()
+            x = stage.project_in(z.transpose(1, 2))  # (B, T', Dc)
+            book = stage.codes()  # (K, Dc)
+            if stage.cosine:
+                index = torch.argmax(F.normalize(x, dim=-1) @ book.t(), dim=-1)
+            else:
+                index = torch.argmin(book.pow(2).sum(-1) - 2 * (x @ book.t()), dim=-1)
+            codes.append(index)
+            residual = residual - stage.project_out(book[index]).transpose(1, 2)
+        return torch.stack(codes, dim=1)
+
+
+class DecoderGraph(nn.Module):
+    """``(B, n_q, T')`` int64 codes -> ``(B, 1, T' * hop)`` waveform."""
+
+    def __init__(self, codec) -> None:
+        super().__init__()
+        self.net = plain_codec(codec).decoder.net
+        stages, _ = _stages(codec.quantizer)
+        self.stages = nn.ModuleList(copy.deepcopy(s).float().eval() for s in stages)
+
+    def forward(self, codes: Tensor) -> Tensor:
+        latents = 0
+        for i, stage in enumerate(self.stages):
+            latents = latents + stage.project_out(stage.codes()[codes[:, i]]).transpose(1, 2)
+        return self.net(latents)
+
+
+def export_onnx(codec, out_dir: str | pathlib.Path, opset: int = 18) -> dict[str, pathlib.Path]:
+    """Write ``out_dir/encoder.onnx``, ``decoder.onnx`` and ``onnx.json`` (sample rate, hop, n_q, codebook size)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs the onnx extra: pip install 'vqaudio[onnx]'") from None
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hop, n_q = codec.hop_length, codec.n_q
+    batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=2)
+    wav = torch.zeros(2, 1, 8 * hop)
+    codes = torch.zeros(2, n_q, 8, dtype=torch.long)
+    paths = {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
+    graphs = {
+        "encoder": (EncoderGraph(codec), (wav,), {"wav": {0: batch, 2: frames * hop}}, ["wav"], ["codes"]),
+        "decoder": (DecoderGraph(codec), (codes,), {"codes": {0: batch, 2: frames}}, ["codes"], ["wav"]),
+    }
+    for name, (graph, args, shapes, inputs, outputs) in graphs.items():
+        with torch.no_grad():
+            program = torch.onnx.export(
+                graph.eval(),
+                args,
+                dynamic_shapes=shapes,
+                input_names=inputs,
+                output_names=outputs,
+                opset_version=opset,
+                dynamo=True,
+            )
+        program.save(str(paths[name]))
+        log.info("wrote %s", paths[name])
+    info = {"sample_rate": codec.sample_rate, "hop_length": hop, "n_q": n_q, "codebook_size": codec.codebook_size}
+    (out / "onnx.json").write_text(json.dumps(info, indent=2) + "\n")
+    return paths
