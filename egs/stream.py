@@ -49,6 +49,8 @@ def main() -> None:
     wav = np.pad(wav, (0, -len(wav) % step))
     x = torch.from_numpy(wav)[None, None]
     enc_times, dec_times, codes, out = [], [], [], []
+    if not codec.config.causal:
+        raise SystemExit(f"{args.model or args.config}: not a causal codec (model.causal: false); it cannot stream")
     with codec.streaming() as stream:
         for start in range(0, x.shape[-1], step):
             t0 = time.perf_counter()

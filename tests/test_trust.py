@@ -40,9 +40,11 @@ def extract(model, data, out, *extra) -> int:
 
 
 def one_error_line(capsys) -> str:
+    """The command's one error line (progress bars aside), asserting there is exactly one and no traceback."""
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
 
 
 # --- extraction state -------------------------------------------------------------------------------------

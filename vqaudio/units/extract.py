@@ -98,7 +98,7 @@ def check_state(work: pathlib.Path, state: dict, out: pathlib.Path) -> None:
     was made from something else."""
     path = work / "state.json"
     if not path.is_file():
-        if any(work.glob("job*of*.*")):
+        if any(f.suffix in (".jsonl", ".failed", ".done") for f in work.glob("job*of*.*")):
             raise UserError(
                 f"{out}: holds extraction work with no record of what made it; "
                 f"remove {work} (or use another --out) to start afresh"
