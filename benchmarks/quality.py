@@ -10,15 +10,15 @@ the same Lightning task (`vqaudio.train.codec_task.CodecTask`), losses, discrimi
 batches and quantizer: recipes/librispeech/conf/codec_base.yaml, whose 8 x 1024 EMA residual quantizer
 with quantizer dropout runs at 50 frames/s in every row. Only the encoder and decoder differ:
 
-- ``ours``: the default `CodecConfig` (half-width encoder, 4.3M parameters in all);
-- ``ours_full``: the same with a full-width encoder (``encoder_channels: null``);
+- ``ours``: the default ``CodecConfig`` as ``codec_base.yaml`` sets it (Snake, half-width encoder, 4.3M
+  parameters in all); ``ours_full``: the same with a full-width encoder (``encoder_channels: null``);
+  ``ours_elu`` and ``ours_full_elu`` (not in the default set): both with ELU, the default before Snake;
 - ``encodec``: EnCodec's SEANet encoder/decoder with its 2-layer LSTM, from the ``encodec`` package, at
   16 kHz with ratios [8, 5, 4, 2] (hop 320), 32 filters and a 128-dim latent as in EnCodec 24 kHz;
 - ``dac``: DAC's encoder/decoder (Snake, its residual units) from ``descript-audio-codec`` at hop 320 with
   ``encoder_dim`` 32 and ``decoder_dim`` 512 (``--dac-dims``), a 128-dim latent, initialised as ``DAC``
   does (``init_weights``: zero conv biases). DAC's published 16 kHz widths (64 / 1536, 61M parameters in
   encoder and decoder) take minutes per step on 2 cores;
-- ``ours_snake`` (not in the default set): our default with DAC's Snake activation instead of ELU;
 - ``encodec_zero_bias`` (not in the default set): ``encodec`` with its conv biases zeroed at init, the
   rule ours and DAC's follow. With PyTorch's default uniform biases a fresh SEANet's latents vary over
   time by about 3 % of their size, and the decoder learns to ignore them.
@@ -67,7 +67,13 @@ from vqaudio.train.codec_task import CodecTask
 from vqaudio.train.config import TrainCodecConfig
 from vqaudio.train.run_codec import _loaders
 
-ARCHS = ("ours", "ours_full", "encodec", "dac", "encodec_zero_bias", "ours_snake")
+ARCHS = ("ours", "ours_full", "encodec", "dac", "ours_elu", "ours_full_elu", "encodec_zero_bias")
+OURS = {  # our variants: overrides of codec_base.yaml's model section
+    "ours": {},
+    "ours_full": {"encoder_channels": None},
+    "ours_elu": {"activation": "elu"},
+    "ours_full_elu": {"encoder_channels": None, "activation": "elu"},
+}
 HAVE_PESQ = importlib.util.find_spec("pesq") is not None  # a GPU image may lack it (benchmarks/gpu.sh)
 NEVER = 10**12
 HOP = 320
@@ -99,10 +105,7 @@ class Foreign(nn.Module):
 
 def build_task(arch: str, cfg: dict, dac_dims: tuple[int, int]) -> CodecTask:
     cfg = json.loads(json.dumps(cfg))
-    if arch == "ours_full":
-        cfg["model"]["encoder_channels"] = None
-    if arch == "ours_snake":
-        cfg["model"]["activation"] = "snake"
+    cfg["model"].update(OURS.get(arch, {}))
     task = CodecTask(cfg)
     dim = task.codec.config.latent_dim
     if arch in ("encodec", "encodec_zero_bias"):
@@ -123,7 +126,7 @@ def build_task(arch: str, cfg: dict, dac_dims: tuple[int, int]) -> CodecTask:
         task.codec.decoder = Foreign(dac.Decoder(dim, dec_dim, [8, 5, 4, 2]), HOP)
         task.codec.encoder.apply(dac.init_weights)  # as DAC.__init__ does
         task.codec.decoder.apply(dac.init_weights)
-    elif arch not in ("ours", "ours_full", "ours_snake"):
+    elif arch not in OURS:
         raise SystemExit(f"unknown architecture {arch!r}; choose from {ARCHS}")
     return task
 
@@ -266,12 +269,13 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
 
 def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     names = {
-        "ours": "vqaudio default (half-width encoder)",
-        "ours_full": "vqaudio, full-width encoder",
+        "ours": "vqaudio default (Snake, half-width encoder)",
+        "ours_full": "vqaudio, Snake, full-width encoder",
+        "ours_elu": "vqaudio, ELU, half-width encoder",
+        "ours_full_elu": "vqaudio, ELU, full-width encoder",
         "encodec": "EnCodec SEANet + LSTM",
         "dac": f"DAC ({args.dac_dims[0]} / {args.dac_dims[1]})",
         "encodec_zero_bias": "EnCodec SEANet + LSTM, conv biases zeroed at init",
-        "ours_snake": "vqaudio default with Snake activations",
     }
     lines = [
         "| architecture | params | steps | steps/s | log-mel 1 kbps | STOI 1 kbps | PESQ 1 kbps | SI-SDR 1 kbps "
