@@ -23,6 +23,7 @@ from ..checkpoint import file_checksum
 from ..errors import UserError
 from ..fileio import atomic_output, atomic_write_text
 from .codesfile import CodesHeader, read_codes_file, write_codes_file
+from .formats import write_npy
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
@@ -101,8 +102,7 @@ def write_codes(path: pathlib.Path, codes: np.ndarray, header: CodesHeader) -> N
     if suffix == ".txt":
         atomic_write_text(path, "".join(" ".join(map(str, level)) + "\n" for level in codes.tolist()))
     elif suffix == ".npy":
-        with atomic_output(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, codes.astype(np.int16 if header.codebook_size <= 2**15 else np.int32))
+        write_npy(path, codes, header.codebook_size)
     else:
         write_codes_file(path, codes, header)
 

@@ -119,6 +119,16 @@ def write_token_list(path: str | pathlib.Path, codebook_size: int) -> pathlib.Pa
     return atomic_write_text(path, "\n".join(tokens) + "\n")
 
 
+def write_npy(path: pathlib.Path, codes, codebook_size: int) -> pathlib.Path:
+    """``codes`` as an ``.npy`` of the smallest integer type holding ``[0, codebook_size)`` (int16 or int32),
+    atomically."""
+    import numpy as np
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(codes).astype(np.int16 if codebook_size <= 2**15 else np.int32))
+    return path
+
+
 def write_npy_scp(
     out_dir: str | pathlib.Path, per_utt: dict[str, Sequence[Sequence[int]]], codebook_size: int
 ) -> pathlib.Path:
@@ -128,12 +138,9 @@ def write_npy_scp(
     out_dir = pathlib.Path(out_dir)
     folder = out_dir / "npy"
     folder.mkdir(parents=True, exist_ok=True)
-    dtype = np.int16 if codebook_size <= 2**15 else np.int32
     lines = []
     for utt in sorted(per_utt, key=str.encode):
-        path = path_inside(folder, utt, ".npy")
-        with atomic_output(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.asarray(per_utt[utt], dtype=dtype).T)
+        path = write_npy(path_inside(folder, utt, ".npy"), np.asarray(per_utt[utt]).T, codebook_size)
         lines.append(f"{utt} {path.resolve()}\n")
     return atomic_write_text(out_dir / "codes.scp", "".join(lines))
 
