@@ -13,6 +13,7 @@ with quantizer dropout runs at 50 frames/s in every row. Only the encoder and de
 - ``ours``: the default ``CodecConfig`` as ``codec_base.yaml`` sets it (Snake, half-width encoder, 4.3M
   parameters in all); ``ours_full``: the same with a full-width encoder (``encoder_channels: null``);
   ``ours_elu`` and ``ours_full_elu`` (not in the default set): both with ELU, the default before Snake;
+  ``ours_lstm``: the default with 2-layer LSTMs on the latents (``lstm: 2``), EnCodec's long context;
 - ``encodec``: EnCodec's SEANet encoder/decoder with its 2-layer LSTM, from the ``encodec`` package, at
   16 kHz with ratios [8, 5, 4, 2] (hop 320), 32 filters and a 128-dim latent as in EnCodec 24 kHz;
 - ``dac``: DAC's encoder/decoder (Snake, its residual units) from ``descript-audio-codec`` at hop 320 with
@@ -21,7 +22,8 @@ with quantizer dropout runs at 50 frames/s in every row. Only the encoder and de
   encoder and decoder) take minutes per step on 2 cores;
 - ``encodec_zero_bias`` (not in the default set): ``encodec`` with its conv biases zeroed at init, the
   rule ours and DAC's follow. With PyTorch's default uniform biases a fresh SEANet's latents vary over
-  time by about 3 % of their size, and the decoder learns to ignore them.
+  time by about 3 % of their size, and the decoder learns to ignore them;
+  ``encodec_zero_bias_no_lstm``: the same without the LSTMs, to tell what they bring.
 
 Time-based schedule, the same fraction of the budget for every row: a continuous warm-up for the first
 ``--warmup-fraction`` of the time (as ``loss.quantizer_start`` does in steps), then quantization with
@@ -36,8 +38,9 @@ scored (log-mel distance, STOI, PESQ-WB, SI-SDR), and the trained model's real-t
 as in benchmarks/codec.py (10 s of audio, one thread, best of 3; CPU runs only).
 
 Each architecture's result is written to WORK/<arch>/result.json as soon as it is done; a run skips the
-architectures that have one, so a killed run continues with the next. WORK/RESULTS.md holds the table and
-WORK/quality_curves.png the curves.
+architectures that have one, so a killed run continues with the next, and refuses a WORK filled with other
+settings (all options but --archs). WORK/RESULTS.md holds the table and WORK/quality_curves.png the curves
+of the run's architectures; --report rewrites both from every result in WORK.
 """
 
 from __future__ import annotations
@@ -67,13 +70,25 @@ from vqaudio.train.codec_task import CodecTask
 from vqaudio.train.config import TrainCodecConfig
 from vqaudio.train.run_codec import _loaders
 
-ARCHS = ("ours", "ours_full", "encodec", "dac", "ours_elu", "ours_full_elu", "encodec_zero_bias")
+ARCHS = (
+    "ours",
+    "ours_full",
+    "encodec",
+    "dac",
+    "ours_elu",
+    "ours_full_elu",
+    "encodec_zero_bias",
+    "encodec_zero_bias_no_lstm",
+    "ours_lstm",
+)
 OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours": {},
     "ours_full": {"encoder_channels": None},
     "ours_elu": {"activation": "elu"},
     "ours_full_elu": {"encoder_channels": None, "activation": "elu"},
+    "ours_lstm": {"lstm": 2},
 }
+PER_RUN = ("archs", "report")  # options that may differ between the runs that fill one work dir
 HAVE_PESQ = importlib.util.find_spec("pesq") is not None  # a GPU image may lack it (benchmarks/gpu.sh)
 NEVER = 10**12
 HOP = 320
@@ -108,14 +123,14 @@ def build_task(arch: str, cfg: dict, dac_dims: tuple[int, int]) -> CodecTask:
     cfg["model"].update(OURS.get(arch, {}))
     task = CodecTask(cfg)
     dim = task.codec.config.latent_dim
-    if arch in ("encodec", "encodec_zero_bias"):
+    if arch.startswith("encodec"):
         stub_imports()
         from encodec.modules import SEANetDecoder, SEANetEncoder
 
-        ratios = [8, 5, 4, 2]
-        task.codec.encoder = Foreign(SEANetEncoder(dimension=dim, n_filters=32, ratios=ratios), 1 / HOP)
-        task.codec.decoder = Foreign(SEANetDecoder(dimension=dim, n_filters=32, ratios=ratios), HOP)
-        if arch == "encodec_zero_bias":  # the init rule of ours and DAC's: conv biases start at zero
+        seanet = {"dimension": dim, "n_filters": 32, "ratios": [8, 5, 4, 2], "lstm": 0 if "no_lstm" in arch else 2}
+        task.codec.encoder = Foreign(SEANetEncoder(**seanet), 1 / HOP)
+        task.codec.decoder = Foreign(SEANetDecoder(**seanet), HOP)
+        if "zero_bias" in arch:  # the init rule of ours and DAC's: conv biases start at zero
             for m in [*task.codec.encoder.modules(), *task.codec.decoder.modules()]:
                 if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
                     nn.init.zeros_(m.bias)
@@ -273,9 +288,11 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
         "ours_full": "vqaudio, Snake, full-width encoder",
         "ours_elu": "vqaudio, ELU, half-width encoder",
         "ours_full_elu": "vqaudio, ELU, full-width encoder",
+        "ours_lstm": "vqaudio default + 2-layer latent LSTMs",
         "encodec": "EnCodec SEANet + LSTM",
         "dac": f"DAC ({args.dac_dims[0]} / {args.dac_dims[1]})",
         "encodec_zero_bias": "EnCodec SEANet + LSTM, conv biases zeroed at init",
+        "encodec_zero_bias_no_lstm": "EnCodec SEANet without LSTM, conv biases zeroed at init",
     }
     lines = [
         "| architecture | params | steps | steps/s | log-mel 1 kbps | STOI 1 kbps | PESQ 1 kbps | SI-SDR 1 kbps "
@@ -296,7 +313,7 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(7.2, 4.2 + 0.22 * len(results)))
     for r in results:
         ax.plot([p["minutes"] for p in r["curve"]], [p["val_mel"] for p in r["curve"]], marker="o", ms=3)
         ax.lines[-1].set_label(names.get(r["arch"], r["arch"]))
@@ -304,7 +321,7 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     ax.set_ylabel("validation log-mel distance (held-out)")
     ax.set_title(f"equal compute: {args.minutes:g} min each, {args.device}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(work / "quality_curves.png", dpi=110)
 
@@ -324,6 +341,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/vqaudio_quality", help="work dir (resumable)")
     parser.add_argument("--corpus", type=pathlib.Path, default=SHARED, help="speech-mini (default ../shared/...)")
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite RESULTS.md and the curves from every result in --work"
+    )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible")
@@ -341,8 +361,19 @@ def main() -> None:
     cfg["model"]["quantizer"]["dead_code_threshold"] = 0.5 * args.batch_size * args.segment_seconds / 32
     cfg["loss"].update(quantizer_start=NEVER, adversarial_start=NEVER)
     cfg["trainer"].update(max_steps=NEVER, seed=args.seed)
-    bench = {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()}
-    (work / "config.yaml").write_text(yaml.safe_dump({"benchmark": bench, "train": cfg}))
+    bench = {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items() if k not in PER_RUN}
+    saved = work / "config.yaml"
+    if saved.is_file():
+        old = yaml.safe_load(saved.read_text())
+        old_bench = {k: v for k, v in old["benchmark"].items() if k not in PER_RUN}
+        old_train = to_dict(from_dict(TrainCodecConfig, old["train"]))  # keys added since take their defaults
+        if (old_bench, old_train) != (bench, cfg):
+            raise SystemExit(f"{saved}: the results in {work} come from other settings; use another --work")
+    saved.write_text(yaml.safe_dump({"benchmark": bench, "train": cfg}))
+    if args.report:
+        done = [a for a in ARCHS if (work / a / "result.json").is_file()]
+        write_report(work, [json.loads((work / a / "result.json").read_text()) for a in done], args)
+        return
     sr = cfg["model"]["sample_rate"]
     test = read_data_dir(work / "data" / "test")
     curve_wavs = [

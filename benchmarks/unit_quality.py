@@ -27,22 +27,59 @@ import yaml
 from speech_mini import ROOT, SHARED, prepare_data, vqaudio
 
 CTM = SHARED / "alignments" / "pocketsphinx" / "speech-mini.phones.ctm"
-CODECS = {  # label -> (content config, speaker-normalised level 0)
-    "codec, reconstruction only": ({"objective": "none"}, False),
-    "codec, ctc (weight 1)": ({"objective": "ctc", "batch_size": 2, "max_seconds": 8.0}, False),
-    "codec, ctc (weight 10), level 0 speaker-normalised": (
+KM = "km/mfcc.pt"
+CODECS = {  # name -> (label, content config, speaker-normalised level 0[, model overrides])
+    "recon": ("codec, reconstruction only", {"objective": "none"}, False),
+    "ctc1": ("codec, ctc (weight 1)", {"objective": "ctc", "batch_size": 2, "max_seconds": 8.0}, False),
+    "ctc10_norm": (
+        "codec, ctc (weight 10), level 0 speaker-normalised",
         {"objective": "ctc", "batch_size": 2, "max_seconds": 8.0, "weight": 10.0},
         True,
     ),
-    "codec, kmeans on MFCC k-means (weight 1)": ({"objective": "kmeans", "targets": "km/mfcc.pt"}, False),
-    "codec, kmeans (weight 3), speaker-normalised": (
-        {"objective": "kmeans", "targets": "km/mfcc.pt", "weight": 3.0},
+    "km1": ("codec, kmeans on MFCC k-means (weight 1)", {"objective": "kmeans", "targets": KM}, False),
+    "km3_norm": (
+        "codec, kmeans (weight 3), speaker-normalised",
+        {"objective": "kmeans", "targets": KM, "weight": 3.0},
         True,
     ),
-    "codec, kmeans (weight 10)": ({"objective": "kmeans", "targets": "km/mfcc.pt", "weight": 10.0}, False),
-    "codec, kmeans (weight 10), speaker-normalised": (
-        {"objective": "kmeans", "targets": "km/mfcc.pt", "weight": 10.0},
+    "km10": ("codec, kmeans (weight 10)", {"objective": "kmeans", "targets": KM, "weight": 10.0}, False),
+    "km10_norm": (
+        "codec, kmeans (weight 10), speaker-normalised",
+        {"objective": "kmeans", "targets": KM, "weight": 10.0},
         True,
+    ),
+    "km30": ("codec, kmeans (weight 30)", {"objective": "kmeans", "targets": KM, "weight": 30.0}, False),
+    "km10_logmel": (
+        "codec, kmeans on log-mel k-means (weight 10)",
+        {"objective": "kmeans", "targets": "km/logmel.pt", "weight": 10.0},
+        False,
+    ),
+    "km10_wide_head": (
+        "codec, kmeans (weight 10), 5-frame head",
+        {"objective": "kmeans", "targets": KM, "weight": 10.0, "head_kernel": 5},
+        False,
+    ),
+    "recon_enc32": (
+        "codec, reconstruction only, 32-channel encoder",
+        {"objective": "none"},
+        False,
+        {"encoder_channels": 32},
+    ),
+    "km10_enc32": (
+        "codec, kmeans (weight 10), 32-channel encoder",
+        {"objective": "kmeans", "targets": KM, "weight": 10.0},
+        False,
+        {"encoder_channels": 32},
+    ),
+    "km10_frame": (
+        "codec, kmeans (weight 10), per-frame head",
+        {"objective": "kmeans", "targets": KM, "weight": 10.0, "head_kernel": 1},
+        False,
+    ),
+    "km30_frame": (
+        "codec, kmeans (weight 30), per-frame head",
+        {"objective": "kmeans", "targets": KM, "weight": 30.0, "head_kernel": 1},
+        False,
     ),
 }
 
@@ -51,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=800, help="codec training steps (every codec)")
     parser.add_argument("--work", default="/tmp/vqaudio_unit_quality", help="work dir (resumable)")
+    parser.add_argument("--rows", nargs="+", choices=list(CODECS), default=list(CODECS), help="codec rows to run")
     args = parser.parse_args()
     work = pathlib.Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -67,11 +105,16 @@ def main() -> None:
         models[f"{feature.upper() if feature == 'mfcc' else 'log-mel'} k-means"] = km
     base = yaml.safe_load((ROOT / "recipes" / "librispeech" / "conf" / "codec_tiny.yaml").read_text())
     base["trainer"].update(max_steps=args.steps, val_every=max(1, args.steps // 4), checkpoint_every=100)
-    for n, (label, (content, normalize)) in enumerate(CODECS.items()):
-        exp = work / "exp" / f"codec{n}"
-        conf = work / f"codec{n}.yaml"
+    for name in args.rows:
+        label, content, normalize, *overrides = CODECS[name]
+        exp = work / "exp" / name
+        conf = work / f"{name}.yaml"
         model = {**base["model"], "quantizer": {**base["model"]["quantizer"], "normalize_first": normalize}}
-        conf.write_text(yaml.safe_dump({**base, "model": model, "content": content}))
+        model.update(*overrides)
+        text = yaml.safe_dump({**base, "model": model, "content": content})
+        if conf.is_file() and conf.read_text() != text:
+            raise SystemExit(f"{conf} was written by other settings (--steps or the row changed): use another --work")
+        conf.write_text(text)
         if not (exp / "model.pt").is_file():
             resume = ["--resume"] if (exp / "checkpoints" / "last.ckpt").is_file() else []
             vqaudio(
@@ -89,12 +132,13 @@ def main() -> None:
             )
         models[label] = exp / "model.pt"
     rows = {}
-    for n, (label, model) in enumerate(models.items()):
-        units = {s: work / "units" / f"m{n}_{s}" for s in ("train", "test")}
+    for label, model in models.items():
+        n = model.stem if model.parent.name == "km" else model.parent.name
+        units = {s: work / "units" / f"{n}_{s}" for s in ("train", "test")}
         for s, out in units.items():
             if not (out / "units.json").is_file():
                 vqaudio("extract-units", "--model", str(model), "--data", f"data/{s}", "--out", str(out), cwd=work)
-        quality = work / "quality" / f"m{n}"
+        quality = work / "quality" / n
         if not (quality / "unit_quality.json").is_file():
             vqaudio(
                 "evaluate-units",
@@ -113,7 +157,7 @@ def main() -> None:
         row = json.loads((quality / "unit_quality.json").read_text())
         if label.startswith("codec"):
             for n_q in ("2", "1"):
-                hyp, ev = work / "resynth" / f"m{n}_q{n_q}", work / "eval" / f"m{n}_q{n_q}"
+                hyp, ev = work / "resynth" / f"{n}_q{n_q}", work / "eval" / f"{n}_q{n_q}"
                 if not (ev / "metrics.json").is_file():
                     vqaudio(
                         "resynth",

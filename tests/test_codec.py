@@ -90,21 +90,39 @@ def test_non_causal_encoder_looks_ahead():
     assert not torch.equal(codec.encoder(wav)[..., :5], codec.encoder(changed)[..., :5])
 
 
-@pytest.mark.parametrize("kind", ["vq", "ema", "fsq"])
-def test_gradient_reaches_the_encoder_through_the_quantizer(kind):
-    codec = tiny(kind=kind).train()
+@pytest.mark.parametrize("kind,lstm", [("vq", 0), ("ema", 0), ("fsq", 0), ("ema", 2)])
+def test_gradient_reaches_the_encoder_through_the_quantizer(kind, lstm):
+    codec = tiny(kind=kind, lstm=lstm).train()
     wav = torch.randn(2, 1, 2000) * 0.1
     out = codec(wav)
     (out.wav.pow(2).mean() + out.quantizer_loss).backward()
-    for name, p in codec.encoder.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-    for name, p in codec.decoder.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    parts = [codec.encoder, codec.decoder] + ([codec.encoder_lstm, codec.decoder_lstm] if lstm else [])
+    assert (codec.encoder_lstm is None) == (lstm == 0)
+    for part in parts:
+        for name, p in part.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("activation", ["elu", "snake"])
-def test_save_load_gives_identical_units_and_audio(tmp_path, activation):
-    codec = tiny(activation=activation)
+def test_latent_lstm_sees_the_past_and_not_the_future():
+    codec = tiny(lstm=1, causal=True).eval()
+    hop = codec.hop_length
+    wav = torch.randn(1, 1, 12 * hop) * 0.1
+    changed = wav.clone()
+    changed[..., 8 * hop :] += 0.5
+    base, moved = codec.encoder(wav), codec.encoder(changed)  # the convolutions alone
+    assert torch.equal(base[..., :6], moved[..., :6])
+    with torch.no_grad():
+        a, b = codec.encoder_lstm(base), codec.encoder_lstm(moved)
+    assert torch.equal(a[..., :6], b[..., :6])  # unidirectional: the past only
+    assert not torch.allclose(a[..., 10:] - base[..., 10:], torch.zeros(1))  # it adds to the latents
+    with torch.no_grad():
+        shifted = codec.encoder_lstm(torch.cat([base[..., :1] * 0 + 1.0, base], -1))[..., 1:]
+    assert not torch.allclose(shifted, a)  # an earlier frame changes every later one
+
+
+@pytest.mark.parametrize("activation,lstm", [("elu", 0), ("snake", 0), ("snake", 2)])
+def test_save_load_gives_identical_units_and_audio(tmp_path, activation, lstm):
+    codec = tiny(activation=activation, lstm=lstm)
     codec.train()
     codec(torch.randn(2, 1, 4000) * 0.1)  # move EMA state away from init
     codec.eval()

@@ -62,18 +62,21 @@ def test_ema_update_on_cuda_matches_cpu(bf16):
     assert torch.allclose(g.codebook.cpu(), q.codebook, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("lstm", [0, 2], ids=["conv", "latent-lstm"])
 @pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
-def test_codec_forward_backward_on_cuda(bf16):
+def test_codec_forward_backward_on_cuda(bf16, lstm):
     torch.manual_seed(0)
-    cfg = CodecConfig(quantizer=QuantizerConfig(kind="ema", n_q=4, codebook_size=256, kmeans_init=False))
-    codec = Codec(cfg).cuda().train()
+    q = QuantizerConfig(kind="ema", n_q=4, codebook_size=256, kmeans_init=False)
+    codec = Codec(CodecConfig(quantizer=q, lstm=lstm)).cuda().train()
     wav = torch.randn(2, 1, 16000, device="cuda") * 0.1
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
         out = codec(wav)
         loss = (out.wav.float() - wav).abs().mean() + out.quantizer_loss
     loss.backward()
     assert out.wav.shape == wav.shape and torch.isfinite(loss)
-    for name, module in (("encoder", codec.encoder), ("decoder", codec.decoder)):
+    parts = [("encoder", codec.encoder), ("decoder", codec.decoder)]
+    parts += [("encoder_lstm", codec.encoder_lstm), ("decoder_lstm", codec.decoder_lstm)] if lstm else []
+    for name, module in parts:
         grads = [p.grad for p in module.parameters() if p.requires_grad]
         assert all(g is not None and torch.isfinite(g).all() for g in grads), name
         assert sum(float(g.abs().sum()) for g in grads) > 0, name

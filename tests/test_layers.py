@@ -138,3 +138,19 @@ def test_encoder_built_at_construction_checks_its_layers():
     # a model built from our layers always gets the fast path
     for act in ("elu", "snake", "leaky_relu"):
         assert Encoder(channels=2, latent_dim=4, activation=act, max_channels=4).fast_path
+
+
+def test_snake_backward_equals_autograd_of_its_equation():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 40, dtype=torch.float64, requires_grad=True)
+    snake = Snake(5).double()
+    with torch.no_grad():
+        snake.alpha.copy_(torch.rand(1, 5, 1) * 2 + 0.1)
+    alpha = snake.alpha.detach().clone().requires_grad_()
+    grad = torch.randn(3, 5, 40, dtype=torch.float64)
+    got = torch.autograd.grad(snake(x), (x, snake.alpha), grad)
+    want = torch.autograd.grad(x + (alpha * x).sin().pow(2) / (alpha + 1e-9), (x, alpha), grad)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-7, atol=1e-7)
+    assert torch.autograd.gradcheck(lambda t: snake(t), (x[:1, :, :6].detach().requires_grad_(),))

@@ -15,6 +15,7 @@ CONFIGS = [
     dict(),
     dict(strides=[2, 3], dilations=[1, 2], activation="snake", residual_out_kernel=3, weight_norm=False),
     dict(strides=[4, 2, 2], kernel=5, residual_kernel=5, activation="leaky_relu"),
+    dict(strides=[2, 3], dilations=[1], activation="snake", lstm=2),
 ]
 
 
@@ -25,7 +26,7 @@ def causal_codec(seed: int, **arch) -> Codec:
     codec = Codec(CodecConfig(**{**base, **arch})).double().eval()
     with torch.no_grad():  # non-zero biases, so a wrongly doubled or dropped bias shows
         for m in codec.modules():
-            if getattr(m, "bias", None) is not None:
+            if isinstance(getattr(m, "bias", None), torch.Tensor):  # (an LSTM's ``bias`` is a flag)
                 m.bias.normal_(0, 0.1)
     return codec
 
@@ -61,8 +62,9 @@ def test_streamed_codes_and_audio_equal_the_offline_pass(arch, seed):
     assert torch.allclose(torch.cat(got_wav, -1), out, atol=1e-10)
 
 
-def test_states_are_functional_and_the_context_manager_keeps_one():
-    codec = causal_codec(3)
+@pytest.mark.parametrize("lstm", [0, 1])
+def test_states_are_functional_and_the_context_manager_keeps_one(lstm):
+    codec = causal_codec(3, lstm=lstm)
     hop = codec.hop_length
     wav = torch.randn(1, 1, 6 * hop, dtype=torch.float64)
     s0 = codec.init_stream()

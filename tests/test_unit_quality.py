@@ -260,6 +260,25 @@ def test_content_objectives_train_and_are_recorded(tmp_path):
     )
 
 
+def test_a_per_frame_content_head_sees_only_its_frame(tmp_path):
+    from vqaudio.train.codec_task import CodecTask
+    from vqaudio.train.content import ContentHead
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 20)
+    y = x.clone()
+    y[:, :, 10] += 1.0  # one frame changed
+    for kernel, reach in ((1, 0), (3, 1), (5, 2)):
+        head = ContentHead(8, 5, hidden=16, kernel=kernel)
+        changed = (head(x) - head(y)).abs().amax(dim=(0, 1)) > 0
+        assert changed.nonzero().flatten().tolist() == list(range(10 - reach, 11 + reach))
+    with pytest.raises(ValueError, match="odd"):
+        ContentHead(8, 5, kernel=2)
+    config = yaml.safe_load(open(_codec_config(tmp_path, {"objective": "ctc", "head_kernel": 2})))
+    with pytest.raises(UserError, match="head_kernel must be odd"):
+        CodecTask(config)
+
+
 def test_text_to_ids_maps_and_reports_characters():
     from vqaudio.train.content import VOCAB, text_to_ids
 

@@ -37,10 +37,11 @@ from .speech import SR, synth_utterance
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def small_codec(nq=2) -> Codec:
+def small_codec(nq=2, lstm=0) -> Codec:
     torch.manual_seed(0)
     q = QuantizerConfig(kind="vq", n_q=nq, codebook_size=64, kmeans_init=False, dead_code_threshold=0.0)
-    return Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q)).eval()
+    cfg = CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q, lstm=lstm)
+    return Codec(cfg).eval()
 
 
 @pytest.fixture
@@ -97,8 +98,9 @@ def test_dedup_units():
     assert dedup_units([(1, 2), (1, 2), (1, 3)]) == [(1, 2), (1, 3)]
 
 
-def test_chunked_encode_equals_whole_file_encode():
-    codec = small_codec()
+@pytest.mark.parametrize("lstm", [0, 2])
+def test_chunked_encode_equals_whole_file_encode(lstm):
+    codec = small_codec(lstm=lstm)
     wav = torch.from_numpy(synth_utterance(7.3, seed=3))[None, None]
     whole = codec.encode(wav)
     for chunk_seconds in (0.5, 1.0, 2.7):

@@ -67,12 +67,15 @@ class EncoderGraph(nn.Module):
 
     def __init__(self, codec) -> None:
         super().__init__()
-        self.net = plain_codec(codec).encoder.net
+        plain = plain_codec(codec)
+        self.net, self.lstm = plain.encoder.net, plain.encoder_lstm
         stages, self.normalize_first = _stages(codec.quantizer)
         self.stages = nn.ModuleList(copy.deepcopy(s).float().eval() for s in stages)
 
     def forward(self, wav: Tensor) -> Tensor:
         residual = self.net(wav)  # (B, D, T')
+        if self.lstm is not None:
+            residual = self.lstm(residual)
         codes = []
         for i, stage in enumerate(self.stages):
             z = residual
@@ -94,7 +97,8 @@ class DecoderGraph(nn.Module):
 
     def __init__(self, codec) -> None:
         super().__init__()
-        self.net = plain_codec(codec).decoder.net
+        plain = plain_codec(codec)
+        self.net, self.lstm = plain.decoder.net, plain.decoder_lstm
         stages, _ = _stages(codec.quantizer)
         self.stages = nn.ModuleList(copy.deepcopy(s).float().eval() for s in stages)
 
@@ -102,7 +106,7 @@ class DecoderGraph(nn.Module):
         latents = 0
         for i, stage in enumerate(self.stages):
             latents = latents + stage.project_out(stage.codes()[codes[:, i]]).transpose(1, 2)
-        return self.net(latents)
+        return self.net(latents if self.lstm is None else self.lstm(latents))
 
 
 def export_onnx(codec, out_dir: str | pathlib.Path, opset: int = 18) -> dict[str, pathlib.Path]:
@@ -124,16 +128,31 @@ def export_onnx(codec, out_dir: str | pathlib.Path, opset: int = 18) -> dict[str
     }
     for name, (graph, args, shapes, inputs, outputs) in graphs.items():
         with torch.no_grad():
-            program = torch.onnx.export(
-                graph.eval(),
-                args,
-                dynamic_shapes=shapes,
-                input_names=inputs,
-                output_names=outputs,
-                opset_version=opset,
-                dynamo=True,
-            )
-        program.save(str(paths[name]))
+            if codec.config.lstm:
+                # torch.export unrolls nn.LSTM over the example's frames, fixing the length; the TorchScript
+                # exporter writes ONNX's LSTM op, whose length stays dynamic
+                axes = {inputs[0]: {0: "batch", 2: "time"}, outputs[0]: {0: "batch", 2: "time"}}
+                torch.onnx.export(
+                    graph.eval(),
+                    args,
+                    str(paths[name]),
+                    input_names=inputs,
+                    output_names=outputs,
+                    dynamic_axes=axes,
+                    opset_version=opset,
+                    dynamo=False,
+                )
+            else:
+                program = torch.onnx.export(
+                    graph.eval(),
+                    args,
+                    dynamic_shapes=shapes,
+                    input_names=inputs,
+                    output_names=outputs,
+                    opset_version=opset,
+                    dynamo=True,
+                )
+                program.save(str(paths[name]))
         log.info("wrote %s", paths[name])
     info = {"sample_rate": codec.sample_rate, "hop_length": hop, "n_q": n_q, "codebook_size": codec.codebook_size}
     (out / "onnx.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import pathlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from ..checkpoint import load_model, save_model
 from ..config import from_dict, to_dict
 from ..errors import UserError
 from ..quantize import QuantizerConfig, build_quantizer
+from .context import LatentLSTM, LSTMState
 from .seanet import Decoder, Encoder
 
 
@@ -39,6 +42,8 @@ class CodecConfig:
             log-mel distance than ELU and 24 % slower decoding, see benchmarks/README.md), ``"elu"`` or
             ``"leaky_relu"`` (slope 0.1).
         causal: left padding only, for streaming.
+        lstm: layers of a unidirectional LSTM (with a skip connection) on the latents after the encoder and
+            before the decoder, as EnCodec has; 0 for none (see :mod:`vqaudio.models.context`).
         weight_norm: weight normalisation on every conv.
         quantizer: see :class:`vqaudio.quantize.QuantizerConfig`.
         content_objective: what trained level 0 besides reconstruction: ``"none"``, ``"ctc"`` or ``"kmeans"``
@@ -60,6 +65,9 @@ class CodecConfig:
     residual_out_kernel: int = 1
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     content_objective: str = "none"
+    lstm: int = 0
+
+    RANGES: ClassVar[dict[str, str]] = {"lstm": ">=0"}
 
 
 @dataclass
@@ -91,6 +99,8 @@ class StreamState:
 
     encoder: list
     decoder: list
+    encoder_lstm: LSTMState | None = None
+    decoder_lstm: LSTMState | None = None
 
 
 @dataclass
@@ -135,6 +145,8 @@ class Codec(nn.Module):
         self.encoder = Encoder(channels=enc_channels, **arch)
         self.quantizer = build_quantizer(config.quantizer, config.latent_dim)
         self.decoder = Decoder(channels=config.channels, **arch)
+        self.encoder_lstm = LatentLSTM(config.latent_dim, config.lstm) if config.lstm else None
+        self.decoder_lstm = LatentLSTM(config.latent_dim, config.lstm) if config.lstm else None
 
     @classmethod
     def from_config(cls, config: CodecConfig | dict) -> Codec:
@@ -191,6 +203,12 @@ class Codec(nn.Module):
             raise ValueError(f"waveform contains {int((~torch.isfinite(wav)).sum())} NaN/Inf sample(s)")
         return wav
 
+    def _encoder_context(self, latents: Tensor) -> Tensor:
+        return latents if self.encoder_lstm is None else self.encoder_lstm(latents)
+
+    def _decoder_context(self, latents: Tensor) -> Tensor:
+        return latents if self.decoder_lstm is None else self.decoder_lstm(latents)
+
     def _pad(self, wav: Tensor) -> Tensor:
         frames = self.num_frames(wav.shape[-1])
         return F.pad(wav, (0, frames * self.hop_length - wav.shape[-1]))
@@ -206,12 +224,13 @@ class Codec(nn.Module):
         """
         wav = self._check_wav(wav)
         length = wav.shape[-1]
-        latents = self.encoder(self._pad(wav))
+        latents = self._encoder_context(self.encoder(self._pad(wav)))
         if not quantize:
             zero = latents.new_zeros(())
-            return CodecOutput(self.decoder(latents)[..., :length], None, zero, zero, zero, {}, latents)
+            out = self.decoder(self._decoder_context(latents))[..., :length]
+            return CodecOutput(out, None, zero, zero, zero, {}, latents)
         q = self.quantizer(latents)
-        out = self.decoder(q.quantized)[..., :length]
+        out = self.decoder(self._decoder_context(q.quantized))[..., :length]
         indices = q.indices if q.indices.ndim == 3 else q.indices[:, None]
         return CodecOutput(out, indices, q.loss, q.commitment, q.codebook, q.metrics, q.first)
 
@@ -219,7 +238,7 @@ class Codec(nn.Module):
         """``(B, 1, T)`` -> ``(B, D, T')``: the first level's quantized latents with straight-through gradients
         (the latents themselves when ``quantize`` is off), without touching any codebook state: what a
         content objective reads on batches that are not reconstructed."""
-        latents = self.encoder(self._pad(self._check_wav(wav)))
+        latents = self._encoder_context(self.encoder(self._pad(self._check_wav(wav))))
         return self.quantizer.first_level(latents) if quantize else latents
 
     def _check_n_q(self, n_q: int | None) -> int:
@@ -239,7 +258,9 @@ class Codec(nn.Module):
         """
         wav = self._check_wav(wav)
         n_q = self._check_n_q(n_q)
-        latents = self.encoder.infer(self._pad(wav))
+        return self._codes(self._encoder_context(self.encoder.infer(self._pad(wav))), n_q)
+
+    def _codes(self, latents: Tensor, n_q: int) -> Tensor:
         if self.n_q > 1:
             return self.quantizer.encode(latents, n_q=n_q)
         return self.quantizer.encode(latents)[:, None]
@@ -251,7 +272,8 @@ class Codec(nn.Module):
         Each chunk of frames is encoded with ``receptive_field`` samples of real audio on both sides (fewer
         at the file's edges, exactly as the whole-file encode sees them), and only its own frames are kept,
         so every frame sees the same input as in one pass; results agree with :meth:`encode` to float
-        rounding (tested).
+        rounding (tested). With a latent LSTM the chunks' latents are joined and the LSTM runs over all the
+        frames at once (it is cheap at the frame rate), so the result still equals :meth:`encode`.
         """
         wav = self._check_wav(wav)
         if wav.shape[0] != 1:
@@ -261,14 +283,17 @@ class Codec(nn.Module):
         step = max(1, int(chunk_seconds * self.sample_rate) // hop)
         if frames <= step:
             return self.encode(wav, n_q=n_q)
+        n_q = self._check_n_q(n_q)
         ctx = -(-self.encoder.receptive_field // hop)  # context in whole frames, rounded up
         padded = self._pad(wav)
         pieces = []
         for first in range(0, frames, step):
             last = min(first + step, frames)
             lo, hi = max(0, first - ctx), min(frames, last + ctx)
-            codes = self.encode(padded[..., lo * hop : hi * hop], n_q=n_q)
-            pieces.append(codes[..., first - lo : last - lo])
+            latents = self.encoder.infer(padded[..., lo * hop : hi * hop])[..., first - lo : last - lo]
+            pieces.append(latents if self.encoder_lstm is not None else self._codes(latents, n_q))
+        if self.encoder_lstm is not None:
+            return self._codes(self.encoder_lstm(torch.cat(pieces, dim=-1)), n_q)
         return torch.cat(pieces, dim=-1)
 
     @torch.no_grad()
@@ -305,7 +330,7 @@ class Codec(nn.Module):
         if indices.shape[-1] == 0:
             raise ValueError("expected at least one frame of indices, got none")
         latents = self.quantizer.decode(indices) if self.n_q > 1 else self.quantizer.decode(indices[:, 0])
-        wav = self.decoder.infer(latents)
+        wav = self.decoder.infer(self._decoder_context(latents))
         if length is not None:
             if length < 1:
                 raise ValueError(f"length must be >= 1, got {length}")
@@ -330,7 +355,12 @@ class Codec(nn.Module):
             raise ValueError("streaming needs a causal codec (model.causal: true); this codec is not causal")
         from .streaming import init_state
 
-        return StreamState(init_state(self.encoder.net, batch), init_state(self.decoder.net, batch))
+        return StreamState(
+            init_state(self.encoder.net, batch),
+            init_state(self.decoder.net, batch),
+            None if self.encoder_lstm is None else self.encoder_lstm.init_state(batch),
+            None if self.decoder_lstm is None else self.decoder_lstm.init_state(batch),
+        )
 
     @torch.no_grad()
     def encode_step(self, wav: Tensor, state: StreamState, n_q: int | None = None) -> tuple[Tensor, StreamState]:
@@ -345,8 +375,10 @@ class Codec(nn.Module):
             )
         n_q = self._check_n_q(n_q)
         latents, enc = step(self.encoder.net, wav, state.encoder)
-        codes = self.quantizer.encode(latents, n_q=n_q) if self.n_q > 1 else self.quantizer.encode(latents)[:, None]
-        return codes, StreamState(enc, state.decoder)
+        enc_lstm = state.encoder_lstm
+        if self.encoder_lstm is not None:
+            latents, enc_lstm = self.encoder_lstm.step(latents, enc_lstm)
+        return self._codes(latents, n_q), dataclasses.replace(state, encoder=enc, encoder_lstm=enc_lstm)
 
     @torch.no_grad()
     def decode_step(self, codes: Tensor, state: StreamState) -> tuple[Tensor, StreamState]:
@@ -357,8 +389,11 @@ class Codec(nn.Module):
         if not isinstance(codes, Tensor) or codes.ndim != 3 or not 1 <= codes.shape[1] <= self.n_q:
             raise ValueError(f"expected codes of shape (B, q, k) with 1 <= q <= {self.n_q}")
         latents = self.quantizer.decode(codes) if self.n_q > 1 else self.quantizer.decode(codes[:, 0])
+        dec_lstm = state.decoder_lstm
+        if self.decoder_lstm is not None:
+            latents, dec_lstm = self.decoder_lstm.step(latents, dec_lstm)
         wav, dec = step(self.decoder.net, latents, state.decoder)
-        return wav, StreamState(state.encoder, dec)
+        return wav, dataclasses.replace(state, decoder=dec, decoder_lstm=dec_lstm)
 
     @contextlib.contextmanager
     def streaming(self, batch: int = 1) -> Iterator[Stream]:

@@ -38,13 +38,15 @@ class CodecTask(pl.LightningModule):
         content = self.cfg.content
         if content.objective not in OBJECTIVES:
             raise UserError(f"content.objective must be one of {OBJECTIVES}, got {content.objective!r}")
+        if content.head_kernel % 2 == 0:
+            raise UserError(f"content.head_kernel must be odd (frames centred on each one), got {content.head_kernel}")
         self.cfg.model.content_objective = content.objective  # recorded in the exported model
         self.save_hyperparameters({"config": to_dict(self.cfg)})  # plain dict: loads with weights_only=True
         self.automatic_optimization = False
         self.codec = Codec(self.cfg.model)
         self.content_head = None
         if content.objective == "ctc":
-            self.content_head = ContentHead(self.cfg.model.latent_dim, len(VOCAB))
+            self.content_head = ContentHead(self.cfg.model.latent_dim, len(VOCAB), kernel=content.head_kernel)
         elif content.objective == "kmeans":
             if not content.targets:
                 raise UserError("content.objective 'kmeans' needs content.targets: a train-kmeans model or a codec")
@@ -53,7 +55,9 @@ class CodecTask(pl.LightningModule):
             teacher = load_unit_model(content.targets).eval()
             check_teacher(teacher, self.codec.sample_rate, self.codec.hop_length, content.targets)
             self.__dict__["_teacher"] = teacher  # not a submodule: never trained, never in checkpoints
-            self.content_head = ContentHead(self.cfg.model.latent_dim, teacher.codebook_size)
+            self.content_head = ContentHead(
+                self.cfg.model.latent_dim, teacher.codebook_size, kernel=content.head_kernel
+            )
         d = self.cfg.discriminator
         self.disc = Discriminators(d.periods, d.period_channels, d.n_ffts, d.stft_channels)
         lc = self.cfg.loss

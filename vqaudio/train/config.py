@@ -136,17 +136,26 @@ class ContentConfig:
             at the codec's sample rate and hop. A missing file is trained first, as ``vqaudio train-kmeans``
             on the training data would (``kmeans_feature``, ``kmeans_k``, the codec's frame rate).
         kmeans_feature, kmeans_k: the features and size of targets trained that way.
+        head_kernel: frames the head's first conv sees (odd). 1: each level-0 code alone predicts its
+            frame's target.
         batch_size: ``ctc``: transcribed utterances per step (whole, padded), besides the crops.
         max_seconds: ``ctc``: longer transcribed utterances train on reconstruction only.
     """
 
-    RANGES: ClassVar[dict[str, str]] = {"weight": ">=0", "batch_size": ">=1", "max_seconds": ">0", "kmeans_k": ">=2"}
+    RANGES: ClassVar[dict[str, str]] = {
+        "weight": ">=0",
+        "batch_size": ">=1",
+        "max_seconds": ">0",
+        "kmeans_k": ">=2",
+        "head_kernel": ">=1",
+    }
 
     objective: str = "none"
     weight: float = 1.0
     targets: str | None = None
     kmeans_feature: str = "mfcc"
     kmeans_k: int = 256
+    head_kernel: int = 3
     batch_size: int = 4
     max_seconds: float = 16.0
 

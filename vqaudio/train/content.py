@@ -44,11 +44,19 @@ def text_to_ids(text: str) -> tuple[list[int], Counter]:
 
 
 class ContentHead(nn.Module):
-    """``(B, D, T')`` latents -> ``(B, C, T')`` logits: conv (kernel 3) -> ReLU -> 1x1 conv."""
+    """``(B, D, T')`` latents -> ``(B, C, T')`` logits: conv (``kernel``, odd) -> ReLU -> 1x1 conv.
 
-    def __init__(self, dim: int, classes: int, hidden: int = 256) -> None:
+    With ``kernel`` 1 each frame's logits depend on that frame's level-0 code alone, so the code itself
+    must carry the frame's target; a wider kernel lets neighbouring codes share the work.
+    """
+
+    def __init__(self, dim: int, classes: int, hidden: int = 256, kernel: int = 3) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv1d(dim, hidden, 3, padding=1), nn.ReLU(), nn.Conv1d(hidden, classes, 1))
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"content head kernel must be odd and positive, got {kernel}")
+        self.net = nn.Sequential(
+            nn.Conv1d(dim, hidden, kernel, padding=kernel // 2), nn.ReLU(), nn.Conv1d(hidden, classes, 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
