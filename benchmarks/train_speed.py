@@ -1,8 +1,10 @@
 """Codec training throughput of a recipe config: codec steps/s with every loss on (quantizer, GAN,
-feature matching), through the same Lightning task as `vqaudio train-codec`.
+feature matching; ``--no-gan``: without the discriminators), through the same Lightning task as
+`vqaudio train-codec`.
 
     python benchmarks/train_speed.py --config recipes/librispeech/conf/codec_base.yaml --device cuda
     python benchmarks/train_speed.py --config recipes/librispeech/conf/codec_tiny.yaml --steps 5
+    python benchmarks/train_speed.py --batch-size 8 --no-gan          # the CPU setting of quality.py
 
 Input: random waveforms at the config's batch size and segment length (speed does not depend on the
 audio). The first ``--warmup`` steps (k-means codebook init, CUDA kernel selection) are not timed.
@@ -56,13 +58,16 @@ def main() -> None:
     parser.add_argument("--precision", help="Lightning precision (default bf16-mixed on cuda, 32-true on cpu)")
     parser.add_argument("--batch-size", type=int, help="override data.batch_size")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument(
+        "--no-gan", action="store_true", help="discriminators off, as benchmarks/quality.py trains on CPU"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"
     cfg = to_dict(from_dict(TrainCodecConfig, yaml.safe_load(open(args.config)), where=args.config))
     if args.batch_size:
         cfg["data"]["batch_size"] = args.batch_size
-    cfg["loss"].update(quantizer_start=0, adversarial_start=0)
+    cfg["loss"].update(quantizer_start=0, adversarial_start=10**12 if args.no_gan else 0)
     cfg["trainer"]["max_steps"] = args.warmup + args.steps
     precision = args.precision or ("bf16-mixed" if cuda else "32-true")
     task = CodecTask(cfg)

@@ -71,6 +71,12 @@ CODECS = {  # name -> (label, content config, speaker-normalised level 0[, model
         False,
         {"encoder_channels": 32},
     ),
+    "km5_enc32": (
+        "codec, kmeans (weight 5), 32-channel encoder",
+        {"objective": "kmeans", "targets": KM, "weight": 5.0},
+        False,
+        {"encoder_channels": 32},
+    ),
     "km10_frame": (
         "codec, kmeans (weight 10), per-frame head",
         {"objective": "kmeans", "targets": KM, "weight": 10.0, "head_kernel": 1},

@@ -39,7 +39,8 @@ class CodecConfig:
         dilations: dilations of the residual units at each resolution.
         activation: ``"snake"`` (DAC's periodic ``x + sin^2(alpha x) / alpha``, the default: at equal training
             time it reached STOI 0.689 against ELU's 0.615 and DAC's architecture's 0.663, at 1.6 % more
-            log-mel distance than ELU and 24 % slower decoding, see benchmarks/README.md), ``"elu"`` or
+            log-mel distance than ELU and slower CPU decoding: 1.5x EnCodec's speed against ELU's 1.7-2.2x,
+            see benchmarks/README.md), ``"elu"`` or
             ``"leaky_relu"`` (slope 0.1).
         causal: left padding only, for streaming.
         lstm: layers of a unidirectional LSTM (with a skip connection) on the latents after the encoder and
