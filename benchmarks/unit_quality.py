@@ -22,70 +22,72 @@ import argparse
 import json
 import pathlib
 import time
+from dataclasses import dataclass
 
 import yaml
 from speech_mini import ROOT, SHARED, prepare_data, vqaudio
 
 CTM = SHARED / "alignments" / "pocketsphinx" / "speech-mini.phones.ctm"
 KM = "km/mfcc.pt"
-CODECS = {  # name -> (label, content config, speaker-normalised level 0[, model overrides])
-    "recon": ("codec, reconstruction only", {"objective": "none"}, False),
-    "ctc1": ("codec, ctc (weight 1)", {"objective": "ctc", "batch_size": 2, "max_seconds": 8.0}, False),
-    "ctc10_norm": (
+
+
+@dataclass(frozen=True)
+class Row:
+    """One codec row: its label, content config, level-0 speaker normalisation and encoder width."""
+
+    label: str
+    content: dict
+    normalize: bool = False
+    encoder_channels: int | None = None  # None: codec_tiny.yaml's
+
+
+CODECS = {
+    "recon": Row("codec, reconstruction only", {"objective": "none"}),
+    "ctc1": Row("codec, ctc (weight 1)", {"objective": "ctc", "batch_size": 2, "max_seconds": 8.0}),
+    "ctc10_norm": Row(
         "codec, ctc (weight 10), level 0 speaker-normalised",
         {"objective": "ctc", "batch_size": 2, "max_seconds": 8.0, "weight": 10.0},
-        True,
+        normalize=True,
     ),
-    "km1": ("codec, kmeans on MFCC k-means (weight 1)", {"objective": "kmeans", "targets": KM}, False),
-    "km3_norm": (
+    "km1": Row("codec, kmeans on MFCC k-means (weight 1)", {"objective": "kmeans", "targets": KM}),
+    "km3_norm": Row(
         "codec, kmeans (weight 3), speaker-normalised",
         {"objective": "kmeans", "targets": KM, "weight": 3.0},
-        True,
+        normalize=True,
     ),
-    "km10": ("codec, kmeans (weight 10)", {"objective": "kmeans", "targets": KM, "weight": 10.0}, False),
-    "km10_norm": (
+    "km10": Row("codec, kmeans (weight 10)", {"objective": "kmeans", "targets": KM, "weight": 10.0}),
+    "km10_norm": Row(
         "codec, kmeans (weight 10), speaker-normalised",
         {"objective": "kmeans", "targets": KM, "weight": 10.0},
-        True,
+        normalize=True,
     ),
-    "km30": ("codec, kmeans (weight 30)", {"objective": "kmeans", "targets": KM, "weight": 30.0}, False),
-    "km10_logmel": (
+    "km30": Row("codec, kmeans (weight 30)", {"objective": "kmeans", "targets": KM, "weight": 30.0}),
+    "km10_logmel": Row(
         "codec, kmeans on log-mel k-means (weight 10)",
         {"objective": "kmeans", "targets": "km/logmel.pt", "weight": 10.0},
-        False,
     ),
-    "km10_wide_head": (
+    "km10_wide_head": Row(
         "codec, kmeans (weight 10), 5-frame head",
         {"objective": "kmeans", "targets": KM, "weight": 10.0, "head_kernel": 5},
-        False,
     ),
-    "recon_enc32": (
-        "codec, reconstruction only, 32-channel encoder",
-        {"objective": "none"},
-        False,
-        {"encoder_channels": 32},
-    ),
-    "km10_enc32": (
+    "recon_enc32": Row("codec, reconstruction only, 32-channel encoder", {"objective": "none"}, encoder_channels=32),
+    "km10_enc32": Row(
         "codec, kmeans (weight 10), 32-channel encoder",
         {"objective": "kmeans", "targets": KM, "weight": 10.0},
-        False,
-        {"encoder_channels": 32},
+        encoder_channels=32,
     ),
-    "km5_enc32": (
+    "km5_enc32": Row(
         "codec, kmeans (weight 5), 32-channel encoder",
         {"objective": "kmeans", "targets": KM, "weight": 5.0},
-        False,
-        {"encoder_channels": 32},
+        encoder_channels=32,
     ),
-    "km10_frame": (
+    "km10_frame": Row(
         "codec, kmeans (weight 10), per-frame head",
         {"objective": "kmeans", "targets": KM, "weight": 10.0, "head_kernel": 1},
-        False,
     ),
-    "km30_frame": (
+    "km30_frame": Row(
         "codec, kmeans (weight 30), per-frame head",
         {"objective": "kmeans", "targets": KM, "weight": 30.0, "head_kernel": 1},
-        False,
     ),
 }
 
@@ -112,12 +114,13 @@ def main() -> None:
     base = yaml.safe_load((ROOT / "recipes" / "librispeech" / "conf" / "codec_tiny.yaml").read_text())
     base["trainer"].update(max_steps=args.steps, val_every=max(1, args.steps // 4), checkpoint_every=100)
     for name in args.rows:
-        label, content, normalize, *overrides = CODECS[name]
+        spec = CODECS[name]
         exp = work / "exp" / name
         conf = work / f"{name}.yaml"
-        model = {**base["model"], "quantizer": {**base["model"]["quantizer"], "normalize_first": normalize}}
-        model.update(*overrides)
-        text = yaml.safe_dump({**base, "model": model, "content": content})
+        model = {**base["model"], "quantizer": {**base["model"]["quantizer"], "normalize_first": spec.normalize}}
+        if spec.encoder_channels is not None:
+            model["encoder_channels"] = spec.encoder_channels
+        text = yaml.safe_dump({**base, "model": model, "content": spec.content})
         if conf.is_file() and conf.read_text() != text:
             raise SystemExit(f"{conf} was written by other settings (--steps or the row changed): use another --work")
         conf.write_text(text)
@@ -136,7 +139,7 @@ def main() -> None:
                 *resume,
                 cwd=work,
             )
-        models[label] = exp / "model.pt"
+        models[spec.label] = exp / "model.pt"
     rows = {}
     for label, model in models.items():
         n = model.stem if model.parent.name == "km" else model.parent.name

@@ -266,6 +266,10 @@ class Codec(nn.Module):
             return self.quantizer.encode(latents, n_q=n_q)
         return self.quantizer.encode(latents)[:, None]
 
+    def _latents(self, codes: Tensor) -> Tensor:
+        """``(B, q, T')`` codes -> ``(B, D, T')`` quantized latents, the inverse of :meth:`_codes`."""
+        return self.quantizer.decode(codes) if self.n_q > 1 else self.quantizer.decode(codes[:, 0])
+
     @torch.no_grad()
     def encode_chunked(self, wav: Tensor, chunk_seconds: float = 30.0, n_q: int | None = None) -> Tensor:
         """:meth:`encode` of a long ``(1, 1, T)`` waveform in chunks, with flat memory and the same result.
@@ -330,8 +334,7 @@ class Codec(nn.Module):
             )
         if indices.shape[-1] == 0:
             raise ValueError("expected at least one frame of indices, got none")
-        latents = self.quantizer.decode(indices) if self.n_q > 1 else self.quantizer.decode(indices[:, 0])
-        wav = self.decoder.infer(self._decoder_context(latents))
+        wav = self.decoder.infer(self._decoder_context(self._latents(indices)))
         if length is not None:
             if length < 1:
                 raise ValueError(f"length must be >= 1, got {length}")
@@ -389,7 +392,7 @@ class Codec(nn.Module):
 
         if not isinstance(codes, Tensor) or codes.ndim != 3 or not 1 <= codes.shape[1] <= self.n_q:
             raise ValueError(f"expected codes of shape (B, q, k) with 1 <= q <= {self.n_q}")
-        latents = self.quantizer.decode(codes) if self.n_q > 1 else self.quantizer.decode(codes[:, 0])
+        latents = self._latents(codes)
         dec_lstm = state.decoder_lstm
         if self.decoder_lstm is not None:
             latents, dec_lstm = self.decoder_lstm.step(latents, dec_lstm)
