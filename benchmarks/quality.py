@@ -14,6 +14,8 @@ with quantizer dropout runs at 50 frames/s in every row. Only the encoder and de
   parameters in all); ``ours_full``: the same with a full-width encoder (``encoder_channels: null``);
   ``ours_elu`` and ``ours_full_elu`` (not in the default set): both with ELU, the default before Snake;
   ``ours_lstm``: the default with 2-layer LSTMs on the latents (``lstm: 2``), EnCodec's long context;
+  ``ours_lstm512``: the same LSTMs as wide as EnCodec's (``lstm_dim: 512``); ``ours_dil1_lstm512`` and
+  ``ours_dil13_lstm512``: those with one (dilation 1, as SEANet) or two residual units per resolution;
 - ``encodec``: EnCodec's SEANet encoder/decoder with its 2-layer LSTM, from the ``encodec`` package, at
   16 kHz with ratios [8, 5, 4, 2] (hop 320), 32 filters and a 128-dim latent as in EnCodec 24 kHz;
 - ``dac``: DAC's encoder/decoder (Snake, its residual units) from ``descript-audio-codec`` at hop 320 with
@@ -80,6 +82,9 @@ ARCHS = (
     "encodec_zero_bias",
     "encodec_zero_bias_no_lstm",
     "ours_lstm",
+    "ours_lstm512",
+    "ours_dil1_lstm512",
+    "ours_dil13_lstm512",
 )
 OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours": {},
@@ -87,6 +92,9 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours_elu": {"activation": "elu"},
     "ours_full_elu": {"encoder_channels": None, "activation": "elu"},
     "ours_lstm": {"lstm": 2},
+    "ours_lstm512": {"lstm": 2, "lstm_dim": 512},
+    "ours_dil1_lstm512": {"dilations": [1], "lstm": 2, "lstm_dim": 512},
+    "ours_dil13_lstm512": {"dilations": [1, 3], "lstm": 2, "lstm_dim": 512},
 }
 PER_RUN = ("archs", "report")  # options that may differ between the runs that fill one work dir
 HAVE_PESQ = importlib.util.find_spec("pesq") is not None  # a GPU image may lack it (benchmarks/gpu.sh)

@@ -90,14 +90,18 @@ def test_non_causal_encoder_looks_ahead():
     assert not torch.equal(codec.encoder(wav)[..., :5], codec.encoder(changed)[..., :5])
 
 
-@pytest.mark.parametrize("kind,lstm", [("vq", 0), ("ema", 0), ("fsq", 0), ("ema", 2)])
-def test_gradient_reaches_the_encoder_through_the_quantizer(kind, lstm):
-    codec = tiny(kind=kind, lstm=lstm).train()
+@pytest.mark.parametrize(
+    "kind,lstm,lstm_dim", [("vq", 0, None), ("ema", 0, None), ("fsq", 0, None), ("ema", 2, None), ("ema", 2, 12)]
+)
+def test_gradient_reaches_the_encoder_through_the_quantizer(kind, lstm, lstm_dim):
+    codec = tiny(kind=kind, lstm=lstm, lstm_dim=lstm_dim).train()
     wav = torch.randn(2, 1, 2000) * 0.1
     out = codec(wav)
     (out.wav.pow(2).mean() + out.quantizer_loss).backward()
     parts = [codec.encoder, codec.decoder] + ([codec.encoder_lstm, codec.decoder_lstm] if lstm else [])
     assert (codec.encoder_lstm is None) == (lstm == 0)
+    if lstm_dim:  # a wider LSTM maps back to the latents
+        assert codec.encoder_lstm.lstm.hidden_size == lstm_dim and codec.encoder_lstm.out.weight.shape == (8, lstm_dim)
     for part in parts:
         for name, p in part.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -120,9 +124,9 @@ def test_latent_lstm_sees_the_past_and_not_the_future():
     assert not torch.allclose(shifted, a)  # an earlier frame changes every later one
 
 
-@pytest.mark.parametrize("activation,lstm", [("elu", 0), ("snake", 0), ("snake", 2)])
-def test_save_load_gives_identical_units_and_audio(tmp_path, activation, lstm):
-    codec = tiny(activation=activation, lstm=lstm)
+@pytest.mark.parametrize("activation,lstm,lstm_dim", [("elu", 0, None), ("snake", 0, None), ("snake", 2, 12)])
+def test_save_load_gives_identical_units_and_audio(tmp_path, activation, lstm, lstm_dim):
+    codec = tiny(activation=activation, lstm=lstm, lstm_dim=lstm_dim)
     codec.train()
     codec(torch.randn(2, 1, 4000) * 0.1)  # move EMA state away from init
     codec.eval()

@@ -18,12 +18,19 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 
-@pytest.mark.parametrize("lstm", [0, 2])
-def test_onnx_encoder_and_decoder_match_torch(tmp_path, lstm):
+@pytest.mark.parametrize("lstm,lstm_dim", [(0, None), (2, None), (2, 24)])
+def test_onnx_encoder_and_decoder_match_torch(tmp_path, lstm, lstm_dim):
     torch.manual_seed(0)
     q = QuantizerConfig(kind="ema", n_q=3, codebook_size=64, kmeans_init=False, normalize_first=True)
     cfg = CodecConfig(
-        channels=4, encoder_channels=4, latent_dim=16, max_channels=32, activation="snake", quantizer=q, lstm=lstm
+        channels=4,
+        encoder_channels=4,
+        latent_dim=16,
+        max_channels=32,
+        activation="snake",
+        quantizer=q,
+        lstm=lstm,
+        lstm_dim=lstm_dim,
     )
     codec = Codec(cfg).eval()
     with torch.no_grad():  # non-trivial weight norm gains and biases

@@ -16,6 +16,7 @@ CONFIGS = [
     dict(strides=[2, 3], dilations=[1, 2], activation="snake", residual_out_kernel=3, weight_norm=False),
     dict(strides=[4, 2, 2], kernel=5, residual_kernel=5, activation="leaky_relu"),
     dict(strides=[2, 3], dilations=[1], activation="snake", lstm=2),
+    dict(strides=[2, 3], dilations=[1], activation="snake", lstm=1, lstm_dim=20),
 ]
 
 

@@ -45,6 +45,8 @@ class CodecConfig:
         causal: left padding only, for streaming.
         lstm: layers of a unidirectional LSTM (with a skip connection) on the latents after the encoder and
             before the decoder, as EnCodec has; 0 for none (see :mod:`vqaudio.models.context`).
+        lstm_dim: units per LSTM layer; ``None`` means ``latent_dim``. EnCodec's LSTMs have 512 units (at its
+            512-channel bottleneck); a wider LSTM here maps its outputs back to ``latent_dim``.
         weight_norm: weight normalisation on every conv.
         quantizer: see :class:`vqaudio.quantize.QuantizerConfig`.
         content_objective: what trained level 0 besides reconstruction: ``"none"``, ``"ctc"`` or ``"kmeans"``
@@ -67,8 +69,9 @@ class CodecConfig:
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     content_objective: str = "none"
     lstm: int = 0
+    lstm_dim: int | None = None
 
-    RANGES: ClassVar[dict[str, str]] = {"lstm": ">=0"}
+    RANGES: ClassVar[dict[str, str]] = {"lstm": ">=0", "lstm_dim": ">=1"}
 
 
 @dataclass
@@ -146,8 +149,9 @@ class Codec(nn.Module):
         self.encoder = Encoder(channels=enc_channels, **arch)
         self.quantizer = build_quantizer(config.quantizer, config.latent_dim)
         self.decoder = Decoder(channels=config.channels, **arch)
-        self.encoder_lstm = LatentLSTM(config.latent_dim, config.lstm) if config.lstm else None
-        self.decoder_lstm = LatentLSTM(config.latent_dim, config.lstm) if config.lstm else None
+        lstm = (config.latent_dim, config.lstm, config.lstm_dim)
+        self.encoder_lstm = LatentLSTM(*lstm) if config.lstm else None
+        self.decoder_lstm = LatentLSTM(*lstm) if config.lstm else None
 
     @classmethod
     def from_config(cls, config: CodecConfig | dict) -> Codec:
