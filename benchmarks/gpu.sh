@@ -44,7 +44,7 @@ step train_speed 90 $py benchmarks/train_speed.py --config recipes/librispeech/c
 step quantizers 130 $py benchmarks/quantizers.py --device cuda --seconds 1 --shapes large \
   --quantizers vq ema fsq rvq8 --modes train
 step quality 250 $py benchmarks/quality.py --device cuda --minutes 0.4 --eval-minutes 0.1 --adversarial-at 0.5 \
-  --archs ours ours_lstm encodec_zero_bias dac \
+  --archs ours ours_3units encodec_zero_bias dac \
   --batch-size 32 --corpus "$corpus" --work /tmp/vqaudio_quality_gpu
 cp /tmp/vqaudio_quality_gpu/RESULTS.md "$out/quality_RESULTS.md" 2>/dev/null
 cp /tmp/vqaudio_quality_gpu/quality_curves.png "$out/quality_curves.png" 2>/dev/null

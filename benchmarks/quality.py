@@ -10,12 +10,14 @@ the same Lightning task (`vqaudio.train.codec_task.CodecTask`), losses, discrimi
 batches and quantizer: recipes/librispeech/conf/codec_base.yaml, whose 8 x 1024 EMA residual quantizer
 with quantizer dropout runs at 50 frames/s in every row. Only the encoder and decoder differ:
 
-- ``ours``: the default ``CodecConfig`` as ``codec_base.yaml`` sets it (Snake, half-width encoder, 4.3M
-  parameters in all); ``ours_full``: the same with a full-width encoder (``encoder_channels: null``);
-  ``ours_elu`` and ``ours_full_elu`` (not in the default set): both with ELU, the default before Snake;
-  ``ours_lstm``: the default with 2-layer LSTMs on the latents (``lstm: 2``), EnCodec's long context;
-  ``ours_lstm512``: the same LSTMs as wide as EnCodec's (``lstm_dim: 512``); ``ours_dil1_lstm512`` and
-  ``ours_dil13_lstm512``: those with one (dilation 1, as SEANet) or two residual units per resolution;
+- ``ours``: the default ``CodecConfig`` as ``codec_base.yaml`` sets it (Snake, half-width encoder, one
+  residual unit per resolution, 2-layer 512-unit LSTMs on the latents, 10.9M parameters in all);
+  ``ours_full``: the same with a full-width encoder (``encoder_channels: null``);
+  (not in the default set:) ``ours_3units``: the default before 2026-11-30, three residual units per
+  resolution (dilations 1, 3, 9) and no LSTM (4.3M); ``ours_elu`` and ``ours_full_elu``: that one with
+  ELU, the activation before Snake, half- and full-width; ``ours_lstm``: ``ours_3units`` with 2-layer
+  LSTMs of 128 units (``lstm_dim: null``); ``ours_lstm512``: with the default's 512-unit LSTMs;
+  ``ours_dil13_lstm512``: the default with two residual units (dilations 1, 3) per resolution;
 - ``encodec``: EnCodec's SEANet encoder/decoder with its 2-layer LSTM, from the ``encodec`` package, at
   16 kHz with ratios [8, 5, 4, 2] (hop 320), 32 filters and a 128-dim latent as in EnCodec 24 kHz;
 - ``dac``: DAC's encoder/decoder (Snake, its residual units) from ``descript-audio-codec`` at hop 320 with
@@ -77,25 +79,40 @@ ARCHS = (
     "ours_full",
     "encodec",
     "dac",
+    "ours_3units",
     "ours_elu",
     "ours_full_elu",
     "encodec_zero_bias",
     "encodec_zero_bias_no_lstm",
     "ours_lstm",
     "ours_lstm512",
-    "ours_dil1_lstm512",
     "ours_dil13_lstm512",
 )
+THREE_UNITS = {"dilations": [1, 3, 9], "lstm": 0}  # the default before 2026-11-30
 OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours": {},
     "ours_full": {"encoder_channels": None},
-    "ours_elu": {"activation": "elu"},
-    "ours_full_elu": {"encoder_channels": None, "activation": "elu"},
-    "ours_lstm": {"lstm": 2},
-    "ours_lstm512": {"lstm": 2, "lstm_dim": 512},
-    "ours_dil1_lstm512": {"dilations": [1], "lstm": 2, "lstm_dim": 512},
-    "ours_dil13_lstm512": {"dilations": [1, 3], "lstm": 2, "lstm_dim": 512},
+    "ours_3units": THREE_UNITS,
+    "ours_elu": {**THREE_UNITS, "activation": "elu"},
+    "ours_full_elu": {**THREE_UNITS, "encoder_channels": None, "activation": "elu"},
+    "ours_lstm": {"dilations": [1, 3, 9], "lstm": 2, "lstm_dim": None},
+    "ours_lstm512": {"dilations": [1, 3, 9]},
+    "ours_dil13_lstm512": {"dilations": [1, 3]},
 }
+# Model fields that rows may set differently; the rest of the training config is the same in every row.
+ARCH_FIELDS = (
+    "channels",
+    "encoder_channels",
+    "kernel",
+    "residual_kernel",
+    "residual_out_kernel",
+    "dilations",
+    "activation",
+    "max_channels",
+    "weight_norm",
+    "lstm",
+    "lstm_dim",
+)
 PER_RUN = ("archs", "report")  # options that may differ between the runs that fill one work dir
 HAVE_PESQ = importlib.util.find_spec("pesq") is not None  # a GPU image may lack it (benchmarks/gpu.sh)
 NEVER = 10**12
@@ -284,6 +301,7 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
         "curve": budget.curve,
         "test": score(codec, work / "data" / "test", args.device),
         "rtf_1_thread": real_time_factors(codec) if args.device == "cpu" else None,
+        "model": {k: v for k, v in to_dict(task.codec.config).items() if k in ARCH_FIELDS} if arch in OURS else None,
     }
     if arch.startswith("ours"):
         codec.save_pretrained(work / arch / "model.pt")
@@ -292,11 +310,14 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
 
 def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     names = {
-        "ours": "vqaudio default (Snake, half-width encoder)",
-        "ours_full": "vqaudio, Snake, full-width encoder",
-        "ours_elu": "vqaudio, ELU, half-width encoder",
-        "ours_full_elu": "vqaudio, ELU, full-width encoder",
-        "ours_lstm": "vqaudio default + 2-layer latent LSTMs",
+        "ours": "vqaudio default (Snake, 1 residual unit per resolution, 512-unit LSTMs)",
+        "ours_full": "vqaudio default, full-width encoder",
+        "ours_3units": "vqaudio, Snake, 3 residual units per resolution, no LSTM (default before 2026-11-30)",
+        "ours_elu": "vqaudio, ELU, 3 units, no LSTM, half-width encoder",
+        "ours_full_elu": "vqaudio, ELU, 3 units, no LSTM, full-width encoder",
+        "ours_lstm": "vqaudio, Snake, 3 units + 2-layer 128-unit LSTMs",
+        "ours_lstm512": "vqaudio, Snake, 3 units + 2-layer 512-unit LSTMs",
+        "ours_dil13_lstm512": "vqaudio, Snake, 2 units + 2-layer 512-unit LSTMs",
         "encodec": "EnCodec SEANet + LSTM",
         "dac": f"DAC ({args.dac_dims[0]} / {args.dac_dims[1]})",
         "encodec_zero_bias": "EnCodec SEANet + LSTM, conv biases zeroed at init",
@@ -321,7 +342,7 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.2, 4.2 + 0.22 * len(results)))
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
     for r in results:
         ax.plot([p["minutes"] for p in r["curve"]], [p["val_mel"] for p in r["curve"]], marker="o", ms=3)
         ax.lines[-1].set_label(names.get(r["arch"], r["arch"]))
@@ -329,9 +350,13 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     ax.set_ylabel("validation log-mel distance (held-out)")
     ax.set_title(f"equal compute: {args.minutes:g} min each, {args.device}")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(work / "quality_curves.png", dpi=110)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, fontsize=8, frameon=False)
+    fig.savefig(work / "quality_curves.png", dpi=110, bbox_inches="tight")  # the legend below, uncut
+
+
+def common(cfg: dict) -> dict:
+    """The training config without the fields an architecture sets (each row records its own model)."""
+    return {**cfg, "model": {k: v for k, v in cfg["model"].items() if k not in ARCH_FIELDS}}
 
 
 def main() -> None:
@@ -375,7 +400,7 @@ def main() -> None:
         old = yaml.safe_load(saved.read_text())
         old_bench = {k: v for k, v in old["benchmark"].items() if k not in PER_RUN}
         old_train = to_dict(from_dict(TrainCodecConfig, old["train"]))  # keys added since take their defaults
-        if (old_bench, old_train) != (bench, cfg):
+        if (old_bench, common(old_train)) != (bench, common(cfg)):
             raise SystemExit(f"{saved}: the results in {work} come from other settings; use another --work")
     saved.write_text(yaml.safe_dump({"benchmark": bench, "train": cfg}))
     if args.report:

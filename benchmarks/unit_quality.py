@@ -22,23 +22,24 @@ import argparse
 import json
 import pathlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 from speech_mini import ROOT, SHARED, prepare_data, vqaudio
 
 CTM = SHARED / "alignments" / "pocketsphinx" / "speech-mini.phones.ctm"
 KM = "km/mfcc.pt"
+LSTM = {"lstm": 2, "lstm_dim": 64}  # level 0 quantizes latents with the encoder's long context
 
 
 @dataclass(frozen=True)
 class Row:
-    """One codec row: its label, content config, level-0 speaker normalisation and encoder width."""
+    """One codec row: its label, content config, level-0 speaker normalisation and model overrides."""
 
     label: str
     content: dict
     normalize: bool = False
-    encoder_channels: int | None = None  # None: codec_tiny.yaml's
+    model: dict = field(default_factory=dict)  # over codec_tiny.yaml's model section
 
 
 CODECS = {
@@ -70,16 +71,18 @@ CODECS = {
         "codec, kmeans (weight 10), 5-frame head",
         {"objective": "kmeans", "targets": KM, "weight": 10.0, "head_kernel": 5},
     ),
-    "recon_enc32": Row("codec, reconstruction only, 32-channel encoder", {"objective": "none"}, encoder_channels=32),
+    "recon_enc32": Row(
+        "codec, reconstruction only, 32-channel encoder", {"objective": "none"}, model={"encoder_channels": 32}
+    ),
     "km10_enc32": Row(
         "codec, kmeans (weight 10), 32-channel encoder",
         {"objective": "kmeans", "targets": KM, "weight": 10.0},
-        encoder_channels=32,
+        model={"encoder_channels": 32},
     ),
     "km5_enc32": Row(
         "codec, kmeans (weight 5), 32-channel encoder",
         {"objective": "kmeans", "targets": KM, "weight": 5.0},
-        encoder_channels=32,
+        model={"encoder_channels": 32},
     ),
     "km10_frame": Row(
         "codec, kmeans (weight 10), per-frame head",
@@ -88,6 +91,10 @@ CODECS = {
     "km30_frame": Row(
         "codec, kmeans (weight 30), per-frame head",
         {"objective": "kmeans", "targets": KM, "weight": 30.0, "head_kernel": 1},
+    ),
+    "recon_lstm": Row("codec, reconstruction only, 64-unit LSTMs", {"objective": "none"}, model=LSTM),
+    "km10_lstm": Row(
+        "codec, kmeans (weight 10), 64-unit LSTMs", {"objective": "kmeans", "targets": KM, "weight": 10.0}, model=LSTM
     ),
 }
 
@@ -118,8 +125,7 @@ def main() -> None:
         exp = work / "exp" / name
         conf = work / f"{name}.yaml"
         model = {**base["model"], "quantizer": {**base["model"]["quantizer"], "normalize_first": spec.normalize}}
-        if spec.encoder_channels is not None:
-            model["encoder_channels"] = spec.encoder_channels
+        model.update(spec.model)
         text = yaml.safe_dump({**base, "model": model, "content": spec.content})
         if conf.is_file() and conf.read_text() != text:
             raise SystemExit(f"{conf} was written by other settings (--steps or the row changed): use another --work")

@@ -17,7 +17,7 @@ from .speech import one_utterance
 STRIDE_SETS = [[2, 4, 5, 8], [8, 5, 4, 2], [2, 2], [3], [4, 4, 4], [1, 2]]
 
 
-def tiny(strides=(2, 4, 5, 8), causal=False, kind="ema", nq=2, **kw) -> Codec:
+def tiny(strides=(2, 4, 5, 8), causal=False, kind="ema", nq=2, lstm=0, **kw) -> Codec:
     q = QuantizerConfig(
         kind=kind, n_q=nq, codebook_size=32, kmeans_init=False, dead_code_threshold=0.0, levels=[4, 4, 2]
     )
@@ -31,6 +31,7 @@ def tiny(strides=(2, 4, 5, 8), causal=False, kind="ema", nq=2, **kw) -> Codec:
             quantizer=q,
             dilations=[1, 3],
             max_channels=16,
+            lstm=lstm,
             **kw,
         )
     )
@@ -222,6 +223,7 @@ def test_tiny_codec_overfits_one_real_utterance(tmp_path):
             strides=[2, 4, 5, 8],
             latent_dim=32,
             max_channels=64,
+            lstm=0,
             quantizer=QuantizerConfig(kind="ema", n_q=4, codebook_size=64, dropout=False, dead_code_threshold=0.0),
         )
     )
@@ -315,7 +317,7 @@ def test_windowed_default_codec_equals_the_layers_in_float64():
 
     codec = _randomise(Codec()).double().eval()
     wav = torch.randn(2, 1, 41 * codec.hop_length, dtype=torch.float64) * 0.3
-    with torch.no_grad():  # windows of 16 and 20 frames: 4 + 5 and 7 + 6 frames of context
+    with torch.no_grad():  # windows of 16 and 20 frames: 2 + 3 and 5 + 4 frames of context
         z = forward_windows(codec.encoder.net, wav, codec.hop_length, (20, 16))
         assert torch.allclose(z, codec.encoder.net(wav), rtol=0, atol=1e-10)
         assert torch.allclose(forward_windows(codec.decoder.net, z, 1, (20, 16)), codec.decoder.net(z), atol=1e-10)
@@ -368,7 +370,7 @@ def test_window_context_is_the_receptive_field():
     # the encoder's receptive field spans both contexts: neither side alone covers it, both together do
     assert (before + after) * codec.hop_length >= codec.encoder.receptive_field
     assert max(before, after) * codec.hop_length < codec.encoder.receptive_field
-    assert context_frames(codec.decoder.net, 1) == (7, 6)
+    assert context_frames(codec.decoder.net, 1) == (5, 4)
 
 
 def test_time_major_weights_follow_parameter_updates():

@@ -40,6 +40,7 @@ def random_config(rng: random.Random) -> CodecConfig:
         causal=rng.random() < 0.5,
         weight_norm=rng.random() < 0.7,
         max_channels=rng.choice([4, 8, 16]),
+        lstm=0,
         quantizer=QuantizerConfig(kind="fsq", n_q=1, levels=[3, 3]),
     )
 

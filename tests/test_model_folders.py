@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from vqaudio.checkpoint import file_checksum
+from vqaudio.checkpoint import VERSION, file_checksum
 from vqaudio.cli.main import main
 from vqaudio.errors import UserError
 from vqaudio.models import Codec
@@ -33,7 +33,7 @@ def test_codec_folder_round_trip(tmp_path):
     folder = codec.save_pretrained(tmp_path / "codec")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     meta = json.loads((folder / "config.json").read_text())
-    assert meta["format"] == "vqaudio-codec" and meta["version"] == 2 and meta["vqaudio_version"]
+    assert meta["format"] == "vqaudio-codec" and meta["version"] == VERSION and meta["vqaudio_version"]
     back = Codec.from_pretrained(folder)
     assert same_state(codec, back) and back.config == codec.config
     wav = torch.from_numpy(synth_utterance(0.5, seed=0))[None, None]

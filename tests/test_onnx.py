@@ -58,6 +58,6 @@ def test_fsq_codecs_say_they_cannot_export(tmp_path):
 
     torch.manual_seed(0)
     q = QuantizerConfig(kind="fsq", n_q=1)
-    codec = Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q))
+    codec = Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q, lstm=0))
     with pytest.raises(UserError, match="FSQ"):
         export_onnx(codec, tmp_path)

@@ -88,21 +88,39 @@ def test_the_library_never_imports_the_cli_or_recipes():
             assert not any(d.startswith("vqaudio.cli") for d in deps), name
 
 
-def _tiny_codec() -> Codec:
+def _tiny_codec(**kw) -> Codec:
     q = QuantizerConfig(kind="ema", n_q=2, codebook_size=16, kmeans_init=False, dead_code_threshold=0.0)
-    return Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=8, quantizer=q)).eval()
+    arch = {"channels": 4, "encoder_channels": 4, "latent_dim": 8, "max_channels": 8, "quantizer": q, "lstm": 0, **kw}
+    return Codec(CodecConfig(**arch)).eval()
 
 
 def test_a_version_1_codec_file_with_the_old_names_still_loads(tmp_path):
     codec = _tiny_codec()
     config = to_dict(codec.config)
     config["quantizer"]["num_quantizers"] = config["quantizer"].pop("n_q")
+    del config["lstm"], config["lstm_dim"]  # not in version 1
     old = {"format": "vqaudio-codec", "version": 1, "config": config, "state_dict": codec.state_dict()}
     torch.save(old, tmp_path / "old.pt")
     loaded = Codec.from_pretrained(tmp_path / "old.pt")
     assert loaded.n_q == 2
     wav = torch.randn(1, 1, 4000) * 0.1
     assert torch.equal(loaded.encode(wav), codec.encode(wav))
+
+
+def test_a_version_2_codec_file_keeps_the_defaults_of_its_time(tmp_path):
+    wav = torch.randn(1, 1, 4000) * 0.1
+    for codec, missing in (
+        (_tiny_codec(lstm_dim=None), ("lstm", "lstm_dim")),
+        (_tiny_codec(lstm=1, lstm_dim=None), ("lstm_dim",)),
+    ):
+        config = to_dict(codec.config)
+        for key in missing:  # version 2 had no lstm_dim, and a file written before lstm existed has neither
+            del config[key]
+        old = {"format": "vqaudio-codec", "version": 2, "config": config, "state_dict": codec.state_dict()}
+        torch.save(old, tmp_path / "old.pt")
+        loaded = Codec.from_pretrained(tmp_path / "old.pt")  # not the current default's 512-unit LSTMs
+        assert loaded.config == codec.config and torch.equal(loaded.encode(wav), codec.encode(wav))
+    assert CodecConfig().lstm == 2 and CodecConfig().lstm_dim == 512  # what the same keys mean in version 3
 
 
 def test_a_version_1_prior_file_with_the_old_names_still_loads(tmp_path):
@@ -158,7 +176,7 @@ def test_old_units_json_reads_its_levels_as_n_q(tmp_path):
 
 def test_codes_are_b_q_t_for_a_single_codebook_too(tmp_path):
     q = QuantizerConfig(kind="fsq", n_q=1, levels=[4, 4])
-    codec = Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=8, quantizer=q)).eval()
+    codec = Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=8, quantizer=q, lstm=0)).eval()
     wav = torch.randn(2, 1, 1000) * 0.1
     codes = codec.encode(wav)
     assert codes.shape == (2, 1, 4) and codec.n_q == 1

@@ -184,6 +184,7 @@ def test_train_prior_and_sample_cli(tmp_path):
             encoder_channels=4,
             latent_dim=8,
             max_channels=16,
+            lstm=0,
             quantizer=QuantizerConfig(kind="vq", n_q=1, codebook_size=k),
         )
     )

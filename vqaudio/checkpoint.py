@@ -26,7 +26,12 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 # The version this vqaudio writes. 2: residual depth is called ``n_q`` in every config (1 said
 # ``num_quantizers`` / ``num_levels``; such files still load, their configs read through the renames).
-VERSION = 2
+# 3: the default codec gained 512-unit LSTMs (``lstm: 2``, ``lstm_dim: 512``).
+VERSION = 3
+
+# Per kind, the values that config keys missing from a file older than a version meant when it was written:
+# a later change of a default never changes what an older file holds.
+EARLIER_DEFAULTS: dict[str, dict[int, dict]] = {"codec": {3: {"lstm": 0, "lstm_dim": None}}}
 
 
 def save_model(path: str | pathlib.Path, kind: str, config: dict, model: nn.Module) -> pathlib.Path:
@@ -127,7 +132,17 @@ def read_model(
         raise UserError(f"{path}: format version {version} is newer than this vqaudio reads ({VERSION}); upgrade")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
         raise UserError(f"{path}: a {found} file without its config or weights (truncated?)")
-    return kind, payload["config"], payload["state_dict"]
+    return kind, with_earlier_defaults(kind, version, payload["config"]), payload["state_dict"]
+
+
+def with_earlier_defaults(kind: str, version: int, config: dict) -> dict:
+    """``config`` of a ``kind`` file of format ``version`` with the keys it lacks set as its version meant them."""
+    filled = dict(config)
+    for since, values in EARLIER_DEFAULTS.get(kind, {}).items():
+        if version < since:
+            for key, value in values.items():
+                filled.setdefault(key, value)
+    return filled
 
 
 def load_model(path: str | pathlib.Path, kind: str, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
