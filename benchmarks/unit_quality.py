@@ -9,8 +9,8 @@ pocketsphinx phone alignments. Everything else (253 utterances, 111 speakers, 15
 the k-means models and the codecs; 8 of its utterances pick the codecs' best checkpoints.
 
 Every codec is recipes/librispeech/conf/codec_tiny.yaml (2 x 256 EMA RVQ, 800 bit/s) trained for --steps
-steps; only the content objective (and, where a row says so, the speaker normalisation of level 0's input)
-differs. Every row uses K = 256 for its units. Units are scored with
+steps; only the content objective (and, where a row says so, the speaker normalisation of level 0's input,
+the encoder's width or LSTMs on the latents) differs. Every row uses K = 256 for its units. Units are scored with
 `vqaudio evaluate-units` on the held-out speakers (the probe trains on the training speakers' units of
 the same model), and resynthesis with `vqaudio evaluate` with all levels and with level 0 only.
 Each step is skipped when its output exists, so a killed run continues.
