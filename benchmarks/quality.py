@@ -145,7 +145,8 @@ class Foreign(nn.Module):
 
 def build_task(arch: str, cfg: dict, dac_dims: tuple[int, int]) -> CodecTask:
     cfg = json.loads(json.dumps(cfg))
-    cfg["model"].update(OURS.get(arch, {}))
+    # a peer's encoder and decoder replace ours whole, our latent LSTMs included
+    cfg["model"].update(OURS[arch] if arch in OURS else {"lstm": 0})
     task = CodecTask(cfg)
     dim = task.codec.config.latent_dim
     if arch.startswith("encodec"):
