@@ -47,7 +47,7 @@ class CodecConfig:
         lstm: layers of a unidirectional LSTM (with a skip connection) on the latents after the encoder and
             before the decoder, as EnCodec has; 0 for none (see :mod:`vqaudio.models.context`). The default,
             2 layers of 512 units with one residual unit per resolution, reached at 20 minutes of CPU training
-            STOI 0.727 (two seeds) against 0.691 for three units without LSTMs and 0.703 for EnCodec's, and
+            STOI 0.727 (two seeds) against 0.691 for three units without LSTMs and 0.710 for EnCodec's, and
             encodes 3.7-4.0x and decodes 1.97-2.01x as fast as EnCodec-24k on one thread (benchmarks/README.md).
         lstm_dim: units per LSTM layer; ``None`` means ``latent_dim``. EnCodec's LSTMs have 512 units (at its
             512-channel bottleneck); a wider LSTM here maps its outputs back to ``latent_dim``. At 128 units
