@@ -95,8 +95,8 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours_3units": THREE_UNITS,
     "ours_elu": {**THREE_UNITS, "activation": "elu"},
     "ours_full_elu": {**THREE_UNITS, "encoder_channels": None, "activation": "elu"},
-    "ours_lstm": {"dilations": [1, 3, 9], "lstm": 2, "lstm_dim": None},
-    "ours_lstm512": {"dilations": [1, 3, 9]},
+    "ours_lstm": {**THREE_UNITS, "lstm": 2, "lstm_dim": None},
+    "ours_lstm512": {**THREE_UNITS, "lstm": 2, "lstm_dim": 512},
     "ours_dil13_lstm512": {"dilations": [1, 3]},
 }
 # Model fields that rows may set differently; the rest of the training config is the same in every row.
