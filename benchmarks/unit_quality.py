@@ -29,6 +29,12 @@ from speech_mini import ROOT, SHARED, prepare_data, vqaudio
 
 CTM = SHARED / "alignments" / "pocketsphinx" / "speech-mini.phones.ctm"
 KM = "km/mfcc.pt"
+KM_CTX = "km/mfcc_ctx2.pt"  # 13 MFCCs, per-utterance CMVN, 5 frames spliced
+KMEANS = {  # k-means baselines: file stem -> (row label, train-kmeans options)
+    "mfcc": ("MFCC k-means", ["--feature", "mfcc"]),
+    "logmel": ("log-mel k-means", ["--feature", "logmel"]),
+    "mfcc_ctx2": ("MFCC k-means, CMVN, 5 frames", ["--feature", "mfcc", "--no-deltas", "--cmvn", "--context", "2"]),
+}
 LSTM = {"lstm": 2, "lstm_dim": 64}  # level 0 quantizes latents with the encoder's long context
 
 
@@ -96,6 +102,29 @@ CODECS = {
     "km10_lstm": Row(
         "codec, kmeans (weight 10), 64-unit LSTMs", {"objective": "kmeans", "targets": KM, "weight": 10.0}, model=LSTM
     ),
+    "km3_lstm": Row(
+        "codec, kmeans (weight 3), 64-unit LSTMs", {"objective": "kmeans", "targets": KM, "weight": 3.0}, model=LSTM
+    ),
+    "km3_ctx_lstm": Row(
+        "codec, kmeans on CMVN 5-frame MFCC k-means (weight 3), 64-unit LSTMs",
+        {"objective": "kmeans", "targets": KM_CTX, "weight": 3.0},
+        model=LSTM,
+    ),
+    "km1_ctx_lstm": Row(
+        "codec, kmeans on CMVN 5-frame MFCC k-means (weight 1), 64-unit LSTMs",
+        {"objective": "kmeans", "targets": KM_CTX, "weight": 1.0},
+        model=LSTM,
+    ),
+    "ctc3_bilstm_lstm": Row(
+        "codec, ctc (weight 3), 2-layer BiLSTM head, 64-unit LSTMs",
+        {"objective": "ctc", "batch_size": 2, "max_seconds": 8.0, "weight": 3.0, "head_lstm": 2},
+        model=LSTM,
+    ),
+    "km10_ctx_lstm": Row(
+        "codec, kmeans on CMVN 5-frame MFCC k-means (weight 10), 64-unit LSTMs",
+        {"objective": "kmeans", "targets": KM_CTX, "weight": 10.0},
+        model=LSTM,
+    ),
 }
 
 
@@ -111,13 +140,11 @@ def main() -> None:
     if not (work / "data" / "test" / "wav.scp").is_file():
         prepare_data(work)
     models = {}
-    for feature in ("mfcc", "logmel"):
-        km = work / "km" / f"{feature}.pt"
+    for stem, (label, options) in KMEANS.items():
+        km = work / "km" / f"{stem}.pt"
         if not km.is_file():
-            vqaudio(
-                "train-kmeans", "--feature", feature, "--k", "256", "--data", "data/train", "--out", str(km), cwd=work
-            )
-        models[f"{feature.upper() if feature == 'mfcc' else 'log-mel'} k-means"] = km
+            vqaudio("train-kmeans", *options, "--k", "256", "--data", "data/train", "--out", str(km), cwd=work)
+        models[label] = km
     base = yaml.safe_load((ROOT / "recipes" / "librispeech" / "conf" / "codec_tiny.yaml").read_text())
     base["trainer"].update(max_steps=args.steps, val_every=max(1, args.steps // 4), checkpoint_every=100)
     for name in args.rows:

@@ -203,6 +203,77 @@ def test_kmeans_unit_model_frames_round_trip_and_extraction(tmp_path):
         KMeansConfig(frame_rate=48.0).check()
 
 
+def test_kmeans_cmvn_and_spliced_context_features():
+    wav = synth_utterance(2.0, seed=5)
+    plain = frame_features(wav, KMeansConfig(deltas=False))
+    assert plain.shape[1] == 13 == KMeansConfig(deltas=False).dim
+    normed = frame_features(wav, KMeansConfig(deltas=False, cmvn=True))
+    np.testing.assert_allclose(normed.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(normed.std(0), 1.0, atol=1e-3)
+    np.testing.assert_allclose(normed, (plain - plain.mean(0)) / plain.std(0), atol=1e-4)
+    config = KMeansConfig(deltas=False, cmvn=True, context=2)
+    spliced = frame_features(wav, config)
+    assert spliced.shape == (plain.shape[0], 5 * 13) and config.dim == 5 * 13
+    np.testing.assert_array_equal(spliced[:, 26:39], normed)  # the centre frame
+    np.testing.assert_array_equal(spliced[2:, 0:13], normed[:-2])  # two frames back
+    np.testing.assert_array_equal(spliced[:-2, 52:65], normed[2:])  # two frames ahead
+    np.testing.assert_array_equal(spliced[0, 0:26], np.tile(normed[0], 2))  # edges repeat the first frame
+    np.testing.assert_array_equal(spliced[-1, 39:65], np.tile(normed[-1], 2))
+    assert (
+        KMeansConfig(feature="logmel", context=1).dim
+        == 120
+        == frame_features(wav, KMeansConfig("logmel", context=1)).shape[1]
+    )
+    assert KMeansConfig(cmvn=True, context=1).dim == 117  # MFCCs with deltas, 3 frames
+    with pytest.raises(UserError, match="--context must be >= 0"):
+        KMeansConfig(context=-1).check()
+    # a k-means file written before these options existed means what it meant then
+    from vqaudio.config import from_dict
+
+    old = from_dict(KMeansConfig, {"feature": "mfcc", "k": 8, "sample_rate": 16000, "frame_rate": 50.0}, where="old")
+    assert (old.deltas, old.cmvn, old.context, old.dim) == (True, False, 0, 39)
+
+
+def test_crop_targets_come_from_the_whole_utterance_at_the_crop_frames(tmp_path):
+    from vqaudio.data import CropDataset
+    from vqaudio.data.dataset import IGNORE
+
+    hop, n = 320, 3200
+    data = tmp_path / "data"
+    data.mkdir()
+    lengths = {"a": 16000 + 123, "b": 2000}  # one longer than a crop, one shorter
+    for utt, length in lengths.items():
+        sf.write(tmp_path / f"{utt}.wav", synth_utterance(length / SR, seed=len(utt)), SR, subtype="FLOAT")
+    (data / "wav.scp").write_text("".join(f"{u} {tmp_path / u}.wav\n" for u in lengths))
+    calls = []
+
+    def frame_index(wav):  # the teacher's "unit" of each frame is its index in the utterance
+        calls.append(wav.shape[0])
+        return torch.arange(math.ceil(wav.shape[0] / hop))
+
+    ds = CropDataset(data, SR, n, frame_targets=frame_index, hop=hop)
+    whole = {u: sf.read(tmp_path / f"{u}.wav", dtype="float32")[0] for u in lengths}
+    starts = set()
+    for _ in range(20):
+        item = ds[0]
+        targets, crop = item["targets"], item["wav"][0].numpy()
+        assert targets.shape == (n // hop,) and crop.shape == (n,)
+        first = int(targets[0])
+        assert torch.equal(targets, torch.arange(first, first + n // hop))
+        np.testing.assert_array_equal(crop, whole["a"][first * hop : first * hop + n])
+        starts.add(first)
+    assert len(starts) > 3  # random crops, each on a frame boundary
+    short = ds[1]
+    frames = math.ceil(lengths["b"] / hop)
+    assert torch.equal(short["targets"][:frames], torch.arange(frames))
+    assert (short["targets"][frames:] == IGNORE).all()
+    np.testing.assert_array_equal(short["wav"][0, : lengths["b"]].numpy(), whole["b"])
+    assert not short["wav"][0, lengths["b"] :].any()
+    assert sorted(calls) == sorted(lengths.values())  # each utterance's targets are computed once
+    with pytest.raises(ValueError, match="frame_targets need crops"):
+        CropDataset(data, SR, None, frame_targets=frame_index, hop=hop)
+
+
 def _codec_config(tmp_path, content: dict) -> str:
     from .test_train_codec import TINY
 
@@ -231,7 +302,7 @@ def test_content_objectives_train_and_are_recorded(tmp_path):
             [
                 *args,
                 "--config",
-                _codec_config(tmp_path, {"objective": "ctc", "batch_size": 2}),
+                _codec_config(tmp_path, {"objective": "ctc", "batch_size": 2, "head_lstm": 1}),
                 "--exp-dir",
                 str(tmp_path / "ctc"),
             ]
@@ -272,8 +343,14 @@ def test_a_per_frame_content_head_sees_only_its_frame(tmp_path):
         head = ContentHead(8, 5, hidden=16, kernel=kernel)
         changed = (head(x) - head(y)).abs().amax(dim=(0, 1)) > 0
         assert changed.nonzero().flatten().tolist() == list(range(10 - reach, 11 + reach))
+    recogniser = ContentHead(8, 5, hidden=16, kernel=1, lstm=2)
+    assert recogniser(x).shape == (2, 5, 20)
+    assert ((recogniser(x) - recogniser(y)).abs().amax(dim=(0, 1)) > 0).all()  # every frame hears frame 10
+    assert sorted(ContentHead(8, 5).state_dict()) == ["net.0.bias", "net.0.weight", "net.2.bias", "net.2.weight"]
     with pytest.raises(ValueError, match="odd"):
         ContentHead(8, 5, kernel=2)
+    with pytest.raises(ValueError, match="LSTM layers must be >= 0"):
+        ContentHead(8, 5, lstm=-1)
     config = yaml.safe_load(open(_codec_config(tmp_path, {"objective": "ctc", "head_kernel": 2})))
     with pytest.raises(UserError, match="head_kernel must be odd"):
         CodecTask(config)

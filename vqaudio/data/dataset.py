@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from .audio import AudioError, load_audio
 from .kaldi import read_data_dir
 
 log = logging.getLogger(__name__)
+IGNORE = -100  # target of frames past an utterance's end (cross-entropy's default ignore_index)
 
 
 class CropDataset(Dataset):
@@ -29,6 +31,11 @@ class CropDataset(Dataset):
         sample_rate: model rate; other rates are resampled on the fly, multi-channel downmixed.
         segment_samples: crop length; ``None`` returns whole utterances (validation, batch size 1).
         max_bad_fraction: share of unreadable utterances at which the data dir is refused.
+        frame_targets: with ``hop``, per-frame targets of a whole utterance, ``(T,)`` samples -> ``(ceil(T / hop),)``
+            (a teacher's units). Items are then dicts: ``wav`` cropped at a multiple of ``hop`` and ``targets``,
+            the ``ceil(segment_samples / hop)`` targets of the crop's frames, ``IGNORE`` past the utterance's end.
+            Computed once per utterance, from all of its audio, not from the crop.
+        hop: samples per frame of ``frame_targets``.
     """
 
     def __init__(
@@ -37,7 +44,13 @@ class CropDataset(Dataset):
         sample_rate: int,
         segment_samples: int | None,
         max_bad_fraction: float = 0.9,
+        frame_targets: Callable[[np.ndarray], torch.Tensor] | None = None,
+        hop: int = 1,
     ) -> None:
+        if frame_targets is not None and (segment_samples is None or hop < 1):
+            raise ValueError(f"frame_targets need crops and a hop >= 1, got {segment_samples} samples, hop {hop}")
+        self.frame_targets, self.hop = frame_targets, hop
+        self._targets: dict[int, torch.Tensor] = {}  # utterance index -> its targets (per DataLoader worker)
         self.data_dir = data_dir
         self.utts = read_data_dir(data_dir)
         if not self.utts:
@@ -59,13 +72,14 @@ class CropDataset(Dataset):
         u = self.utts[index]
         return load_audio(u.source, self.sample_rate, u.start, u.end, name=u.utt_id)
 
-    def _read_any(self, index: int) -> np.ndarray:
-        """Audio of utterance ``index``, or of a random readable one when it is (or turns out) bad."""
+    def _read_any(self, index: int) -> tuple[int, np.ndarray]:
+        """``(i, audio)`` of utterance ``i`` = ``index``, or of a random readable one when it is (or turns
+        out) bad."""
         i = index
         while True:
             if not bool(self.bad[i]):
                 try:
-                    return self._load(i)
+                    return i, self._load(i)
                 except AudioError as err:
                     self.bad[i] = True
                     num_bad = int(self.bad.sum())
@@ -79,8 +93,10 @@ class CropDataset(Dataset):
             readable = (~self.bad).nonzero()[:, 0]
             i = int(readable[int(torch.randint(0, len(readable), ()))])
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        wav = self._read_any(index)
+    def __getitem__(self, index: int) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.frame_targets is not None:
+            return self._with_targets(index)
+        _, wav = self._read_any(index)
         if self.segment_samples is None:
             return torch.from_numpy(wav)[None]
         n = self.segment_samples
@@ -90,3 +106,18 @@ class CropDataset(Dataset):
         elif wav.shape[0] < n:
             wav = np.pad(wav, (0, n - wav.shape[0]))
         return torch.from_numpy(wav)[None]
+
+    def _with_targets(self, index: int) -> dict[str, torch.Tensor]:
+        i, wav = self._read_any(index)
+        if i not in self._targets:
+            self._targets[i] = self.frame_targets(wav).to(torch.int32)
+        targets = self._targets[i]
+        n, hop = self.segment_samples, self.hop
+        frames = -(-n // hop)
+        first = int(torch.randint(0, (wav.shape[0] - n) // hop + 1, ())) if wav.shape[0] > n else 0
+        crop = wav[first * hop : first * hop + n]
+        crop = np.pad(crop, (0, n - crop.shape[0]))
+        out = torch.full((frames,), IGNORE, dtype=torch.long)
+        kept = targets[first : first + frames]
+        out[: kept.shape[0]] = kept
+        return {"wav": torch.from_numpy(crop)[None], "targets": out}

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import from_dict, to_dict
+from ..data.dataset import IGNORE
 from ..errors import UserError
 from ..features import MelSpectrogram
 from ..models.codec import Codec
 from .config import TrainCodecConfig
-from .content import OBJECTIVES, VOCAB, ContentHead, check_teacher, ctc_loss, frame_targets
+from .content import OBJECTIVES, VOCAB, ContentHead, ctc_loss, load_teacher
 from .discriminators import Discriminators, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
 
@@ -46,17 +47,14 @@ class CodecTask(pl.LightningModule):
         self.codec = Codec(self.cfg.model)
         self.content_head = None
         if content.objective == "ctc":
-            self.content_head = ContentHead(self.cfg.model.latent_dim, len(VOCAB), kernel=content.head_kernel)
-        elif content.objective == "kmeans":
-            if not content.targets:
-                raise UserError("content.objective 'kmeans' needs content.targets: a train-kmeans model or a codec")
-            from ..units.model import load_unit_model
-
-            teacher = load_unit_model(content.targets).eval()
-            check_teacher(teacher, self.codec.sample_rate, self.codec.hop_length, content.targets)
-            self.__dict__["_teacher"] = teacher  # not a submodule: never trained, never in checkpoints
             self.content_head = ContentHead(
-                self.cfg.model.latent_dim, teacher.codebook_size, kernel=content.head_kernel
+                self.cfg.model.latent_dim, len(VOCAB), kernel=content.head_kernel, lstm=content.head_lstm
+            )
+        elif content.objective == "kmeans":
+            # Only the head's size: the data loader computes the targets (whole utterances, see _loaders).
+            teacher = load_teacher(content.targets, self.codec.sample_rate, self.codec.hop_length)
+            self.content_head = ContentHead(
+                self.cfg.model.latent_dim, teacher.codebook_size, kernel=content.head_kernel, lstm=content.head_lstm
             )
         d = self.cfg.discriminator
         self.disc = Discriminators(d.periods, d.period_channels, d.n_ffts, d.stft_channels)
@@ -97,10 +95,10 @@ class CodecTask(pl.LightningModule):
         """The level-0 content loss of this step, or ``None`` without an objective."""
         objective = self.cfg.content.objective
         if objective == "kmeans":
-            teacher = self.__dict__["_teacher"].to(batch["wav"].device)
-            targets = frame_targets(teacher, batch["wav"])  # (B, T')
+            targets = batch["targets"]  # (B, T'), IGNORE past each utterance's end
             logits = self.content_head(out.level0)
-            return F.cross_entropy(logits[..., : targets.shape[-1]].float(), targets)
+            frames = min(logits.shape[-1], targets.shape[-1])
+            return F.cross_entropy(logits[..., :frames].float(), targets[:, :frames], ignore_index=IGNORE)
         if objective == "ctc":
             wav, lengths, targets, target_lengths = batch["text"]
             level0 = self.codec.level0(wav, quantize=self.quantizing)

@@ -138,6 +138,8 @@ class ContentConfig:
         kmeans_feature, kmeans_k: the features and size of targets trained that way.
         head_kernel: frames the head's first conv sees (odd). 1: each level-0 code alone predicts its
             frame's target.
+        head_lstm: bidirectional LSTM layers in the head after its conv (0: none), so the head reads the
+            whole utterance, as a recogniser does.
         batch_size: ``ctc``: transcribed utterances per step (whole, padded), besides the crops.
         max_seconds: ``ctc``: longer transcribed utterances train on reconstruction only.
     """
@@ -148,6 +150,7 @@ class ContentConfig:
         "max_seconds": ">0",
         "kmeans_k": ">=2",
         "head_kernel": ">=1",
+        "head_lstm": ">=0",
     }
 
     objective: str = "none"
@@ -156,6 +159,7 @@ class ContentConfig:
     kmeans_feature: str = "mfcc"
     kmeans_k: int = 256
     head_kernel: int = 3
+    head_lstm: int = 0
     batch_size: int = 4
     max_seconds: float = 16.0
 

@@ -44,22 +44,38 @@ def text_to_ids(text: str) -> tuple[list[int], Counter]:
 
 
 class ContentHead(nn.Module):
-    """``(B, D, T')`` latents -> ``(B, C, T')`` logits: conv (``kernel``, odd) -> ReLU -> 1x1 conv.
+    """``(B, D, T')`` latents -> ``(B, C, T')`` logits: conv (``kernel``, odd) -> ReLU -> [BiLSTM] -> 1x1 conv.
 
-    With ``kernel`` 1 each frame's logits depend on that frame's level-0 code alone, so the code itself
-    must carry the frame's target; a wider kernel lets neighbouring codes share the work.
+    With ``kernel`` 1 and no LSTM each frame's logits depend on that frame's level-0 code alone, so the code
+    itself must carry the frame's target; a wider kernel lets neighbouring codes share the work, and
+    ``lstm`` bidirectional layers let the whole utterance do so (a recogniser's context, for ``ctc``).
     """
 
-    def __init__(self, dim: int, classes: int, hidden: int = 256, kernel: int = 3) -> None:
+    def __init__(self, dim: int, classes: int, hidden: int = 256, kernel: int = 3, lstm: int = 0) -> None:
         super().__init__()
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"content head kernel must be odd and positive, got {kernel}")
-        self.net = nn.Sequential(
-            nn.Conv1d(dim, hidden, kernel, padding=kernel // 2), nn.ReLU(), nn.Conv1d(hidden, classes, 1)
-        )
+        if lstm < 0:
+            raise ValueError(f"content head LSTM layers must be >= 0, got {lstm}")
+        layers = [nn.Conv1d(dim, hidden, kernel, padding=kernel // 2), nn.ReLU()]
+        if lstm:
+            layers.append(BiLSTM(hidden, hidden // 2, lstm))
+        layers.append(nn.Conv1d(2 * (hidden // 2) if lstm else hidden, classes, 1))
+        self.net = nn.Sequential(*layers)  # without LSTM: net.0 and net.2, as heads saved before it existed
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class BiLSTM(nn.Module):
+    """``(B, C, T)`` -> ``(B, 2 * hidden, T)``: a bidirectional LSTM over time."""
+
+    def __init__(self, channels: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(channels, hidden, layers, batch_first=True, bidirectional=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lstm(x.transpose(1, 2))[0].transpose(1, 2)
 
 
 class TextUtterances(Dataset):
@@ -133,10 +149,29 @@ def ctc_loss(logits: Tensor, lengths: Tensor, targets: Tensor, target_lengths: T
     return F.ctc_loss(logp, targets, frames, target_lengths, blank=0, zero_infinity=True)
 
 
-def frame_targets(teacher, wav: Tensor) -> Tensor:
-    """Level-0 units ``(B, T')`` of a teacher unit model (a k-means model or a codec) for ``(B, 1, T)``."""
-    with torch.no_grad():
-        return teacher.encode(wav.float())[:, 0]
+class TeacherTargets:
+    """A teacher unit model (a k-means model or a codec) as the ``frame_targets`` of a
+    :class:`~vqaudio.data.CropDataset`: ``(T,)`` samples of a whole utterance -> its ``(T',)`` level-0 units.
+    Whole utterances, so a teacher that normalises over its input (``cmvn``) sees what ``extract-units`` sees."""
+
+    def __init__(self, teacher) -> None:
+        self.teacher = teacher
+
+    def __call__(self, wav) -> Tensor:
+        with torch.no_grad():
+            return self.teacher.encode(torch.as_tensor(wav, dtype=torch.float32)[None, None])[0, 0]
+
+
+def load_teacher(path: str | None, sample_rate: int, hop_length: int):
+    """The unit model at ``path`` (eval mode, CPU), checked to have the codec's sample rate and hop."""
+    from ..units.model import load_unit_model
+
+    if not path:
+        raise UserError("content.objective 'kmeans' needs content.targets: a train-kmeans model or a codec")
+
+    teacher = load_unit_model(path).eval()
+    check_teacher(teacher, sample_rate, hop_length, path)
+    return teacher
 
 
 def check_teacher(teacher, sample_rate: int, hop_length: int, path) -> None:

@@ -15,7 +15,7 @@ from ..data import CropDataset
 from ..models.codec import Codec
 from .codec_task import CodecTask
 from .config import TrainCodecConfig
-from .content import TextUtterances, collate_text
+from .content import TeacherTargets, TextUtterances, collate_text, load_teacher
 from .experiment import fit, prepare_experiment
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,12 @@ BATCHES_PER_EPOCH = 200
 
 
 def _loaders(cfg: TrainCodecConfig, train_dir: str, valid_dir: str):
-    sr, d = cfg.model.sample_rate, cfg.data
-    train = CropDataset(train_dir, sr, int(d.segment_seconds * sr))
+    sr, d, c = cfg.model.sample_rate, cfg.data, cfg.content
+    targets = {}
+    if c.objective == "kmeans":
+        hop = math.prod(cfg.model.strides)  # the codec's hop_length
+        targets = dict(frame_targets=TeacherTargets(load_teacher(c.targets, sr, hop)), hop=hop)
+    train = CropDataset(train_dir, sr, int(d.segment_seconds * sr), **targets)
     valid = CropDataset(valid_dir, sr, None)
     valid.select(
         u
@@ -37,7 +41,6 @@ def _loaders(cfg: TrainCodecConfig, train_dir: str, valid_dir: str):
     workers = dict(num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
     train_loader = DataLoader(train, d.batch_size, sampler=sampler, drop_last=True, **workers)
     valid_loader = DataLoader(valid, 1, shuffle=False, **workers)
-    c = cfg.content
     if c.objective == "ctc":
         # Whole transcribed utterances beside the crops, one batch of each per step.
         text = TextUtterances(train_dir, sr, c.max_seconds)

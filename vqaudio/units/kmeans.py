@@ -37,8 +37,15 @@ class KMeansConfig:
     """A k-means unit model's features and size.
 
     Attributes:
-        feature: ``"mfcc"`` (13 coefficients with deltas and delta-deltas: 39 dims) or ``"logmel"``.
+        feature: ``"mfcc"`` (13 coefficients, with deltas and delta-deltas: 39 dims) or ``"logmel"``.
         k: number of units.
+        deltas: ``mfcc``: append deltas and delta-deltas (fairseq's speech2unit features); off, the 13 static
+            coefficients alone (as Kaldi splices them).
+        cmvn: normalise each input's features to zero mean and unit variance over its own frames (per-utterance
+            CMVN), which removes much of the speaker and channel, so the units of a frame depend on the whole
+            input it came from.
+        context: frames on each side spliced onto each frame (Kaldi's ``splice-feats``; edges repeat the first
+            and last frame), after CMVN: ``(2 * context + 1)`` times the dims.
         sample_rate: Hz; audio at other rates is resampled on load.
         frame_rate: frames per second; ``sample_rate / frame_rate`` must be a whole number of samples.
         n_fft: analysis window in samples (25 ms at 16 kHz).
@@ -53,17 +60,23 @@ class KMeansConfig:
     n_fft: int = 400
     n_mels: int = 40
     n_mfcc: int = 13
+    deltas: bool = True
+    cmvn: bool = False
+    context: int = 0
 
     @property
     def dim(self) -> int:
-        """Feature dimensions: the MFCCs with their deltas and delta-deltas, or the mel bands."""
-        return 3 * self.n_mfcc if self.feature == "mfcc" else self.n_mels
+        """Feature dimensions per frame: the MFCCs (with their deltas) or the mel bands, times the spliced frames."""
+        base = (3 if self.deltas else 1) * self.n_mfcc if self.feature == "mfcc" else self.n_mels
+        return base * (2 * self.context + 1)
 
     def check(self) -> KMeansConfig:
         if self.feature not in FEATURES:
             raise UserError(f"--feature must be one of {FEATURES}, got {self.feature!r}")
         if self.k < 2:
             raise UserError(f"--k must be >= 2, got {self.k}")
+        if self.context < 0:
+            raise UserError(f"--context must be >= 0 frames, got {self.context}")
         hop = self.sample_rate / self.frame_rate
         if self.frame_rate <= 0 or abs(hop - round(hop)) > 1e-9:
             raise UserError(f"sample_rate / frame_rate must be a whole number of samples, got {hop}")
@@ -83,10 +96,29 @@ def frame_features(wav: np.ndarray, cfg: KMeansConfig) -> np.ndarray:
     if cfg.feature == "logmel":
         feats = logmel
     else:
-        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
-        deltas = [librosa.feature.delta(mfcc, order=o, mode="nearest") for o in (1, 2)]
-        feats = np.concatenate([mfcc, *deltas], axis=0)
-    return np.ascontiguousarray(feats[:, :frames].T, dtype=np.float32)
+        feats = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
+        if cfg.deltas:
+            deltas = [librosa.feature.delta(feats, order=o, mode="nearest") for o in (1, 2)]
+            feats = np.concatenate([feats, *deltas], axis=0)
+    feats = feats[:, :frames].T  # (T', F)
+    if cfg.cmvn:
+        feats = cmvn(feats)
+    if cfg.context:
+        feats = splice(feats, cfg.context)
+    return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def cmvn(feats: np.ndarray) -> np.ndarray:
+    """``(T', F)`` -> the same features at zero mean and unit variance over the frames (a constant dim -> 0)."""
+    std = feats.std(0)
+    return (feats - feats.mean(0)) / np.where(std > 1e-5, std, 1.0)
+
+
+def splice(feats: np.ndarray, context: int) -> np.ndarray:
+    """``(T', F)`` -> ``(T', (2 * context + 1) * F)``: frames ``i - context .. i + context`` side by side, oldest
+    first, the edges repeating the first and last frame (Kaldi's ``splice-feats``)."""
+    padded = np.pad(feats, ((context, context), (0, 0)), mode="edge")
+    return np.concatenate([padded[i : i + feats.shape[0]] for i in range(2 * context + 1)], axis=1)
 
 
 class KMeansUnitModel(nn.Module):
