@@ -40,12 +40,13 @@ LSTM = {"lstm": 2, "lstm_dim": 64}  # level 0 quantizes latents with the encoder
 
 @dataclass(frozen=True)
 class Row:
-    """One codec row: its label, content config, level-0 speaker normalisation and model overrides."""
+    """One codec row: its label, content config, level-0 speaker normalisation, model overrides and seed."""
 
     label: str
     content: dict
     normalize: bool = False
     model: dict = field(default_factory=dict)  # over codec_tiny.yaml's model section
+    seed: int = 0
 
 
 CODECS = {
@@ -120,6 +121,33 @@ CODECS = {
         {"objective": "ctc", "batch_size": 2, "max_seconds": 8.0, "weight": 3.0, "head_lstm": 2},
         model=LSTM,
     ),
+    "recon_enc32_lstm": Row(
+        "codec, reconstruction only, 32-channel encoder, 64-unit LSTMs",
+        {"objective": "none"},
+        model={"encoder_channels": 32, **LSTM},
+    ),
+    "km3_ctx_enc32_lstm": Row(
+        "codec, kmeans on CMVN 5-frame MFCC k-means (weight 3), 32-channel encoder, 64-unit LSTMs",
+        {"objective": "kmeans", "targets": KM_CTX, "weight": 3.0},
+        model={"encoder_channels": 32, **LSTM},
+    ),
+    "km10_ctx_enc32_lstm": Row(
+        "codec, kmeans on CMVN 5-frame MFCC k-means (weight 10), 32-channel encoder, 64-unit LSTMs",
+        {"objective": "kmeans", "targets": KM_CTX, "weight": 10.0},
+        model={"encoder_channels": 32, **LSTM},
+    ),
+    "recon_enc32_lstm_seed1": Row(
+        "codec, reconstruction only, 32-channel encoder, 64-unit LSTMs, seed 1",
+        {"objective": "none"},
+        model={"encoder_channels": 32, **LSTM},
+        seed=1,
+    ),
+    "km3_ctx_enc32_lstm_seed1": Row(
+        "codec, kmeans on CMVN 5-frame MFCC k-means (weight 3), 32-channel encoder, 64-unit LSTMs, seed 1",
+        {"objective": "kmeans", "targets": KM_CTX, "weight": 3.0},
+        model={"encoder_channels": 32, **LSTM},
+        seed=1,
+    ),
     "km10_ctx_lstm": Row(
         "codec, kmeans on CMVN 5-frame MFCC k-means (weight 10), 64-unit LSTMs",
         {"objective": "kmeans", "targets": KM_CTX, "weight": 10.0},
@@ -153,7 +181,8 @@ def main() -> None:
         conf = work / f"{name}.yaml"
         model = {**base["model"], "quantizer": {**base["model"]["quantizer"], "normalize_first": spec.normalize}}
         model.update(spec.model)
-        text = yaml.safe_dump({**base, "model": model, "content": spec.content})
+        trainer = {**base["trainer"], "seed": spec.seed} if spec.seed else base["trainer"]
+        text = yaml.safe_dump({**base, "model": model, "content": spec.content, "trainer": trainer})
         if conf.is_file() and conf.read_text() != text:
             raise SystemExit(f"{conf} was written by other settings (--steps or the row changed): use another --work")
         conf.write_text(text)

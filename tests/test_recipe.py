@@ -118,7 +118,7 @@ def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
     assert (exp / "log" / "train_codec.log").is_file() and (exp / "log" / "train_prior.log").is_file()
     model = exp / "codec" / "model.pt"
     assert torch.load(model, weights_only=True)["config"]["content_objective"] == "kmeans"
-    assert (rdir / "exp" / "kmeans" / "mfcc256.pt").is_file()  # its targets, trained first
+    assert (rdir / "exp" / "kmeans" / "mfcc_cmvn_ctx2_256.pt").is_file()  # its targets, trained first
     before = model.stat().st_mtime_ns
     again = run(rdir, env, *args)
     assert again.returncode == 0, again.stderr[-2000:]

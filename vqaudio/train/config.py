@@ -135,7 +135,8 @@ class ContentConfig:
         targets: ``kmeans``: a ``train-kmeans`` model or an earlier codec's ``model.pt`` (its level-0 units),
             at the codec's sample rate and hop. A missing file is trained first, as ``vqaudio train-kmeans``
             on the training data would (``kmeans_feature``, ``kmeans_k``, the codec's frame rate).
-        kmeans_feature, kmeans_k: the features and size of targets trained that way.
+        kmeans_feature, kmeans_k, kmeans_deltas, kmeans_cmvn, kmeans_context: the features and size of targets
+            trained that way (``train-kmeans``'s ``--feature``, ``--k``, ``--no-deltas``, ``--cmvn``, ``--context``).
         head_kernel: frames the head's first conv sees (odd). 1: each level-0 code alone predicts its
             frame's target.
         head_lstm: bidirectional LSTM layers in the head after its conv (0: none), so the head reads the
@@ -149,6 +150,7 @@ class ContentConfig:
         "batch_size": ">=1",
         "max_seconds": ">0",
         "kmeans_k": ">=2",
+        "kmeans_context": ">=0",
         "head_kernel": ">=1",
         "head_lstm": ">=0",
     }
@@ -158,6 +160,9 @@ class ContentConfig:
     targets: str | None = None
     kmeans_feature: str = "mfcc"
     kmeans_k: int = 256
+    kmeans_deltas: bool = True
+    kmeans_cmvn: bool = False
+    kmeans_context: int = 0
     head_kernel: int = 3
     head_lstm: int = 0
     batch_size: int = 4

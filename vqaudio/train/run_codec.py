@@ -88,14 +88,16 @@ def train_codec(
         from ..units.kmeans import KMeansConfig, train_kmeans
 
         sr, hop = cfg.model.sample_rate, math.prod(cfg.model.strides)
-        log.info(
-            "training the content targets %s (%s k-means, k=%d) on %s",
-            content.targets,
-            content.kmeans_feature,
-            content.kmeans_k,
-            train_data,
-        )
-        km = KMeansConfig(feature=content.kmeans_feature, k=content.kmeans_k, sample_rate=sr, frame_rate=sr / hop)
+        km = KMeansConfig(
+            feature=content.kmeans_feature,
+            k=content.kmeans_k,
+            sample_rate=sr,
+            frame_rate=sr / hop,
+            deltas=content.kmeans_deltas,
+            cmvn=content.kmeans_cmvn,
+            context=content.kmeans_context,
+        ).check()
+        log.info("training the content targets %s on %s: %s", content.targets, train_data, to_dict(km))
         train_kmeans(train_data, content.targets, km)
     exp = pathlib.Path(exp_dir)
     train_loader, valid_loader = _loaders(cfg, train_data, valid_data)
