@@ -165,7 +165,8 @@ class KMeansUnitModel(nn.Module):
     @torch.no_grad()
     def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
         """``(B, 1, T)`` or ``(B, T)`` waveform -> ``(B, 1, ceil(T / hop))`` units (a batch is padded audio:
-        its frames past an item's end are what that padding gives)."""
+        its frames past an item's end are what that padding gives, and with ``cmvn`` the padding also enters
+        the item's normalisation)."""
         if n_q not in (None, 1):
             raise UserError(f"a k-means unit model has one level; n_q must be 1, got {n_q}")
         wav = wav[:, None] if wav.ndim == 2 else wav
