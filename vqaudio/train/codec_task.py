@@ -46,13 +46,15 @@ class CodecTask(pl.LightningModule):
         self.automatic_optimization = False
         self.codec = Codec(self.cfg.model)
         self.content_head = None
+        self.__dict__["teacher"] = None  # not a submodule: never trained, never in checkpoints
         if content.objective == "ctc":
             self.content_head = ContentHead(
                 self.cfg.model.latent_dim, len(VOCAB), kernel=content.head_kernel, lstm=content.head_lstm
             )
         elif content.objective == "kmeans":
-            # Only the head's size: the data loader computes the targets (whole utterances, see _loaders).
+            # The training data loader computes the targets from it (whole utterances, see run_codec._loaders).
             teacher = load_teacher(content.targets, self.codec.sample_rate, self.codec.hop_length)
+            self.__dict__["teacher"] = teacher
             self.content_head = ContentHead(
                 self.cfg.model.latent_dim, teacher.codebook_size, kernel=content.head_kernel, lstm=content.head_lstm
             )

@@ -168,7 +168,6 @@ def load_teacher(path: str | None, sample_rate: int, hop_length: int):
 
     if not path:
         raise UserError("content.objective 'kmeans' needs content.targets: a train-kmeans model or a codec")
-
     teacher = load_unit_model(path).eval()
     check_teacher(teacher, sample_rate, hop_length, path)
     return teacher

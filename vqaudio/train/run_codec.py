@@ -15,19 +15,19 @@ from ..data import CropDataset
 from ..models.codec import Codec
 from .codec_task import CodecTask
 from .config import TrainCodecConfig
-from .content import TeacherTargets, TextUtterances, collate_text, load_teacher
+from .content import TeacherTargets, TextUtterances, collate_text
 from .experiment import fit, prepare_experiment
 
 log = logging.getLogger(__name__)
 BATCHES_PER_EPOCH = 200
 
 
-def _loaders(cfg: TrainCodecConfig, train_dir: str, valid_dir: str):
+def _loaders(task: CodecTask, train_dir: str, valid_dir: str):
+    cfg = task.cfg
     sr, d, c = cfg.model.sample_rate, cfg.data, cfg.content
     targets = {}
-    if c.objective == "kmeans":
-        hop = math.prod(cfg.model.strides)  # the codec's hop_length
-        targets = dict(frame_targets=TeacherTargets(load_teacher(c.targets, sr, hop)), hop=hop)
+    if task.teacher is not None:
+        targets = dict(frame_targets=TeacherTargets(task.teacher), hop=task.codec.hop_length)
     train = CropDataset(train_dir, sr, int(d.segment_seconds * sr), **targets)
     valid = CropDataset(valid_dir, sr, None)
     valid.select(
@@ -100,8 +100,8 @@ def train_codec(
         log.info("training the content targets %s on %s: %s", content.targets, train_data, to_dict(km))
         train_kmeans(train_data, content.targets, km)
     exp = pathlib.Path(exp_dir)
-    train_loader, valid_loader = _loaders(cfg, train_data, valid_data)
     task = CodecTask(to_dict(cfg))
+    train_loader, valid_loader = _loaders(task, train_data, valid_data)
     trainer, best = fit(task, train_loader, valid_loader, cfg.trainer, exp, resume, "val/mel_distance")
     last = exp / "checkpoints" / "last.ckpt"
     model = exp / "model.pt"
