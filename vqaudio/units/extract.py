@@ -48,6 +48,7 @@ from .formats import (
     write_token_list,
     write_units,
 )
+from .kmeans import KMeansUnitModel
 from .model import UnitModel, load_unit_model
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,9 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
                 codes = codec.encode_chunked(wav, chunk_seconds, n_q=n_q)
             else:
                 wav = torch.from_numpy(np.stack([np.pad(w, (0, max(lengths) - w.shape[0])) for _, w in batch]))
-                codes = codec.encode(wav[:, None].to(device), n_q=n_q)
+                # k-means features may normalise over the input (cmvn, an SSL model's group norm): each item alone
+                exact = {"lengths": lengths} if isinstance(codec, KMeansUnitModel) else {}
+                codes = codec.encode(wav[:, None].to(device), n_q=n_q, **exact)
             codes = codes.cpu()  # (B, n_q, T)
             for (u, w), c in zip(batch, codes, strict=True):
                 records.append({"utt": u.utt_id, "num_samples": int(w.shape[0]), "codes": c.tolist()})
