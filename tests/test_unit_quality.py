@@ -182,7 +182,9 @@ def test_kmeans_unit_model_frames_round_trip_and_extraction(tmp_path):
     (data / "wav.scp").write_text("".join(rows))
     _, small = train_kmeans(data, tmp_path / "km.pt", KMeansConfig(k=8), iters=5, max_frames=100, progress=False)
     assert small["frames_used"] == 100 and small["frames_seen"] > 100  # bounded by the reservoir
-    model, summary = train_kmeans(data, tmp_path / "km.pt", KMeansConfig(k=8), iters=5, progress=False)
+    with pytest.raises(UserError, match="km.pt exists; pass -f/--force"):
+        train_kmeans(data, tmp_path / "km.pt", KMeansConfig(k=8), iters=5, progress=False)
+    model, summary = train_kmeans(data, tmp_path / "km.pt", KMeansConfig(k=8), iters=5, progress=False, force=True)
     assert summary["frames_seen"] == sum(math.ceil((wav.shape[0] - n * 4000) / 320) for n in range(3))
     loaded = KMeansUnitModel.from_pretrained(tmp_path / "km.pt")
     x = torch.from_numpy(wav)[None, None]
@@ -201,6 +203,14 @@ def test_kmeans_unit_model_frames_round_trip_and_extraction(tmp_path):
     assert levels["s-1-1"][0] == loaded.encode_file(tmp_path / "u1.wav")[0].tolist()
     with pytest.raises(UserError, match="whole number of samples"):
         KMeansConfig(frame_rate=48.0).check()
+    for bad, match in [
+        ({"frame_rate": 0.0}, "--frame-rate must be > 0"),
+        ({"sample_rate": 0}, "--sample-rate must be >= 1"),
+        ({"feature": "logmel", "n_mels": 0}, "--n-mels must be >= 1"),
+        ({"feature": "ssl"}, "--feature ssl needs --ssl-model"),
+    ]:
+        with pytest.raises(UserError, match=match):
+            KMeansConfig(**bad).check()
 
 
 def test_kmeans_cmvn_and_spliced_context_features():

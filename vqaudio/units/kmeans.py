@@ -1,5 +1,6 @@
-"""k-means unit models over MFCC or log-mel frames, the speech2unit baseline (fairseq's ``speech2unit``, Lakhotia
-et al. 2021, with spectral features instead of HuBERT's). A :class:`KMeansUnitModel` has the codec's unit
+"""k-means unit models over MFCC, log-mel or self-supervised (HuBERT, WavLM, wav2vec 2.0) frames: fairseq's
+``speech2unit`` (Lakhotia et al. 2021) with spectral features, or its HuBERT units over any layer of any
+transformers audio SSL model (:mod:`vqaudio.units.ssl`). A :class:`KMeansUnitModel` has the codec's unit
 interface (``encode``, ``encode_chunked``, ``encode_file``, ``sample_rate``, ``hop_length``, ``frame_rate``,
 ``codebook_size``, ``n_q``), so ``extract-units``, ``evaluate-units`` and ``train-prior`` take it as they
 take a codec, and the codec's ``kmeans`` content objective takes its units as targets.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import librosa
 import numpy as np
@@ -26,10 +27,12 @@ from ..config import from_dict, to_dict
 from ..data.audio import AudioError, load_audio
 from ..data.kaldi import read_data_dir
 from ..errors import UserError
+from ..fileio import atomic_output
 from ..quantize.ops import kmeans, nearest_code
+from .ssl import SSLFeatures
 
 log = logging.getLogger(__name__)
-FEATURES = ("mfcc", "logmel")
+FEATURES = ("mfcc", "logmel", "ssl")
 
 
 @dataclass
@@ -37,7 +40,8 @@ class KMeansConfig:
     """A k-means unit model's features and size.
 
     Attributes:
-        feature: ``"mfcc"`` (13 coefficients, with deltas and delta-deltas: 39 dims) or ``"logmel"``.
+        feature: ``"mfcc"`` (13 coefficients, with deltas and delta-deltas: 39 dims), ``"logmel"``, or ``"ssl"``
+            (a layer of a self-supervised model: ``ssl_model``, ``ssl_layer``).
         k: number of units.
         deltas: ``mfcc``: append deltas and delta-deltas (fairseq's speech2unit features); off, the 13 static
             coefficients alone (as Kaldi splices them).
@@ -51,6 +55,15 @@ class KMeansConfig:
         n_fft: analysis window in samples (25 ms at 16 kHz).
         n_mels: mel bands (of the MFCCs' filterbank, or the log-mel features).
         n_mfcc: cepstral coefficients before deltas.
+        standardize: cluster features scaled to zero mean and unit variance over the training frames (the
+            spectral default); off, raw features as fairseq and ESPnet cluster SSL features, so the centroids
+            are theirs to use as they are.
+        ssl_model: ``ssl``: the SSL model's folder (absolute path) or Hub id.
+        ssl_layer: ``ssl``: transformer layer whose output is clustered (0 = the input to layer 1).
+        ssl_revision: ``ssl``: Hub revision of a Hub id.
+        ssl_sha256: ``ssl``: sha256 of the SSL model's weights; another model is refused.
+        ssl_normalize: ``ssl``: waveforms normalised to zero mean and unit variance before the model.
+        ssl_dim: ``ssl``: the layer's width.
     """
 
     feature: str = "mfcc"
@@ -63,29 +76,52 @@ class KMeansConfig:
     deltas: bool = True
     cmvn: bool = False
     context: int = 0
+    standardize: bool = True
+    ssl_model: str = ""
+    ssl_layer: int = 6
+    ssl_revision: str | None = None
+    ssl_sha256: str = ""
+    ssl_normalize: bool = False
+    ssl_dim: int = 0
 
     @property
     def dim(self) -> int:
         """Feature dimensions per frame: the MFCCs (with their deltas) or the mel bands, times the spliced frames."""
-        base = (3 if self.deltas else 1) * self.n_mfcc if self.feature == "mfcc" else self.n_mels
+        if self.feature == "ssl":
+            base = self.ssl_dim
+        elif self.feature == "mfcc":
+            base = (3 if self.deltas else 1) * self.n_mfcc
+        else:
+            base = self.n_mels
         return base * (2 * self.context + 1)
 
     def check(self) -> KMeansConfig:
         if self.feature not in FEATURES:
             raise UserError(f"--feature must be one of {FEATURES}, got {self.feature!r}")
+        for name in ("sample_rate", "n_fft", "n_mels", "n_mfcc"):
+            if not getattr(self, name) >= 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.frame_rate > 0:
+            raise UserError(f"--frame-rate must be > 0 frames per second, got {self.frame_rate}")
         if self.k < 2:
             raise UserError(f"--k must be >= 2, got {self.k}")
         if self.context < 0:
             raise UserError(f"--context must be >= 0 frames, got {self.context}")
+        if self.feature == "ssl" and not self.ssl_model:
+            raise UserError("--feature ssl needs --ssl-model: a transformers model folder or a Hub id")
         hop = self.sample_rate / self.frame_rate
-        if self.frame_rate <= 0 or abs(hop - round(hop)) > 1e-9:
+        if abs(hop - round(hop)) > 1e-9:
             raise UserError(f"sample_rate / frame_rate must be a whole number of samples, got {hop}")
         return self
 
 
-def frame_features(wav: np.ndarray, cfg: KMeansConfig) -> np.ndarray:
+def frame_features(wav: np.ndarray, cfg: KMeansConfig, ssl: SSLFeatures | None = None) -> np.ndarray:
     """``(T,)`` float32 samples -> ``(ceil(T / hop), F)`` float32 features, frame ``i`` centred on
-    sample ``i * hop + hop / 2``."""
+    sample ``i * hop + hop / 2`` (an SSL model's frames: see :mod:`vqaudio.units.ssl`)."""
+    if cfg.feature == "ssl":
+        if ssl is None:
+            raise ValueError("feature 'ssl' needs the SSLFeatures to compute them")
+        return finish_features(ssl.features(wav).numpy(), cfg)
     hop = round(cfg.sample_rate / cfg.frame_rate)
     frames = max(1, math.ceil(wav.shape[0] / hop))
     y = np.pad(wav, (0, frames * hop - wav.shape[0]))[hop // 2 :]
@@ -100,7 +136,11 @@ def frame_features(wav: np.ndarray, cfg: KMeansConfig) -> np.ndarray:
         if cfg.deltas:
             deltas = [librosa.feature.delta(feats, order=o, mode="nearest") for o in (1, 2)]
             feats = np.concatenate([feats, *deltas], axis=0)
-    feats = feats[:, :frames].T  # (T', F)
+    return finish_features(feats[:, :frames].T, cfg)  # (T', F)
+
+
+def finish_features(feats: np.ndarray, cfg: KMeansConfig) -> np.ndarray:
+    """``(T', F)`` frame features -> CMVN'd and spliced as ``cfg`` says, contiguous float32."""
     if cfg.cmvn:
         feats = cmvn(feats)
     if cfg.context:
@@ -122,16 +162,30 @@ def splice(feats: np.ndarray, context: int) -> np.ndarray:
 
 
 class KMeansUnitModel(nn.Module):
-    """Nearest of ``k`` centroids over standardised frame features: one unit per frame.
+    """Nearest of ``k`` centroids over (standardised) frame features: one unit per frame.
 
     Args:
         config: the features and ``k``.
-        centroids: ``(k, F)`` in standardised feature space; ``mean``, ``std``: ``(F,)`` feature statistics.
+        centroids: ``(k, F)`` in standardised feature space; ``mean``, ``std``: ``(F,)`` feature statistics
+            (0 and 1 without ``standardize``).
+        ssl: ``feature == "ssl"``: the SSL feature source; by default loaded from ``config.ssl_model`` and
+            checked against ``config.ssl_sha256`` (one line when it cannot be found or has other weights).
+            It is not part of the unit model's weights: the model records a reference to it.
     """
 
-    def __init__(self, config: KMeansConfig, centroids: Tensor | None = None, mean=None, std=None) -> None:
+    def __init__(
+        self, config: KMeansConfig, centroids: Tensor | None = None, mean=None, std=None, ssl: SSLFeatures | None = None
+    ) -> None:
         super().__init__()
         self.config = config.check()
+        self.ssl = None
+        if config.feature == "ssl":
+            self.ssl = ssl or load_ssl(config)
+            if self.ssl.sample_rate != config.sample_rate or self.ssl.hop_length != self.hop_length:
+                raise UserError(
+                    f"SSL model {config.ssl_model} runs at {self.ssl.sample_rate} Hz with hop {self.ssl.hop_length}; "
+                    f"the k-means config says {config.sample_rate} Hz, hop {self.hop_length}"
+                )
         dim = config.dim
         self.register_buffer("centroids", torch.zeros(config.k, dim) if centroids is None else centroids.float())
         self.register_buffer("mean", torch.zeros(dim) if mean is None else torch.as_tensor(mean).float())
@@ -157,22 +211,48 @@ class KMeansUnitModel(nn.Module):
     def n_q(self) -> int:
         return 1
 
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.ssl is not None:  # the SSL model is not a submodule (not saved), but goes where the model goes
+            self.ssl.to(self.centroids.device)
+        return self
+
     def units(self, wav: np.ndarray) -> Tensor:
         """``(T,)`` samples -> ``(ceil(T / hop),)`` int64 units."""
-        x = (torch.from_numpy(frame_features(wav, self.config)) - self.mean) / self.std
-        return nearest_code(x, self.centroids)
+        return self.units_of(frame_features(wav, self.config, self.ssl))
+
+    def units_of(self, feats: np.ndarray) -> Tensor:
+        """``(T', F)`` features (:func:`frame_features`) -> ``(T',)`` int64 units."""
+        x = (torch.from_numpy(feats).to(self.centroids.device) - self.mean) / self.std
+        return nearest_code(x, self.centroids).cpu()
 
     @torch.no_grad()
-    def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
-        """``(B, 1, T)`` or ``(B, T)`` waveform -> ``(B, 1, ceil(T / hop))`` units (a batch is padded audio:
-        its frames past an item's end are what that padding gives, and with ``cmvn`` the padding also enters
-        the item's normalisation)."""
+    def encode(self, wav: Tensor, n_q: int | None = None, lengths: list[int] | None = None) -> Tensor:
+        """``(B, 1, T)`` or ``(B, T)`` waveform -> ``(B, 1, ceil(T / hop))`` units.
+
+        Without ``lengths`` a batch is padded audio: its frames past an item's end are what that padding gives,
+        and with ``cmvn`` (or an SSL model with group norm) the padding also enters the item's features. With
+        ``lengths`` (samples per item) each item is its own first ``lengths[b]`` samples, as alone, and its
+        frames past ``ceil(lengths[b] / hop)`` repeat its last unit."""
         if n_q not in (None, 1):
             raise UserError(f"a k-means unit model has one level; n_q must be 1, got {n_q}")
         wav = wav[:, None] if wav.ndim == 2 else wav
         if wav.ndim != 3 or wav.shape[1] != 1:
             raise ValueError(f"expected a mono waveform (B, 1, T), got {tuple(wav.shape)}")
-        return torch.stack([self.units(w[0].cpu().float().numpy()) for w in wav])[:, None]
+        if lengths is not None and (len(lengths) != wav.shape[0] or not all(0 < n <= wav.shape[-1] for n in lengths)):
+            raise ValueError(
+                f"lengths must give 1..{wav.shape[-1]} samples for each of {wav.shape[0]} items, got {lengths}"
+            )
+        items = [w[0].cpu().float().numpy() for w in wav]
+        if lengths is not None:
+            items = [x[:n] for x, n in zip(items, lengths, strict=True)]
+        if self.ssl is not None:
+            feats = [finish_features(f.numpy(), self.config) for f in self.ssl.features_batch(items)]
+        else:
+            feats = [frame_features(x, self.config) for x in items]
+        frames = -(-wav.shape[-1] // self.hop_length)
+        units = [self.units_of(f) for f in feats]
+        return torch.stack([torch.cat([u, u[-1:].expand(frames - u.shape[0])]) for u in units])[:, None]
 
     def encode_chunked(self, wav: Tensor, chunk_seconds: float = 30.0, n_q: int | None = None) -> Tensor:
         """As :meth:`encode`: the features are local, so a long file needs no chunking beyond its own."""
@@ -182,12 +262,21 @@ class KMeansUnitModel(nn.Module):
         """``(1, T')`` units of an audio file (read as mono at ``sample_rate``)."""
         return self.encode(torch.from_numpy(load_audio(str(path), self.sample_rate))[None, None], n_q=n_q)[0]
 
-    def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
-        return save_model(path, "kmeans", to_dict(self.config), self)
+    def save_pretrained(self, path: str | pathlib.Path, overwrite: bool = False) -> pathlib.Path:
+        """Write a model folder, or one ``.pt`` file (see :mod:`vqaudio.checkpoint`); a model already at ``path``
+        is refused unless ``overwrite``."""
+        return save_model(path, "kmeans", to_dict(self.config), self, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> KMeansUnitModel:
         return cls.from_saved(*load_model(path, "kmeans", map_location), where=f"{path} config")
+
+    def export_centroids(self, path: str | pathlib.Path) -> pathlib.Path:
+        """The centroids as an ``(k, F)`` float32 ``.npy`` in the space of the features, as fairseq's and ESPnet's
+        k-means appliers read them (for an SSL model without ``standardize``, the raw layer output)."""
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, (self.centroids * self.std + self.mean).cpu().numpy().astype(np.float32))
+        return pathlib.Path(path)
 
     @classmethod
     def from_saved(cls, config: dict, state: dict, where: str = "k-means config") -> KMeansUnitModel:
@@ -195,6 +284,21 @@ class KMeansUnitModel(nn.Module):
         model = cls(from_dict(KMeansConfig, config, where=where))
         model.load_state_dict(state)
         return model.eval()
+
+
+def load_ssl(config: KMeansConfig, device: str = "cpu") -> SSLFeatures:
+    """The SSL feature source a k-means config records, checked to be the same weights."""
+    try:
+        return SSLFeatures(
+            config.ssl_model,
+            config.ssl_layer,
+            config.ssl_revision,
+            device=device,
+            expect_sha256=config.ssl_sha256 or None,
+        )
+    except UserError as err:
+        where = f"this k-means unit model clusters layer {config.ssl_layer} of {config.ssl_model}"
+        raise UserError(f"{where}: {err}") from None
 
 
 def _reservoir_add(reservoir: np.ndarray, seen: int, rows: np.ndarray, rng: np.random.Generator) -> int:
@@ -222,8 +326,15 @@ def train_kmeans(
     max_frames: int = 1_000_000,
     seed: int = 0,
     progress: bool = True,
+    device: str = "cpu",
+    force: bool = False,
 ) -> tuple[KMeansUnitModel, dict]:
     """Fit a :class:`KMeansUnitModel` on the utterances of a Kaldi data dir and save it to ``out``.
+
+    With ``feature == "ssl"`` the SSL model is loaded first (on ``device``) and the config completed with what
+    identifies it (absolute path or Hub id, revision, weights sha256, normalisation, width, rate, hop); the
+    centroids are also written as ``.npy`` beside the model (``centroids.npy`` in a model folder,
+    ``<name>.centroids.npy`` beside a file). An existing ``out`` is refused unless ``force``.
 
     Memory is bounded by ``max_frames`` feature frames (a uniform reservoir sample of all frames); the
     standardisation statistics use every frame. k-means++ seeds, then ``iters`` Lloyd iterations with
@@ -235,6 +346,23 @@ def train_kmeans(
     config.check()
     if max_frames < config.k:
         raise UserError(f"--max-frames must be at least --k ({config.k}), got {max_frames}")
+    out = pathlib.Path(out)
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass -f/--force to replace it")
+    ssl = None
+    if config.feature == "ssl":
+        ssl = SSLFeatures(config.ssl_model, config.ssl_layer, config.ssl_revision, device=device)
+        ref = ssl.reference
+        config = replace(
+            config,
+            ssl_model=ref.model,
+            ssl_revision=ref.revision,
+            ssl_sha256=ref.sha256,
+            ssl_normalize=ref.normalize,
+            ssl_dim=ref.dim,
+            sample_rate=ref.sample_rate,
+            frame_rate=ref.sample_rate / ref.hop_length,
+        ).check()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     utts = read_data_dir(data_dir)
@@ -243,7 +371,8 @@ def train_kmeans(
     seen, total, total_sq, skipped = 0, np.zeros(dim), np.zeros(dim), []
     for u in tqdm(utts, desc="k-means features", unit="utt", disable=not progress):
         try:
-            feats = frame_features(load_audio(u.source, config.sample_rate, u.start, u.end, name=u.utt_id), config)
+            wav = load_audio(u.source, config.sample_rate, u.start, u.end, name=u.utt_id)
+            feats = frame_features(wav, config, ssl)
         except AudioError as err:
             log.warning("skipping %s: %s", u.utt_id, err)
             skipped.append(u.utt_id)
@@ -253,16 +382,21 @@ def train_kmeans(
         seen = _reservoir_add(reservoir, seen, feats, rng)
     if seen < config.k:
         raise UserError(f"{data_dir}: {seen} readable frames, fewer than k = {config.k}")
-    mean = total / seen
-    std = np.sqrt(np.maximum(total_sq / seen - mean**2, 1e-8))
+    if config.standardize:
+        mean = total / seen
+        std = np.sqrt(np.maximum(total_sq / seen - mean**2, 1e-8))
+    else:
+        mean, std = np.zeros(dim), np.ones(dim)
     x = (torch.from_numpy(reservoir[: min(seen, max_frames)]) - torch.from_numpy(mean).float()) / torch.from_numpy(
         std
     ).float()
     centroids, counts = kmeans(x, config.k, iters)
     assign = nearest_code(x, centroids)
     inertia = float((x - centroids[assign]).pow(2).sum(1).mean())
-    model = KMeansUnitModel(config, centroids, mean, std).eval()
-    model.save_pretrained(out)
+    model = KMeansUnitModel(config, centroids, mean, std, ssl=ssl).eval()
+    model.save_pretrained(out, overwrite=force)
+    if ssl is not None:
+        model.export_centroids(out / "centroids.npy" if out.is_dir() else out.with_suffix(".centroids.npy"))
     summary = {
         "frames_seen": seen,
         "frames_used": int(x.shape[0]),

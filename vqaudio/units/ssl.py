@@ -1,0 +1,331 @@
+"""Frame features of a self-supervised speech model (HuBERT, WavLM, wav2vec 2.0, data2vec-audio) through
+``transformers`` (``pip install 'vqaudio[ssl]'``): the features that fairseq's ``simple_kmeans``, textlesslib
+and ESPnet's ``asr2`` cluster into units, and that SpeechTokenizer and Mimi distil into a codec's level 0.
+
+Layer ``L`` is the output of transformer layer ``L`` (1-based; 0 is the input to layer 1): fairseq's
+``output_layer=L``, ESPnet's ``model/L``, transformers' ``hidden_states[L]``. It is read with a hook on that
+layer, so it is the same under transformers 4.x and 5.x (whose ``hidden_states[-1]`` differ for
+stable-layer-norm models: 4.x applies the encoder's final layer norm to it, 5.x does not), and the layers
+after ``L`` are dropped from the loaded model, so they cost nothing.
+
+Frames: the model's own, ``floor((T - rf) / hop) + 1`` for a receptive field ``rf`` (400 samples for the
+standard conv stack) and hop ``hop`` (320), frame ``i`` over samples ``[i * hop, i * hop + rf)``; the last frame
+is repeated up to ``ceil(T / hop)`` frames, the count a codec of the same hop gives, so frame ``i`` lines up
+with a codec's frame ``i`` (centres ``(rf - hop) / 2`` samples apart: 2.5 ms at 16 kHz). The input is never
+padded, so the frames equal the model's own output on the same waveform.
+
+Exactness: models with ``feat_extract_norm == "group"`` (hubert-base, wav2vec2-base, wavlm-base) normalise the
+first conv layer over the whole input, so zero padding changes every frame: they run one waveform at a time
+(or a batch of equal lengths). ``"layer"`` models run padded batches with an attention mask. Waveforms
+longer than ``chunk_seconds`` run in windows of ``chunk_seconds`` with ``context_seconds`` of real audio on
+each side that is computed and dropped (attention is global, so windowed frames approach, not equal, the
+whole-file frames; the context bounds the difference).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+# model_type values of transformers' audio SSL encoders with the wav2vec 2.0 conv feature encoder.
+SSL_MODEL_TYPES = ("hubert", "wavlm", "wav2vec2", "wav2vec2-conformer", "data2vec-audio")
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise UserError("SSL features need the transformers package: pip install 'vqaudio[ssl]'") from None
+    return transformers
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over a model's tensors (name, dtype, shape, bytes, in name order): the same for the same weights
+    in a ``.safetensors`` or a ``.bin`` file, or under another file layout."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}\t{t.dtype}\t{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def receptive_field(kernels, strides) -> tuple[int, int]:
+    """``(receptive field, hop)`` in samples of a stack of strided convolutions."""
+    rf, hop = 1, 1
+    for k, s in zip(kernels, strides, strict=True):
+        rf += (k - 1) * hop
+        hop *= s
+    return rf, hop
+
+
+def zero_mean_unit_var(wav: np.ndarray) -> np.ndarray:
+    """Per-waveform normalisation of ``Wav2Vec2FeatureExtractor(do_normalize=True)``: ``(x - mean) / sqrt(var +
+    1e-7)``."""
+    wav = wav.astype(np.float64)
+    return ((wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)).astype(np.float32)
+
+
+@dataclass
+class SSLReference:
+    """What identifies an SSL feature source, as a unit model records it.
+
+    Attributes:
+        model: a local folder (absolute path) or a Hugging Face Hub id.
+        layer: transformer layer whose output is the feature (0 = input to layer 1).
+        revision: Hub revision (branch, tag or commit) for a Hub id; None for a folder.
+        sha256: :func:`weights_sha256` of the full model's weights.
+        normalize: waveforms are normalised to zero mean and unit variance before the model.
+        sample_rate: Hz the model takes.
+        hop_length: samples per frame.
+        dim: feature size (the model's hidden size).
+    """
+
+    model: str
+    layer: int
+    revision: str | None
+    sha256: str
+    normalize: bool
+    sample_rate: int
+    hop_length: int
+    dim: int
+
+
+def _is_local(model: str) -> bool:
+    return pathlib.Path(model).expanduser().exists() or model.startswith((".", "/", "~"))
+
+
+def _normalize_setting(model: str, revision: str | None, config) -> tuple[bool, int]:
+    """``(do_normalize, sampling_rate)`` from the checkpoint's ``preprocessor_config.json``; without the file,
+    ``feat_extract_norm == "layer"`` (as the large models were trained) and 16 kHz."""
+    default = (config.feat_extract_norm == "layer", 16000)
+    if _is_local(model):
+        path = pathlib.Path(model).expanduser() / "preprocessor_config.json"
+        if not path.is_file():
+            return default
+        try:
+            pre = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{path}: not valid JSON ({err})") from None
+    else:
+        from transformers.utils import cached_file
+
+        try:
+            found = cached_file(
+                model, "preprocessor_config.json", revision=revision, _raise_exceptions_for_missing_entries=False
+            )
+        except OSError:
+            found = None
+        if not found:
+            return default
+        pre = json.loads(pathlib.Path(found).read_text())
+    return bool(pre.get("do_normalize", default[0])), int(pre.get("sampling_rate", default[1]))
+
+
+class SSLFeatures:
+    """Layer ``layer`` of an audio SSL model as frame features of whole waveforms.
+
+    Args:
+        model: a local model folder (``save_pretrained``'s) or a Hub id, resolved through the Hugging Face
+            cache (offline once downloaded).
+        layer: transformer layer, ``0 .. num_hidden_layers``.
+        revision: Hub revision; ignored for a folder.
+        device: ``cpu`` or ``cuda`` (bf16 autocast on CUDA).
+        chunk_seconds: waveforms longer than this run in windows of this length (bounded memory).
+        context_seconds: real audio on each side of a window, computed and dropped.
+        expect_sha256: refuse a model whose weights differ (a unit model made with another model).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        layer: int,
+        revision: str | None = None,
+        device: str = "cpu",
+        chunk_seconds: float = 30.0,
+        context_seconds: float = 5.0,
+        expect_sha256: str | None = None,
+    ) -> None:
+        tf = _transformers()
+        model = str(model)
+        local = _is_local(model)
+        source = str(pathlib.Path(model).expanduser().resolve()) if local else model
+        if local and not pathlib.Path(source).is_dir():
+            raise UserError(f"SSL model {source}: no such folder (a transformers model folder or a Hub id)")
+        try:
+            config = tf.AutoConfig.from_pretrained(source, revision=None if local else revision)
+        except (OSError, ValueError) as err:
+            raise UserError(f"SSL model {source}: cannot be loaded ({_first_line(err)})") from None
+        if getattr(config, "model_type", None) not in SSL_MODEL_TYPES or not hasattr(config, "conv_stride"):
+            raise UserError(
+                f"SSL model {source}: model_type {getattr(config, 'model_type', None)!r} is not an audio SSL model "
+                f"({', '.join(SSL_MODEL_TYPES)})"
+            )
+        depth = config.num_hidden_layers
+        if not 0 <= layer <= depth:
+            raise UserError(
+                f"SSL model {source} has {depth} transformer layers; --layer must lie in [0, {depth}], got {layer}"
+            )
+        if not chunk_seconds > 0 or context_seconds < 0:
+            raise UserError(
+                f"chunk_seconds must be > 0 and context_seconds >= 0, got {chunk_seconds}, {context_seconds}"
+            )
+        try:
+            net = tf.AutoModel.from_pretrained(source, revision=None if local else revision)
+        except (OSError, ValueError) as err:
+            raise UserError(f"SSL model {source}: weights cannot be loaded ({_first_line(err)})") from None
+        sha = weights_sha256(net)
+        if expect_sha256 and sha != expect_sha256:
+            raise UserError(
+                f"SSL model {source} has other weights (sha256 {sha[:12]}...) than the one this unit model was made "
+                f"with ({expect_sha256[:12]}...)"
+            )
+        normalize, sample_rate = _normalize_setting(source, revision, config)
+        rf, hop = receptive_field(config.conv_kernel, config.conv_stride)
+        # Only layers 1..L run: the rest is dropped (layer 0 keeps layer 1 to hook its input).
+        net.encoder.layers = net.encoder.layers[: max(layer, 1)]
+        self.net = net.eval().requires_grad_(False).to(device)
+        self.reference = SSLReference(
+            source, layer, None if local else revision, sha, normalize, sample_rate, hop, config.hidden_size
+        )
+        self.group_norm = config.feat_extract_norm == "group"
+        self.rf, self.device = rf, torch.device(device)
+        self._convs = list(zip(config.conv_kernel, config.conv_stride, strict=True))
+        self.chunk_frames = max(1, round(chunk_seconds * sample_rate / hop))
+        self.context_frames = round(context_seconds * sample_rate / hop)
+        self._captured: Tensor | None = None
+        target = self.net.encoder.layers[max(layer, 1) - 1]
+        if layer == 0:
+            target.register_forward_pre_hook(self._capture_input, with_kwargs=True)
+        else:
+            target.register_forward_hook(self._capture_output)
+        log.info(
+            "SSL features: %s layer %d (%d-d, hop %d, normalize %s, sha256 %s...)",
+            source,
+            layer,
+            config.hidden_size,
+            hop,
+            normalize,
+            sha[:12],
+        )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.reference.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.reference.hop_length
+
+    @property
+    def dim(self) -> int:
+        return self.reference.dim
+
+    def to(self, device: str | torch.device) -> SSLFeatures:
+        self.device = torch.device(device)
+        self.net.to(self.device)
+        return self
+
+    def _capture_output(self, module, args, output) -> None:
+        self._captured = output[0] if isinstance(output, tuple) else output
+
+    def _capture_input(self, module, args, kwargs) -> None:
+        self._captured = args[0] if args else kwargs["hidden_states"]
+
+    def model_frames(self, samples: int) -> int:
+        """Frames the model gives for ``samples`` samples (at least ``rf``), layer by layer as the convs count."""
+        n = max(samples, self.rf)
+        for k, s in self._convs:
+            n = (n - k) // s + 1
+        return n
+
+    @torch.inference_mode()
+    def _run(self, wavs: Tensor, lengths: list[int] | None = None) -> Tensor:
+        """``(B, T)`` float32 -> ``(B, frames, D)`` float32 on CPU; ``lengths`` gives an attention mask."""
+        mask = None
+        if lengths is not None and any(n < wavs.shape[1] for n in lengths):
+            mask = (torch.arange(wavs.shape[1])[None] < torch.tensor(lengths)[:, None]).long().to(self.device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        self._captured = None
+        with autocast:
+            self.net(wavs.to(self.device), attention_mask=mask)
+        feats, self._captured = self._captured.float().cpu(), None
+        return feats
+
+    def _prepare(self, wav: np.ndarray) -> np.ndarray:
+        wav = np.asarray(wav, dtype=np.float32)
+        if wav.ndim != 1:
+            raise ValueError(f"expected a mono waveform (T,), got shape {wav.shape}")
+        if self.reference.normalize:
+            wav = zero_mean_unit_var(wav)
+        if wav.shape[0] < self.rf:  # shorter than one frame: zero-padded to one
+            wav = np.pad(wav, (0, self.rf - wav.shape[0]))
+        return wav
+
+    def _frames_out(self, feats: Tensor, samples: int, name: str) -> Tensor:
+        """``(n, D)`` model frames -> ``(ceil(samples / hop), D)``, the last one repeated; checked finite."""
+        if not torch.isfinite(feats).all():
+            raise UserError(
+                f"{name}: SSL features of {self.reference.model} layer {self.reference.layer} are not "
+                "finite (NaN/Inf in the model's output)"
+            )
+        want = max(1, math.ceil(samples / self.hop_length))
+        if feats.shape[0] < want:
+            feats = torch.cat([feats, feats[-1:].expand(want - feats.shape[0], -1)])
+        return feats[:want]
+
+    def features(self, wav: np.ndarray, name: str = "waveform") -> Tensor:
+        """``(T,)`` samples at :attr:`sample_rate` -> ``(ceil(T / hop), D)`` float32 features (CPU)."""
+        samples = int(np.asarray(wav).shape[-1])
+        x = self._prepare(wav)
+        n = self.model_frames(x.shape[0])
+        if n <= self.chunk_frames + 2 * self.context_frames:
+            return self._frames_out(self._run(torch.from_numpy(x)[None])[0], samples, name)
+        hop, parts = self.hop_length, []
+        for a in range(0, n, self.chunk_frames):
+            b = min(a + self.chunk_frames, n)
+            first = max(0, a - self.context_frames)
+            start, end = first * hop, min(x.shape[0], (b + self.context_frames - 1) * hop + self.rf)
+            window = self._run(torch.from_numpy(x[start:end])[None])[0]  # window frame i = global frame first + i
+            parts.append(window[a - first : b - first])
+        return self._frames_out(torch.cat(parts), samples, name)
+
+    def features_batch(self, wavs: list[np.ndarray], names: list[str] | None = None) -> list[Tensor]:
+        """Features of several waveforms, batched where batching changes no frame: ``"layer"`` models run padded
+        batches with an attention mask, ``"group"`` models batch only waveforms of equal length; long ones run
+        alone in windows. Same result as :meth:`features` on each."""
+        names = names or [f"waveform {i}" for i in range(len(wavs))]
+        out: list[Tensor | None] = [None] * len(wavs)
+        groups: dict[int, list[int]] = {}
+        for i, w in enumerate(wavs):
+            samples = int(np.asarray(w).shape[-1])
+            if self.model_frames(samples) > self.chunk_frames + 2 * self.context_frames:
+                out[i] = self.features(w, names[i])
+            else:
+                groups.setdefault(samples if self.group_norm else 0, []).append(i)
+        for idx in groups.values():
+            xs = [self._prepare(wavs[i]) for i in idx]
+            lengths = [x.shape[0] for x in xs]
+            batch = torch.from_numpy(np.stack([np.pad(x, (0, max(lengths) - x.shape[0])) for x in xs]))
+            feats = self._run(batch, lengths)
+            for row, i in enumerate(idx):
+                n = self.model_frames(lengths[row])
+                out[i] = self._frames_out(feats[row, :n], int(np.asarray(wavs[i]).shape[-1]), names[i])
+        return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
