@@ -20,9 +20,10 @@ from torch import nn
 
 from ._version import __version__
 from .errors import UserError
-from .fileio import atomic_output, atomic_write_text
+from .fileio import atomic_output, atomic_write_text, make_dirs
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+KINDS = ("codec", "kmeans", "wavenet-prior")  # every kind of model file
 
 # The version this vqaudio writes. 2: residual depth is called ``n_q`` in every config (1 said
 # ``num_quantizers`` / ``num_levels``; such files still load, their configs read through the renames).
@@ -34,14 +35,28 @@ VERSION = 3
 EARLIER_DEFAULTS: dict[str, dict[int, dict]] = {"codec": {3: {"lstm": 0, "lstm_dim": None}}}
 
 
-def save_model(path: str | pathlib.Path, kind: str, config: dict, model: nn.Module) -> pathlib.Path:
+def existing_model(path: pathlib.Path) -> bool:
+    """Whether ``path`` holds a model: a file, or a folder with a ``config.json`` or ``model.safetensors``."""
+    return path.is_file() or (path.is_dir() and any((path / name).exists() for name in (CONFIG_FILE, WEIGHTS_FILE)))
+
+
+def save_model(
+    path: str | pathlib.Path, kind: str, config: dict, model: nn.Module, overwrite: bool = False
+) -> pathlib.Path:
     """Write the model: a folder (``config.json`` + ``model.safetensors``) unless ``path`` ends in ``.pt``,
     then one torch file ``{"format": "vqaudio-<kind>", "version", "config", "state_dict"}``. Each file is
-    written atomically; returns ``path``."""
+    written atomically, readable as the umask allows; returns ``path``.
+
+    A model already at ``path`` is refused (:class:`UserError`) unless ``overwrite``.
+    """
     path = pathlib.Path(path)
+    if existing_model(path) and not overwrite:
+        raise UserError(f"{path}: a model is already there; refusing to replace it (remove it or choose another path)")
     meta = {"format": f"vqaudio-{kind}", "version": VERSION, "vqaudio_version": __version__, "config": config}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".pt":
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder; a .pt path names one file (drop the .pt to save a model folder)")
         with atomic_output(path) as tmp:
             torch.save({**meta, "state_dict": state}, tmp)
         return path
@@ -49,7 +64,7 @@ def save_model(path: str | pathlib.Path, kind: str, config: dict, model: nn.Modu
 
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a folder; name a .pt file or a folder to save into")
-    path.mkdir(parents=True, exist_ok=True)
+    make_dirs(path, "model")
     with atomic_output(path / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": meta["format"]})
     atomic_write_text(path / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
@@ -64,7 +79,9 @@ def _read_folder(path: pathlib.Path, kind: str, map_location) -> dict:
         if not (path / name).is_file():
             raise UserError(f"{path}: a model folder needs {CONFIG_FILE} and {WEIGHTS_FILE}; {name} is missing")
     try:
-        meta = json.loads((path / CONFIG_FILE).read_text())
+        meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except PermissionError:
+        raise UserError(f"{path / CONFIG_FILE}: permission denied (ask its owner to make it readable)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path / CONFIG_FILE}: not valid JSON ({err})") from None
     if not isinstance(meta, dict):
@@ -72,6 +89,8 @@ def _read_folder(path: pathlib.Path, kind: str, map_location) -> dict:
     device = str(map_location) if not isinstance(map_location, str) else map_location
     try:
         meta["state_dict"] = load_file(str(path / WEIGHTS_FILE), device=device)
+    except PermissionError:
+        raise UserError(f"{path / WEIGHTS_FILE}: permission denied (ask its owner to make it readable)") from None
     except (SafetensorError, OSError, ValueError) as err:
         raise UserError(f"{path / WEIGHTS_FILE}: not loadable vqaudio {kind} weights ({err})") from None
     return meta
@@ -128,11 +147,53 @@ def read_model(
         what = f"a vqaudio {kind} file" if vq else "not a vqaudio model file"
         raise UserError(f"{path}: expected a vqaudio {wanted} file, this is {what}")
     version = payload.get("version", 0)
-    if not isinstance(version, int) or version > VERSION:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserError(f"{path}: format version {version!r} is not an integer (a damaged {CONFIG_FILE}?)")
+    if version > VERSION:
         raise UserError(f"{path}: format version {version} is newer than this vqaudio reads ({VERSION}); upgrade")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
         raise UserError(f"{path}: a {found} file without its config or weights (truncated?)")
-    return kind, with_earlier_defaults(kind, version, payload["config"]), payload["state_dict"]
+    state = payload["state_dict"]
+    check_finite(state, path)
+    return kind, with_earlier_defaults(kind, version, payload["config"]), state
+
+
+def check_finite(state: dict, where) -> None:
+    """Refuse weights holding NaN or Inf (:class:`UserError` naming the first such tensor and the count)."""
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{where}: weight {name!r} is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise UserError(
+                f"{where}: weight {name!r} holds {bad} NaN/Inf value(s) of {value.numel()}; the file is damaged"
+            )
+
+
+def check_state(model: nn.Module, state: dict) -> None:
+    """Refuse weights that do not fit ``model`` (built from the file's config): a missing, extra or
+    differently shaped tensor is a :class:`UserError` naming the tensor and both shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing:
+        raise UserError(
+            f"weight {missing[0]!r} (shape {tuple(expected[missing[0]].shape)}) is missing from the file"
+            + (f" ({len(missing)} missing)" if len(missing) > 1 else "")
+            + "; the config and the weights do not belong together"
+        )
+    if extra:
+        raise UserError(
+            f"weight {extra[0]!r} (shape {tuple(state[extra[0]].shape)}) in the file is not part of the model"
+            + (f" ({len(extra)} extra)" if len(extra) > 1 else "")
+            + " its config builds; the config and the weights do not belong together"
+        )
+    for name, value in expected.items():
+        if tuple(state[name].shape) != tuple(value.shape):
+            raise UserError(
+                f"weight {name!r}: the file holds shape {tuple(state[name].shape)}, the config builds "
+                f"{tuple(value.shape)}; the config and the weights do not belong together"
+            )
 
 
 def with_earlier_defaults(kind: str, version: int, config: dict) -> dict:
@@ -151,8 +212,8 @@ def load_model(path: str | pathlib.Path, kind: str, map_location: str | torch.de
 
 
 def file_checksum(path: str | pathlib.Path) -> str:
-    """sha256 of a model file, or of a model folder's config and weights in turn, hex (identifies the model
-    that produced a set of units)."""
+    """sha256 of a model file, or of a model folder's config and weights in turn, hex: the identity that
+    units and codes files recorded before :func:`model_checksum` (see :func:`same_model`)."""
     path = resolve_model_path(path)
     h = hashlib.sha256()
     for part in (path / CONFIG_FILE, path / WEIGHTS_FILE) if path.is_dir() else (path,):
@@ -160,3 +221,29 @@ def file_checksum(path: str | pathlib.Path) -> str:
             for block in iter(lambda f=f: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def model_id(kind: str, config: dict, state: dict) -> str:
+    """A model's identity by content, hex sha256: its kind, its config (canonical JSON) and every weight
+    tensor (name, dtype, shape, bytes, in name order). The same model saved as a ``.pt`` file or as a folder,
+    or loaded from either, has the same id; any change of a weight or a config value gives another."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"kind": kind, "config": config}, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"\n{name}\t{t.dtype}\t{list(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_checksum(path: str | pathlib.Path) -> str:
+    """:func:`model_id` of the model at ``path`` (a ``.pt`` file, a model folder or a Hub id), any kind."""
+    return model_id(*read_model(path, KINDS))
+
+
+def same_model(recorded: str | None, path: str | pathlib.Path) -> bool:
+    """Whether ``recorded`` (a ``units.json`` or ``.vqc`` model checksum) names the model at ``path``: its
+    :func:`model_checksum`, or the :func:`file_checksum` that files written before it recorded."""
+    if not isinstance(recorded, str):
+        return False
+    return recorded in (model_checksum(path), file_checksum(path))

@@ -5,15 +5,49 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import stat
 from collections.abc import Iterator
 
 from .errors import UserError
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (``/proc/self/status``, since
+    Linux 4.7), else by setting it and setting it back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(path: pathlib.Path) -> int:
+    """The mode a new version of ``path`` gets: the old file's when it exists, else ``0o666`` less the umask
+    (what ``open`` gives); writers that create private files (safetensors writes 0600) are overruled."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(path.stat().st_mode)
+    return 0o666 & ~current_umask()
+
+
+def make_dirs(path: pathlib.Path, what: str = "output") -> None:
+    """``mkdir -p path``, one :class:`UserError` line when it cannot be made (a parent is a file, no
+    permission, a read-only or virtual filesystem)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{what} folder {path}: a file of that name (or of a parent's) is in the way") from None
+    except OSError as err:
+        raise UserError(f"{what} folder {path}: cannot create it ({err.strerror or err})") from None
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
-    """Yield a temporary path beside ``path`` to write; on success it is fsync'ed and renamed over ``path``
-    (and the directory fsync'ed, so the rename survives a power cut); on error it is removed.
+    """Yield a temporary path beside ``path`` to write; on success it is fsync'ed, given the mode of the file
+    it replaces (a new file: ``0o666`` less the umask), and renamed over ``path`` (and the directory
+    fsync'ed, so the rename survives a power cut); on error it is removed. A parent folder that cannot be
+    created is a :class:`UserError`.
 
     Example::
 
@@ -21,12 +55,15 @@ def atomic_output(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
             torch.save(payload, tmp)
     """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; name a file to write")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode(path))
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -42,23 +42,38 @@ def check_id(key: str, path: str | pathlib.Path, line: int) -> str:
     return key
 
 
+def text_lines(path: str | pathlib.Path):
+    """``(line number, line)`` of a UTF-8 text file, newline kept; a line that is not UTF-8 is a
+    :class:`UserError` naming the file and line."""
+    path = pathlib.Path(path)
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(
+                    f"{path}:{n}: not UTF-8 text (byte {raw[err.start]:#x} at column {err.start + 1})"
+                ) from None
+
+
 def read_table(path: str | pathlib.Path, min_fields: int = 2) -> dict[str, str]:
     """Read ``key value...`` lines into ``{key: rest}``; duplicate keys, short lines and keys that could form a
     path (:func:`id_problem`) raise :class:`UserError` naming the file and line."""
     path = pathlib.Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
     table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                raise UserError(f"{path}:{n}: empty line (Kaldi tables have none; run fix_data_dir)")
-            parts = line.split(maxsplit=1)
-            if len(parts) < min(2, min_fields) or len(line.split()) < min_fields:
-                raise UserError(f"{path}:{n}: expected at least {min_fields} fields, got {line!r}")
-            key, rest = check_id(parts[0], path, n), parts[1] if len(parts) > 1 else ""
-            if key in table:
-                raise UserError(f"{path}:{n}: duplicate key {key!r}")
-            table[key] = rest.strip()
+    for n, line in text_lines(path):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            raise UserError(f"{path}:{n}: empty line (Kaldi tables have none; run fix_data_dir)")
+        parts = line.split(maxsplit=1)
+        if len(parts) < min(2, min_fields) or len(line.split()) < min_fields:
+            raise UserError(f"{path}:{n}: expected at least {min_fields} fields, got {line!r}")
+        key, rest = check_id(parts[0], path, n), parts[1] if len(parts) > 1 else ""
+        if key in table:
+            raise UserError(f"{path}:{n}: duplicate key {key!r}")
+        table[key] = rest.strip()
     return table
 
 
