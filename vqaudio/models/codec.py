@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import load_model, save_model
+from ..checkpoint import check_state, load_model, save_model
 from ..config import from_dict, to_dict
 from ..errors import UserError
 from ..quantize import QuantizerConfig, build_quantizer
@@ -76,7 +76,47 @@ class CodecConfig:
     lstm: int = 2
     lstm_dim: int | None = 512
 
-    RANGES: ClassVar[dict[str, str]] = {"lstm": ">=0", "lstm_dim": ">=1"}
+    RANGES: ClassVar[dict[str, str]] = {
+        "sample_rate": ">=1",
+        "channels": ">=1",
+        "encoder_channels": ">=1",
+        "latent_dim": ">=1",
+        "kernel": ">=1",
+        "residual_kernel": ">=1",
+        "dilations": ">=1",
+        "max_channels": ">=1",
+        "residual_out_kernel": ">=1",
+        "lstm": ">=0",
+        "lstm_dim": ">=1",
+    }
+
+
+# The most weights a codec config may ask for (4 GiB of float32): a larger one is a typing slip (channels 1e6
+# asks for 1.5e12), refused before anything is allocated.
+MAX_PARAMETERS = 1 << 30
+
+
+def approx_parameters(config: CodecConfig) -> int:
+    """About how many weights ``config`` builds (the convs and LSTMs; biases and Snake's alphas aside)."""
+    strides, dil, k = config.strides, len(config.dilations), config.kernel
+    rk, ok = config.residual_kernel, config.residual_out_kernel
+    total = 0
+    for ch in (config.channels, config.channels if config.encoder_channels is None else config.encoder_channels):
+        width = ch
+        total += width * k  # the conv at the waveform end
+        for s in strides:
+            hidden = max(width // 2, 1)
+            total += dil * (width * hidden * (rk + ok))
+            out = min(2 * width, config.max_channels)
+            total += width * out * 2 * s
+            width = out
+        total += width * config.latent_dim * max(3, k)
+    if config.lstm:
+        hidden = config.lstm_dim or config.latent_dim
+        total += (
+            2 * config.lstm * 4 * hidden * (max(hidden, config.latent_dim) + hidden) + 2 * hidden * config.latent_dim
+        )
+    return total
 
 
 @dataclass
@@ -138,6 +178,13 @@ class Codec(nn.Module):
     def __init__(self, config: CodecConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or CodecConfig()
+        size = approx_parameters(config)
+        if size > MAX_PARAMETERS:
+            raise UserError(
+                f"codec config: about {size:.3g} weights ({size * 4 / 2**30:.3g} GiB), more than the "
+                f"{MAX_PARAMETERS:.3g} "
+                "a codec may have; check channels, encoder_channels, max_channels, latent_dim and lstm_dim"
+            )
         arch = dict(
             strides=config.strides,
             latent_dim=config.latent_dim,
@@ -209,9 +256,16 @@ class Codec(nn.Module):
             raise ValueError("expected at least one sample, got an empty waveform")
         if not wav.is_floating_point():
             raise ValueError(f"expected a float waveform in [-1, 1], got dtype {wav.dtype}; convert int PCM first")
+        dtype = self._dtype()
+        if wav.dtype != dtype:  # float64 is soundfile's default: read at any float precision, run at the model's
+            wav = wav.to(dtype)
         if not bool(torch.isfinite(wav.sum())) and not bool(torch.isfinite(wav).all()):
             raise ValueError(f"waveform contains {int((~torch.isfinite(wav)).sum())} NaN/Inf sample(s)")
         return wav
+
+    def _dtype(self) -> torch.dtype:
+        param = next(self.parameters(), None)
+        return torch.get_default_dtype() if param is None else param.dtype
 
     def _encoder_context(self, latents: Tensor) -> Tensor:
         return latents if self.encoder_lstm is None else self.encoder_lstm(latents)
@@ -344,6 +398,7 @@ class Codec(nn.Module):
         if indices.shape[-1] == 0:
             raise ValueError("expected at least one frame of indices, got none")
         wav = self.decoder.infer(self._decoder_context(self._latents(indices)))
+        _check_finite_output(wav)
         if length is not None:
             if length < 1:
                 raise ValueError(f"length must be >= 1, got {length}")
@@ -387,6 +442,7 @@ class Codec(nn.Module):
                 f"a streaming chunk must be a whole number of hops ({self.hop_length}), got {wav.shape[-1]}"
             )
         n_q = self._check_n_q(n_q)
+        _check_stream_batch(wav.shape[0], state.encoder, state.encoder_lstm, "chunk")
         latents, enc = step(self.encoder.net, wav, state.encoder)
         enc_lstm = state.encoder_lstm
         if self.encoder_lstm is not None:
@@ -401,11 +457,15 @@ class Codec(nn.Module):
 
         if not isinstance(codes, Tensor) or codes.ndim != 3 or not 1 <= codes.shape[1] <= self.n_q:
             raise ValueError(f"expected codes of shape (B, q, k) with 1 <= q <= {self.n_q}")
+        if codes.shape[-1] == 0:
+            raise ValueError("expected at least one frame of codes, got none")
+        _check_stream_batch(codes.shape[0], state.decoder, state.decoder_lstm, "codes")
         latents = self._latents(codes)
         dec_lstm = state.decoder_lstm
         if self.decoder_lstm is not None:
             latents, dec_lstm = self.decoder_lstm.step(latents, dec_lstm)
         wav, dec = step(self.decoder.net, latents, state.decoder)
+        _check_finite_output(wav)
         return wav, dataclasses.replace(state, decoder=dec, decoder_lstm=dec_lstm)
 
     @contextlib.contextmanager
@@ -414,20 +474,55 @@ class Codec(nn.Module):
         you (see :meth:`init_stream`)."""
         yield Stream(self, self.init_stream(batch))
 
-    def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
+    def save_pretrained(self, path: str | pathlib.Path, overwrite: bool = False) -> pathlib.Path:
         """Write a model folder (``config.json`` + ``model.safetensors``), or one ``.pt`` file when ``path`` ends
-        in ``.pt``; each file atomically (see :mod:`vqaudio.checkpoint`)."""
-        return save_model(path, "codec", to_dict(self.config), self)
+        in ``.pt``; each file atomically (see :mod:`vqaudio.checkpoint`). A model already at ``path`` is
+        refused unless ``overwrite``."""
+        return save_model(path, "codec", to_dict(self.config), self, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> Codec:
         """Load a model folder, a ``.pt`` file (``weights_only=True``) or, with ``huggingface_hub`` installed, a
-        Hub id; no pickled code runs, and files of earlier format versions load too."""
-        return cls.from_saved(*load_model(path, "codec", map_location))
+        Hub id; no pickled code runs, and files of earlier format versions load too. Weights that do not fit
+        the config, or hold NaN/Inf, are a :class:`UserError` naming the file."""
+        config, state = load_model(path, "codec", map_location)
+        try:
+            return cls.from_saved(config, state)
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
 
     @classmethod
     def from_saved(cls, config: dict, state: dict) -> Codec:
-        """A codec in eval mode from a saved file's config and weights (see :mod:`vqaudio.checkpoint`)."""
+        """A codec in eval mode from a saved file's config and weights (see :mod:`vqaudio.checkpoint`); weights
+        that do not fit the config are a :class:`UserError` naming the tensor and both shapes."""
         model = cls.from_config(config)
+        check_state(model, state)
         model.load_state_dict(state)
         return model.eval()
+
+
+def _check_finite_output(wav: Tensor) -> None:
+    if not bool(torch.isfinite(wav.sum())) and not bool(torch.isfinite(wav).all()):
+        bad = int((~torch.isfinite(wav)).sum())
+        raise UserError(
+            f"the decoder gave {bad} NaN/Inf sample(s) of {wav.numel()}: the model's weights or state are not finite"
+        )
+
+
+def _check_stream_batch(batch: int, layers: list, lstm: LSTMState | None, what: str) -> None:
+    """A stream state holds one row per stream: the input's batch must be the state's (conv states are
+    ``(B, C, T)``, an LSTM's ``(h, c)`` are ``(layers, B, H)``)."""
+    sizes = [t.shape[0] for t in _tensors(layers)] + [t.shape[1] for t in _tensors(list(lstm or ()))]
+    if sizes and sizes[0] != batch:
+        raise ValueError(
+            f"the stream state is for batch {sizes[0]}, the {what} has batch {batch}; "
+            f"start a stream of batch {batch} with init_stream(batch={batch})"
+        )
+
+
+def _tensors(items):
+    for item in items:
+        if isinstance(item, Tensor):
+            yield item
+        elif isinstance(item, (list, tuple)):
+            yield from _tensors(item)

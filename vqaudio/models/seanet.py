@@ -24,6 +24,7 @@ from .layers import (
     PaddedConv1d,
     PaddedConvTranspose1d,
     ResidualUnit,
+    TimeMajor,
     describe_missing_fast_path,
     make_activation,
     receptive_field,
@@ -43,9 +44,13 @@ def _check_strides(strides: Sequence[int]) -> list[int]:
 class _Stack(nn.Module):
     """A Sequential ``net`` of layers with a CPU fast path when every layer has one.
 
-    ``fast_path`` is decided at construction (and by :meth:`use_fast_path`): a layer without a trustworthy
-    time-major form (:func:`~vqaudio.models.layers.has_fast_path`) makes ``infer`` run layer by layer, said
-    once in the log, never a wrong result.
+    Whether :meth:`infer` takes the fast path follows the module tree as it is at each call: a layer without
+    a trustworthy time-major form (:func:`~vqaudio.models.layers.has_fast_path`), a submodule of a type the
+    layers' time-major forms do not read (a wrapper put around a conv after construction, as LoRA/PEFT,
+    pruning or quantization tools do), or a forward hook anywhere (the time-major forms do not run hooks)
+    makes ``infer`` run the layers' ``forward``, said once per module tree in the log: never a crash and
+    never a different result. The decision is cached on the tree's structure (every submodule's name and
+    type, and its hooks), so the check costs a walk of the tree per call.
     """
 
     net: nn.Sequential
@@ -54,13 +59,35 @@ class _Stack(nn.Module):
 
     def use_fast_path(self, enabled: bool = True) -> bool:
         """Let :meth:`infer` use the time-major CPU path (when every layer has one); returns whether it will."""
-        missing = describe_missing_fast_path(self.net) if enabled else None
+        self.fast_path_enabled = enabled
+        return self._fast_path()
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether :meth:`infer` takes the time-major CPU path for the module tree as it is now."""
+        return self._fast_path()
+
+    def _structure(self) -> tuple:
+        return tuple(
+            (name, type(m), bool(m._forward_hooks or m._forward_pre_hooks)) for name, m in self.net.named_modules()
+        )
+
+    def _fast_path(self) -> bool:
+        if not getattr(self, "fast_path_enabled", True):
+            return False
+        structure = self._structure()
+        cached = self.__dict__.get("_fast_path_decision")
+        if cached is not None and cached[0] == structure:
+            return cached[1]
+        missing = describe_missing_fast_path(self.net)
+        if missing is None:
+            missing = _foreign_part(self.net)
         if missing is not None:
             log.info(
                 "%s: %s has no time-major inference; CPU inference runs layer by layer", type(self).__name__, missing
             )
-        self.fast_path = enabled and missing is None
-        return self.fast_path
+        self.__dict__["_fast_path_decision"] = (structure, missing is None)
+        return missing is None
 
     def _check(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[1] != self.in_channels:
@@ -78,10 +105,36 @@ class _Stack(nn.Module):
     def infer(self, x: Tensor) -> Tensor:
         """``forward(x)`` without autograd; on CPU in float32/64, each layer's time-major form in windows."""
         self._check(x)
-        if self.fast_path and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and self._fast_path():
             return forward_windows(self.net, x, self.frame_rows)
         with torch.no_grad():
             return self.net(x)
+
+
+# The submodule types the time-major forms read directly (their weights, never their forward): the convs,
+# and weight norm's parametrization containers (torch.nn.utils.parametrize).
+_READ_TYPES = (nn.Conv1d, nn.ConvTranspose1d, nn.Sequential, nn.ModuleDict, nn.ModuleList)
+
+
+def _foreign_part(net: nn.Module) -> str | None:
+    """The first submodule of ``net`` that the time-major forms would bypass, as text: one with a forward
+    hook, or one of a type they do not read; ``None`` if there is none."""
+    from torch.nn.utils import parametrize
+
+    for name, m in net.named_modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return f"{name or 'the stack'} ({type(m).__name__}, with a forward hook)"
+        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+            if type(m).forward in (nn.Conv1d.forward, nn.ConvTranspose1d.forward):
+                continue
+        elif isinstance(m, (TimeMajor, *_READ_TYPES, parametrize.ParametrizationList)) or _is_weight_norm(m):
+            continue
+        return f"{name} ({type(m).__name__})"
+    return None
+
+
+def _is_weight_norm(m: nn.Module) -> bool:
+    return type(m).__name__ == "_WeightNorm" and type(m).__module__.startswith("torch.nn.utils")
 
 
 class Encoder(_Stack):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import load_model, save_model
+from ..checkpoint import check_state, load_model, save_model
 from ..config import from_dict, to_dict
 from ..errors import UserError
 
@@ -39,6 +39,8 @@ class WaveNetConfig:
         num_speakers: > 0 enables global conditioning on a speaker id (0 .. num_speakers - 1).
         speaker_dim: size of the speaker embedding.
         speakers: speaker names by id (``speakers[i]`` is id i), when conditioned on speakers.
+        unit_model: the checksum of the model that made the training units (their ``units.json``), so
+            ``sample`` can refuse another codec; ``None`` when unknown.
     """
 
     RENAMED: ClassVar[dict[str, str]] = {"num_levels": "n_q"}
@@ -52,6 +54,7 @@ class WaveNetConfig:
     num_speakers: int = 0
     speaker_dim: int = 64
     speakers: list[str] = field(default_factory=list)
+    unit_model: str | None = None
 
 
 class _Layer(nn.Module):
@@ -294,16 +297,21 @@ class WaveNetPrior(nn.Module):
         b, q, k = probs.shape
         return torch.multinomial(probs.view(b * q, k), 1, generator=gen).view(b, q)
 
-    def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
+    def save_pretrained(self, path: str | pathlib.Path, overwrite: bool = False) -> pathlib.Path:
         """Write a model folder (``config.json`` + ``model.safetensors``), or one ``.pt`` file when ``path`` ends
-        in ``.pt``; each file atomically (see :mod:`vqaudio.checkpoint`)."""
-        return save_model(path, "wavenet-prior", to_dict(self.config), self)
+        in ``.pt``; each file atomically (see :mod:`vqaudio.checkpoint`). A model already at ``path`` is
+        refused unless ``overwrite``."""
+        return save_model(path, "wavenet-prior", to_dict(self.config), self, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> WaveNetPrior:
         """Load a model folder, a ``.pt`` file (``weights_only=True``) or, with ``huggingface_hub`` installed, a
         Hub id; no pickled code runs, and files of earlier format versions load too."""
         config, state = load_model(path, "wavenet-prior", map_location)
-        model = cls.from_config(config)
+        try:
+            model = cls.from_config(config)
+            check_state(model, state)
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
         model.load_state_dict(state)
         return model.eval()
