@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from vqaudio.checkpoint import VERSION, file_checksum
+from vqaudio.checkpoint import VERSION, model_checksum
 from vqaudio.cli.main import main
 from vqaudio.errors import UserError
 from vqaudio.models import Codec
@@ -85,7 +85,7 @@ def test_the_cli_takes_a_model_folder(tmp_path):
     folder = small_codec().save_pretrained(tmp_path / "codec")
     data = make_data_dir(tmp_path, n=3)
     assert main(["extract-units", "--model", str(folder), "--data", str(data), "--out", str(tmp_path / "u")]) == 0
-    assert read_info(tmp_path / "u").model_checksum == file_checksum(folder)
+    assert read_info(tmp_path / "u").model_checksum == model_checksum(folder)
     assert len(read_units(tmp_path / "u" / "units")) == 3
     sf.write(tmp_path / "a.wav", synth_utterance(0.3, seed=2), SR)
     assert main(["encode", "--model", str(folder), str(tmp_path / "a.wav"), "-o", str(tmp_path / "a.vqc")]) == 0

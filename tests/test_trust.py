@@ -237,14 +237,16 @@ def test_training_stops_with_a_clear_message_when_too_few_files_remain(tmp_path)
 
 
 def test_encode_decode_bad_paths_are_one_line(tmp_path, model, capsys):
-    wav = tmp_path / "a.wav"
+    wav, fake = tmp_path / "a.wav", tmp_path / "fake.vqc"
     sf.write(wav, synth_utterance(0.5, seed=1), SR)
+    fake.write_bytes(wav.read_bytes())
     cases = [
         (["encode", "--model", str(model), str(tmp_path / "missing.wav"), str(tmp_path / "a.vqc")], "no such file"),
         (["decode", "--model", str(model), str(tmp_path / "missing.vqc"), str(tmp_path / "b.wav")], "no such file"),
-        (["decode", "--model", str(model), str(wav), str(tmp_path / "b.wav")], "not a vqaudio codes file"),
-        (["decode", "--model", str(model), str(wav), str(tmp_path / "b.xyz")], "audio extension"),
-        (["decode", "--model", str(tmp_path / "nope.pt"), str(wav), str(tmp_path / "b.wav")], "nope.pt"),
+        (["decode", "--model", str(model), str(wav), str(tmp_path / "b.wav")], "no .vqc/.npy/.txt files"),
+        (["decode", "--model", str(model), str(fake), str(tmp_path / "b.wav")], "not a vqaudio codes file"),
+        (["decode", "--model", str(model), str(fake), str(tmp_path / "b.xyz")], "audio extension"),
+        (["decode", "--model", str(tmp_path / "nope.pt"), str(fake), str(tmp_path / "b.wav")], "nope.pt"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

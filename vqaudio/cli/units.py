@@ -32,9 +32,13 @@ One input file and an output with a suffix writes that file; otherwise the outpu
 every input file (directories are searched recursively, globs expanded) keeps its relative path there,
 with --suffix. Formats by suffix: .vqc (default: magic, version, JSON header with the model's sha256,
 sample rate and exact sample count, then codes bit-packed at ceil(log2 K) bits: nominal bitrate x
-duration plus ~300 bytes), .npy (an (n_q, T) integer array, ESPnet style) and .txt (one line per level).
-Existing outputs are refused without -f. A progress bar goes to stderr when it is a terminal; the last
-line gives the real-time factor. `cmd |` inputs are not accepted here: pass files.
+duration plus ~300 bytes), .npy (an (n_q, T) integer array, ESPnet style) and .txt (one line per level);
+an output of any other suffix is refused. Several inputs need -o DIR; without -o, a second argument is the
+output only when it does not exist yet. Files of other suffixes are skipped with a note. A file that fails
+is reported on stderr in one line and the others are written (exit status 1); in a directory, outputs
+already there are kept and not redone, so a rerun resumes (-f redoes them); a single existing output file
+is refused without -f. A progress bar goes to stderr when it is a terminal; the last line gives the
+real-time factor. `cmd |` inputs are not accepted here: pass files.
 
 examples:
   vqaudio encode --model exp/codec/model.pt speech.flac -o speech.vqc
@@ -47,7 +51,9 @@ DECODE_HELP = """Decode codes files to audio with the codec that made them.
 
 A .vqc file restores the input's exact length and is refused when made by another model file (its
 sha256 is in the header) unless --any-model; a truncated or corrupt file is an error, never a wrong
-waveform. .npy and .txt decode to frames x hop samples. Directories and globs as for encode.
+waveform. .npy and .txt decode to frames x hop samples (.npy arrays are (n_q, T), except extract-units'
+OUT/npy/<utt>.npy beside OUT/codes.scp, which are (T, n_q)). Directories, globs, failures, reruns and -f
+as for encode.
 
 examples:
   vqaudio decode --model exp/codec/model.pt speech.vqc -o speech.wav
@@ -109,6 +115,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-q", type=int, help="residual levels to decode (default all written)")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--any-model",
+        action="store_true",
+        help="decode units that units.json says another model made (refused otherwise)",
+    )
     p.set_defaults(func=run_resynth)
 
     p = sub.add_parser(
@@ -224,7 +235,8 @@ def run_resynth(args: argparse.Namespace) -> int:
     from ..units.resynth import resynthesize
 
     check_device(args.device)
-    print(f"wrote {resynthesize(args.model, args.units, args.out, n_q=args.n_q, device=args.device)}")
+    scp = resynthesize(args.model, args.units, args.out, n_q=args.n_q, device=args.device, any_model=args.any_model)
+    print(f"wrote {scp}")
     return 0
 
 
@@ -244,8 +256,9 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export-onnx",
         help="a codec -> encoder.onnx + decoder.onnx (dynamic batch and length)",
-        description="Export a codec (VQ kinds) to ONNX: OUT/encoder.onnx (wav (B, 1, T), T a multiple of the hop, "
-        "-> codes (B, n_q, T / hop)), OUT/decoder.onnx (codes -> wav (B, 1, frames * hop)) and OUT/onnx.json "
+        description="Export a codec (VQ kinds) to ONNX: OUT/encoder.onnx (wav (B, 1, T), a partial last frame "
+        "zero-padded as encode pads it, -> codes (B, n_q, ceil(T / hop))), OUT/decoder.onnx (codes in [0, K) -> "
+        "wav (B, 1, frames * hop)) and OUT/onnx.json "
         "(sample rate, hop, n_q, codebook size). Weight norm is folded; batch and length are dynamic. Needs "
         "pip install 'vqaudio[onnx]'.\n\nexample:\n  vqaudio export-onnx --model exp/codec/model.pt --out exp/onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -253,6 +266,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="the codec: a model.pt or a model folder")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite the files of an earlier export in OUT")
     p.set_defaults(func=run_export)
 
 
@@ -260,7 +274,7 @@ def run_export(args: argparse.Namespace) -> int:
     from ..export import export_onnx
     from ..models.codec import Codec
 
-    paths = export_onnx(Codec.from_pretrained(args.model), args.out, opset=args.opset)
+    paths = export_onnx(Codec.from_pretrained(args.model), args.out, opset=args.opset, overwrite=args.force)
     print("\n".join(f"wrote {p}" for p in paths.values()))
     return 0
 
@@ -269,17 +283,13 @@ def _file_io_options(p: argparse.ArgumentParser, inputs: str) -> None:
     """The options encode and decode share."""
     p.add_argument("--model", required=True, help="the codec: a model.pt or a model folder")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=inputs)
-    p.add_argument("-o", "--out", help="output file (one input) or directory; with two INPUTs and no -o, the second")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="output file (one input) or directory (several); without -o, a second argument that does not exist yet",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
-
-
-def _inputs_and_out(args: argparse.Namespace) -> tuple[list[str], str]:
-    if args.out is not None:
-        return args.inputs, args.out
-    if len(args.inputs) == 2:
-        return args.inputs[:1], args.inputs[1]
-    raise UserError("name the output with -o/--out (a file for one input, else a directory)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs (else kept, and not redone)")
 
 
 def _load_codec(model: str, device: str):
@@ -293,26 +303,51 @@ def _timing(s) -> str:
     return f"{s.audio_seconds:.1f} s of audio in {s.wall_seconds:.1f} s, {s.real_time_factor:.1f}x real time"
 
 
-def run_encode(args: argparse.Namespace) -> int:
-    from ..units.files import AUDIO_SUFFIXES, encode_files, plan
+def _notes(plan, what: str) -> None:
+    """Say on stderr what the plan leaves out: files of other suffixes, outputs kept from an earlier run."""
+    import sys
 
-    inputs, out = _inputs_and_out(args)
-    jobs = plan(inputs, out, AUDIO_SUFFIXES, args.suffix, args.force)
+    if plan.ignored:
+        names = ", ".join(str(p) for p in plan.ignored[:3]) + (", ..." if len(plan.ignored) > 3 else "")
+        print(f"note: {len(plan.ignored)} file(s) skipped, not {what} inputs by suffix: {names}", file=sys.stderr)
+    if plan.kept:
+        print(f"note: {len(plan.kept)} output(s) already there are kept (pass -f to redo them)", file=sys.stderr)
+
+
+def _finish(s, plan, verb: str) -> int:
+    """Report the failures one line each on stderr; 0 only when nothing failed (one input that failed is a
+    one-line error, exit 2)."""
+    import sys
+
+    if s.failed and len(plan.jobs) == 1 and not plan.kept:
+        src, reason = s.failed[0]
+        raise UserError(reason if str(src) in reason else f"{src}: {reason}")
+    for src, reason in s.failed:
+        print(f"failed: {reason if str(src) in reason else f'{src}: {reason}'}", file=sys.stderr)
+    kept = f" ({len(plan.kept)} kept from an earlier run)" if plan.kept else ""
+    print(f"{verb} {s.files} file(s){kept}, {len(s.failed)} failed: {_timing(s)}")
+    return 1 if s.failed else 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from ..units.files import AUDIO_SUFFIXES, CODE_SUFFIXES, encode_files, plan, split_inputs
+
+    inputs, out = split_inputs(args.inputs, args.out)
+    todo = plan(inputs, out, AUDIO_SUFFIXES, args.suffix, args.force, out_suffixes=CODE_SUFFIXES)
+    _notes(todo, "encode")
     codec = _load_codec(args.model, args.device)
     if args.n_q is not None and not 1 <= args.n_q <= codec.n_q:
         raise UserError(f"--n-q must lie in [1, {codec.n_q}] for {args.model}, got {args.n_q}")
-    s = encode_files(codec, jobs, args.n_q, args.model, args.device)
-    print(f"encoded {s.files} file(s): {_timing(s)}")
-    return 0
+    return _finish(encode_files(codec, todo.jobs, args.n_q, args.model, args.device), todo, "encoded")
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    from ..units.files import CODE_SUFFIXES, decode_files, plan
+    from ..units.files import CODE_SUFFIXES, decode_files, plan, split_inputs
 
-    inputs, out = _inputs_and_out(args)
+    inputs, out = split_inputs(args.inputs, args.out)
     suffix = args.suffix if args.suffix.startswith(".") else "." + args.suffix
-    jobs = plan(inputs, out, CODE_SUFFIXES, suffix, args.force)
+    todo = plan(inputs, out, CODE_SUFFIXES, suffix, args.force)
+    _notes(todo, "decode")
     codec = _load_codec(args.model, args.device)
-    s = decode_files(codec, jobs, args.model, args.device, any_model=args.any_model)
-    print(f"decoded {s.files} file(s): {_timing(s)}")
-    return 0
+    s = decode_files(codec, todo.jobs, args.model, args.device, any_model=args.any_model)
+    return _finish(s, todo, "decoded")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import file_checksum
+from ..checkpoint import file_checksum, model_checksum
 from ..data.audio import AudioError, load_audio, one_line
 from ..data.kaldi import Utterance, read_data_dir, read_utt2dur
 from ..errors import UserError
@@ -85,7 +85,7 @@ def _state(model: pathlib.Path, utts: list[Utterance], n_q: int, dedup: bool, nj
     for u in utts:
         listing.update(f"{u.utt_id}\t{u.source}\t{u.start}\t{u.end}\n".encode())
     return {
-        "model_checksum": file_checksum(model),
+        "model_checksum": model_checksum(model),
         "n_q": n_q,
         "dedup": dedup,
         "nj": nj,
@@ -94,9 +94,10 @@ def _state(model: pathlib.Path, utts: list[Utterance], n_q: int, dedup: bool, nj
     }
 
 
-def check_state(work: pathlib.Path, state: dict, out: pathlib.Path) -> None:
+def check_state(work: pathlib.Path, state: dict, out: pathlib.Path, model_aliases: tuple[str, ...] = ()) -> None:
     """Record ``state`` in ``work/state.json``, or refuse (one line naming what differs) when the work there
-    was made from something else."""
+    was made from something else; ``model_aliases`` are other checksums of the same model (the file
+    checksum that work started before :func:`~vqaudio.checkpoint.model_checksum` recorded)."""
     path = work / "state.json"
     if not path.is_file():
         if any(f.suffix in (".jsonl", ".failed", ".done") for f in work.glob("job*of*.*")):
@@ -111,7 +112,7 @@ def check_state(work: pathlib.Path, state: dict, out: pathlib.Path) -> None:
     except json.JSONDecodeError:
         raise UserError(f"{path}: unreadable; remove {work} (or use another --out) to start afresh") from None
     differs = []
-    if saved.get("model_checksum") != state["model_checksum"]:
+    if saved.get("model_checksum") not in (state["model_checksum"], *model_aliases):
         differs.append("model")
     for key, label in (("n_q", "--n-q"), ("dedup", "--dedup"), ("nj", "--nj")):
         if saved.get(key) != state[key]:
@@ -215,7 +216,7 @@ def extract_units(
         work.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"--out {out}: cannot create it ({err.strerror})") from None
-    check_state(work, _state(model, utts, n_q, dedup, nj), out)
+    check_state(work, _state(model, utts, n_q, dedup, nj), out, (file_checksum(model),))
     stem = work / f"job{job}of{nj}"
     with job_lock(stem.with_suffix(".lock"), f"extract-units job {job} of {nj} into {out}"):
         counts = _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progress, data_dir, job, nj)
@@ -358,7 +359,7 @@ def _merge(
     write_info(
         out,
         UnitsInfo(
-            model_checksum=file_checksum(model),
+            model_checksum=model_checksum(model),
             sample_rate=codec.sample_rate,
             frame_rate=codec.frame_rate,
             codebook_size=codec.codebook_size,
