@@ -3,8 +3,9 @@ both with dynamic batch and length, weight norm folded into plain weights.
 
 The exported graphs run the layers' ``forward`` (not the CPU fast path) and a nearest-code search written
 for export (one matmul and an argmin per residual level, as the quantizers compute it). The encoder takes
-``(B, 1, T)`` with ``T`` a multiple of the hop (pad the waveform first); the decoder returns
-``(B, 1, frames * hop)``. Needs ``pip install vqaudio[onnx]`` (onnx, onnxscript; onnxruntime to run).
+``(B, 1, T)`` and zero-pads a partial last frame as ``Codec.encode`` does (``ceil(T / hop)`` frames); the
+decoder returns ``(B, 1, frames * hop)`` and refuses codes outside ``[0, K)``. Needs
+``pip install vqaudio[onnx]`` (onnx, onnxscript; onnxruntime to run).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import UserError
+from .fileio import atomic_output, atomic_write_text, make_dirs
 from .models.layers import PaddedConvTranspose1d
 from .quantize import FSQ, ResidualQuantizer, VectorQuantizer
 
@@ -72,7 +74,12 @@ class EncoderGraph(nn.Module):
         stages, self.normalize_first = _stages(codec.quantizer)
         self.stages = nn.ModuleList(copy.deepcopy(s).float().eval() for s in stages)
 
+        self.hop = codec.hop_length
+
     def forward(self, wav: Tensor) -> Tensor:
+        # A partial last frame is zero-padded to a whole hop, as Codec.encode pads it (frames = ceil(T / hop)).
+        frames = (wav.shape[-1] + self.hop - 1) // self.hop
+        wav = F.pad(wav, (0, self.hop - 1))[..., : frames * self.hop]
         residual = self.net(wav)  # (B, D, T')
         if self.lstm is not None:
             residual = self.lstm(residual)
@@ -105,37 +112,68 @@ class DecoderGraph(nn.Module):
     def forward(self, codes: Tensor) -> Tensor:
         latents = 0
         for i, stage in enumerate(self.stages):
-            latents = latents + stage.project_out(stage.codes()[codes[:, i]]).transpose(1, 2)
+            book = stage.codes()
+            index = codes[:, i]
+            # ONNX's Gather takes a negative index from the end; one past the end is refused ("invalid index"),
+            # as codes >= K are, so a negative code is refused rather than decoded as another codeword.
+            index = torch.where(index < 0, torch.full_like(index, book.shape[0]), index)
+            latents = latents + stage.project_out(book[index]).transpose(1, 2)
         return self.net(latents if self.lstm is None else self.lstm(latents))
 
 
-def export_onnx(codec, out_dir: str | pathlib.Path, opset: int = 18) -> dict[str, pathlib.Path]:
-    """Write ``out_dir/encoder.onnx``, ``decoder.onnx`` and ``onnx.json`` (sample rate, hop, n_q, codebook size)."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise UserError("ONNX export needs the onnx extra: pip install 'vqaudio[onnx]'") from None
+# The opsets each exporter writes: torch.export's (dynamo) starts at 18; the TorchScript exporter (codecs with
+# LSTMs) at 9, the first with the ops the graphs use; both end at what the installed onnx knows.
+MIN_OPSET = {"dynamo": 18, "torchscript": 9}
+PACKAGES = ("onnx", "onnxscript")  # what torch.onnx.export needs (onnxruntime only runs the files)
+
+
+def export_onnx(
+    codec, out_dir: str | pathlib.Path, opset: int = 18, overwrite: bool = False
+) -> dict[str, pathlib.Path]:
+    """Write ``out_dir/encoder.onnx``, ``decoder.onnx`` and ``onnx.json`` (sample rate, hop, n_q, codebook size),
+    each atomically. Missing packages, an opset the exporter cannot write, an output that cannot be made and
+    existing files (unless ``overwrite``) are refused before anything is written."""
+    import importlib.util
+
+    missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"ONNX export needs {', '.join(missing)}: pip install 'vqaudio[onnx]'")
+    import onnx
+
+    exporter = "torchscript" if codec.config.lstm else "dynamo"
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET[exporter] <= opset <= newest:
+        raise UserError(
+            f"--opset {opset}: this codec's exporter ({exporter}) writes opsets {MIN_OPSET[exporter]} to {newest}"
+        )
+    _stages(codec.quantizer)  # an FSQ codec is refused before the output exists
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    paths = {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
+    there = [str(p) for p in (*paths.values(), out / "onnx.json") if p.exists()]
+    if there and not overwrite:
+        raise UserError(f"{there[0]} exists; pass -f/--force to overwrite")
+    make_dirs(out)
     hop, n_q = codec.hop_length, codec.n_q
     batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=2)
-    wav = torch.zeros(2, 1, 8 * hop)
+    samples = torch.export.Dim("samples", min=2 * hop)
+    wav = torch.zeros(2, 1, 8 * hop + hop // 2)
     codes = torch.zeros(2, n_q, 8, dtype=torch.long)
-    paths = {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
     graphs = {
-        "encoder": (EncoderGraph(codec), (wav,), {"wav": {0: batch, 2: frames * hop}}, ["wav"], ["codes"]),
+        "encoder": (EncoderGraph(codec), (wav,), {"wav": {0: batch, 2: samples}}, ["wav"], ["codes"]),
         "decoder": (DecoderGraph(codec), (codes,), {"codes": {0: batch, 2: frames}}, ["codes"], ["wav"]),
     }
     for name, (graph, args, shapes, inputs, outputs) in graphs.items():
-        with torch.no_grad():
-            if codec.config.lstm:
+        with torch.no_grad(), atomic_output(paths[name]) as tmp:
+            if exporter == "torchscript":
                 # torch.export unrolls nn.LSTM over the example's frames, fixing the length; the TorchScript
                 # exporter writes ONNX's LSTM op, whose length stays dynamic
                 axes = {inputs[0]: {0: "batch", 2: "time"}, outputs[0]: {0: "batch", 2: "time"}}
                 torch.onnx.export(
                     graph.eval(),
                     args,
-                    str(paths[name]),
+                    str(tmp),
                     input_names=inputs,
                     output_names=outputs,
                     dynamic_axes=axes,
@@ -152,8 +190,16 @@ def export_onnx(codec, out_dir: str | pathlib.Path, opset: int = 18) -> dict[str
                     opset_version=opset,
                     dynamo=True,
                 )
-                program.save(str(paths[name]))
+                program.save(str(tmp))
+            written = _opset(onnx.load(str(tmp), load_external_data=False))
+            if written != opset:
+                raise UserError(f"--opset {opset}: the exporter wrote opset {written}; choose opset {written}")
         log.info("wrote %s", paths[name])
     info = {"sample_rate": codec.sample_rate, "hop_length": hop, "n_q": n_q, "codebook_size": codec.codebook_size}
-    (out / "onnx.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out / "onnx.json", json.dumps(info, indent=2) + "\n")
     return paths
+
+
+def _opset(model) -> int | None:
+    """The default-domain opset of an ONNX model."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
