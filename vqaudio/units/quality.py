@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..data.kaldi import speakers_of
+from ..data.kaldi import speakers_of, text_lines
 from ..errors import UserError
 from ..fileio import atomic_output, atomic_write_text
 from ..metrics import unit_phone_stats
@@ -29,33 +29,46 @@ ANY_CONTEXT_CAP = 12
 
 
 def read_ctm(path: str | pathlib.Path) -> dict[str, list[tuple[float, float, str]]]:
-    """Phone CTM (``utt channel start dur phone``) -> ``{utt: [(start, end, phone), ...]}`` in time order,
-    silence labels mapped to ``SIL``. A malformed line is an error naming the file and line."""
+    """Phone CTM (``utt channel start dur phone``, optionally a sixth confidence column as in NIST's CTM) ->
+    ``{utt: [(start, end, phone), ...]}`` in time order, silence labels mapped to ``SIL``. A malformed line,
+    a line that is not UTF-8, and a segment that repeats or overlaps another of its utterance are errors
+    naming the file and line."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise UserError(f"alignments not found: {path}")
-    out: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts or parts[0].startswith(";;"):
-                continue
-            try:
-                if len(parts) != 5:
-                    raise ValueError
-                start, dur = float(parts[2]), float(parts[3])
-                if not (math.isfinite(start) and math.isfinite(dur)) or start < 0 or dur <= 0:
-                    raise ValueError
-            except ValueError:
-                raise UserError(
-                    f"{path}:{n}: expected 'utt channel start dur phone' with start >= 0 and dur > 0, "
-                    f"got {line.strip()[:80]!r}"
-                ) from None
-            phone = SIL if parts[4] in SILENCES else parts[4]
-            out[parts[0]].append((start, round(start + dur, 6), phone))  # no float drift between neighbours
-    for segs in out.values():
+    out: dict[str, list[tuple[float, float, str, int]]] = defaultdict(list)
+    for n, line in text_lines(path):
+        parts = line.split()
+        if not parts or parts[0].startswith(";;"):
+            continue
+        try:
+            if len(parts) not in (5, 6):
+                raise ValueError
+            start, dur = float(parts[2]), float(parts[3])
+            if not (math.isfinite(start) and math.isfinite(dur)) or start < 0 or dur <= 0:
+                raise ValueError
+            if len(parts) == 6 and not math.isfinite(float(parts[5])):
+                raise ValueError
+        except ValueError:
+            raise UserError(
+                f"{path}:{n}: expected 'utt channel start dur phone [confidence]' with start >= 0 and dur > 0, "
+                f"got {line.strip()[:80]!r}"
+            ) from None
+        phone = SIL if parts[4] in SILENCES else parts[4]
+        out[parts[0]].append((start, round(start + dur, 6), phone, n))  # no float drift between neighbours
+    result = {}
+    for utt, segs in out.items():
         segs.sort()
-    return dict(out)
+        for (s0, e0, _, n0), (s1, e1, _, n1) in zip(segs, segs[1:], strict=False):
+            if s1 < e0 - 1e-6:
+                what = "repeats" if (s0, e0) == (s1, e1) else "overlaps"
+                first, second = sorted((n0, n1))
+                raise UserError(
+                    f"{path}:{second}: segment of {utt!r} {what} line {first} ([{s1:g}, {e1:g}) s against "
+                    f"[{s0:g}, {e0:g}) s); each frame must have one phone"
+                )
+        result[utt] = [(s, e, phone) for s, e, phone, _ in segs]
+    return result
 
 
 def frame_phones(segments: list[tuple[float, float, str]], num_frames: int, frame_rate: float) -> list[str]:
@@ -158,7 +171,17 @@ def evaluate_units(
         log.warning("%d utterances have no alignment and are skipped (first: %s)", len(missing), missing[0])
     units = {u: table[u] for u in common}
     _check_frame_rate(units, ctm, info.frame_rate, str(alignments))
-    speakers = speakers_of(common, pathlib.Path(data_dir) / "utt2spk" if data_dir is not None else None)
+    if not any(phone != SIL for u in common for _, _, phone in ctm[u]):
+        raise UserError(
+            f"{alignments}: every phone of the {len(common)} scored utterance(s) is silence "
+            f"({', '.join(sorted(SILENCES))}); there is nothing to score"
+        )
+    utt2spk = None
+    if data_dir is not None:
+        utt2spk = pathlib.Path(data_dir) / "utt2spk"
+        if not utt2spk.is_file():
+            raise UserError(f"--data {data_dir}: no utt2spk there (omit --data to take speakers from the id prefix)")
+    speakers = speakers_of(common, utt2spk)
 
     # frame-level statistics
     labels = {u: frame_phones(ctm[u], len(units[u]), info.frame_rate) for u in common}
@@ -223,15 +246,39 @@ def evaluate_units(
             train_units = {u: c for u, c in train_units.items() if u not in units}
             test_units = units
         summary.update(probe_per(train_units, test_units, ctm, info.codebook_size, info.frame_rate, seed=seed))
+    summary["undefined"] = undefined_figures(summary)
     summary["seconds"] = round(time.time() - t0, 2)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_item_file(out / "abx.item", items)
     _heatmap(flat_units, phones, flat_phones, out / "phone_unit_heatmap.png", f"{units_dir} level {level}")
-    atomic_write_text(out / "unit_quality.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "unit_quality.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "RESULTS.md", results_markdown(summary))
     log.info("unit quality of %s: %s", units_dir, {k: v for k, v in summary.items() if isinstance(v, float)})
     return summary
+
+
+# Why a figure can be undefined, by key (a figure with no item, triplet or frame to average over).
+UNDEFINED_REASONS = {
+    "abx_within": "no phone pair has two occurrences in one context of one speaker",
+    "abx_across": "no phone pair is shared by two speakers in one context",
+    "abx_phone_any_context": "no phone pair has occurrences of one speaker",
+    "probe_per": "no test phones",
+}
+
+
+def undefined_figures(summary: dict) -> dict[str, str]:
+    """Set every figure of ``summary`` that is not a finite number to ``None`` (JSON ``null``); returns
+    ``{key: reason}`` for them."""
+    reasons = {}
+    for key, value in summary.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            summary[key] = None
+            reason = UNDEFINED_REASONS.get(key, "nothing to average over")
+            if key == "abx_across" and summary.get("num_speakers", 2) < 2:
+                reason = "one speaker only: ABX across speakers needs two"
+            reasons[key] = reason
+    return reasons
 
 
 def results_markdown(summary: dict) -> str:
@@ -255,5 +302,10 @@ def results_markdown(summary: dict) -> str:
         "| metric | value |",
         "|---|---:|",
     ]
-    lines += [f"| {label} | {fmt.format(summary[key])} |" for label, key, fmt in rows if key in summary]
+    undefined = summary.get("undefined", {})
+    lines += [
+        f"| {label} | {fmt.format(summary[key]) if summary[key] is not None else 'n/a: ' + undefined.get(key, '')} |"
+        for label, key, fmt in rows
+        if key in summary
+    ]
     return "\n".join(lines) + "\n"
