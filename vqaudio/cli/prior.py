@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="override trainer.max_steps")
     p.add_argument("--speakers", action="store_true", help="condition on speakers (sets data.speakers: true)")
     p.add_argument("--utt2spk", help="Kaldi utt2spk of the training data (e.g. data/train_clean_5/utt2spk)")
+    p.add_argument(
+        "--any-model",
+        action="store_true",
+        help="accept validation units made by another model than the training units (refused otherwise)",
+    )
     p.set_defaults(func=run_train_prior)
 
     p = sub.add_parser(
@@ -59,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-seconds", type=float, help="use only its first seconds (default all of it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--any-model",
+        action="store_true",
+        help="decode with a codec (and continue a prompt of units) other than the model the prior's units came from",
+    )
     p.set_defaults(func=run_sample)
 
 
@@ -77,13 +87,15 @@ def run_train_prior(args: argparse.Namespace) -> int:
         utt2spk=args.utt2spk,
         data_overrides=data,
         allow_config_change=args.allow_config_change,
+        any_model=args.any_model,
     )
     print(f"prior written to {path}")
     return 0
 
 
-def load_prompt(units_dir: str, utt: str | None, seconds: float | None, n_q: int):
-    """``(n_q, T0)`` units of one utterance of a units dir, cut to its first ``seconds``."""
+def load_prompt(units_dir: str, utt: str | None, seconds: float | None, n_q: int, unit_model: str | None = None):
+    """``(n_q, T0)`` units of one utterance of a units dir, cut to its first ``seconds``; with ``unit_model``
+    (a model checksum), units of another model are refused."""
     import torch
 
     from ..errors import UserError
@@ -92,6 +104,11 @@ def load_prompt(units_dir: str, utt: str | None, seconds: float | None, n_q: int
     if utt is None:
         raise UserError("--prompt needs --prompt-utt, the utterance to continue")
     info = read_info(units_dir)
+    if unit_model is not None and info.model_checksum != unit_model:
+        raise UserError(
+            f"{units_dir}: the prompt's units were made by another model than the prior's (checksum "
+            f"{info.model_checksum[:12]}... against {unit_model[:12]}...); pass --any-model to continue it anyway"
+        )
     if info.dedup:
         raise UserError(f"{units_dir}: deduplicated units have no durations; extract a prompt without --dedup")
     table = read_levels(units_dir, n_q)
@@ -108,15 +125,34 @@ def load_prompt(units_dir: str, utt: str | None, seconds: float | None, n_q: int
 def run_sample(args: argparse.Namespace) -> int:
     import json
 
+    from ..checkpoint import same_model
+    from ..errors import UserError
     from ..models.codec import Codec
     from ..models.sampling import sample_speech
     from ..train.run_prior import load_prior
 
     prior = load_prior(args.prior)
-    prompt = None if args.prompt is None else load_prompt(args.prompt, args.prompt_utt, args.prompt_seconds, prior.n_q)
+    recorded = prior.config.unit_model
+    if recorded is not None and not args.any_model and not same_model(recorded, args.codec):
+        raise UserError(
+            f"{args.prior} models the units of another model than {args.codec} (checksum {recorded[:12]}...); "
+            "pass --any-model to decode its units with this codec anyway"
+        )
+    codec = Codec.from_pretrained(args.codec)
+    if prior.codebook_size > codec.codebook_size or prior.n_q > codec.n_q:
+        raise UserError(
+            f"{args.prior} samples {prior.n_q} level(s) of {prior.codebook_size} units; {args.codec} decodes at most "
+            f"{codec.n_q} level(s) of {codec.codebook_size}"
+        )
+    check = None if args.any_model else recorded
+    prompt = (
+        None
+        if args.prompt is None
+        else load_prompt(args.prompt, args.prompt_utt, args.prompt_seconds, prior.n_q, unit_model=check)
+    )
     summary = sample_speech(
         prior,
-        Codec.from_pretrained(args.codec),
+        codec,
         args.out,
         args.num,
         args.seconds,

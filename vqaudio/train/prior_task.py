@@ -24,17 +24,36 @@ class PriorTask(pl.LightningModule):
         config: a :class:`TrainPriorConfig` as a dict.
         codebook_size, n_q: of the units.
         speakers: speaker names by id (id 0 the unseen speaker) when ``data.speakers`` is on.
+        unit_model: the checksum of the model that made the units (``units.json``), recorded in the prior.
     """
 
-    def __init__(self, config: dict, codebook_size: int, n_q: int, speakers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: dict,
+        codebook_size: int,
+        n_q: int,
+        speakers: list[str] | None = None,
+        unit_model: str | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = from_dict(TrainPriorConfig, config, where="prior config")
         speakers = list(speakers or [])
         self.save_hyperparameters(
-            {"config": to_dict(self.cfg), "codebook_size": codebook_size, "n_q": n_q, "speakers": speakers}
+            {
+                "config": to_dict(self.cfg),
+                "codebook_size": codebook_size,
+                "n_q": n_q,
+                "speakers": speakers,
+                "unit_model": unit_model,
+            }
         )
         model = dataclasses.replace(
-            self.cfg.model, codebook_size=codebook_size, n_q=n_q, num_speakers=len(speakers), speakers=speakers
+            self.cfg.model,
+            codebook_size=codebook_size,
+            n_q=n_q,
+            num_speakers=len(speakers),
+            speakers=speakers,
+            unit_model=unit_model,
         )
         self.prior = WaveNetPrior(model)
 

@@ -75,6 +75,7 @@ def train_prior(
     utt2spk=None,
     data_overrides: dict | None = None,
     allow_config_change: bool = False,
+    any_model: bool = False,
 ) -> pathlib.Path:
     """Train a prior; writes ``prior.pt`` (best ``val/nll_bits``) into ``exp_dir`` and returns its path.
 
@@ -82,11 +83,28 @@ def train_prior(
         overrides: trainer fields to override; data_overrides: data fields, e.g. ``{"speakers": True}``.
         utt2spk: Kaldi ``utt2spk`` covering the training (and validation) utterances, for
             ``data.speakers``; without it speakers come from the ids' prefixes.
+        any_model: train on validation units of another unit model than the training units (refused
+            otherwise: the prior would be scored on units it does not model).
     """
+    exp = pathlib.Path(exp_dir)
+    out = exp / "prior.pt"
+    if out.exists() and not resume:
+        raise UserError(f"{out} exists; pass --resume to continue that experiment or choose another --exp-dir")
+    info = read_info(train_units)
+    valid_info = read_info(valid_units)
+    if valid_info.model_checksum != info.model_checksum and not any_model:
+        raise UserError(
+            f"{valid_units} holds units of another model than {train_units} (checksum "
+            f"{valid_info.model_checksum[:12]}... against {info.model_checksum[:12]}...); "
+            "pass --any-model to train anyway"
+        )
+    if valid_info.codebook_size > info.codebook_size:
+        raise UserError(
+            f"{valid_units}: codebook size {valid_info.codebook_size} is larger than the training units' "
+            f"({info.codebook_size})"
+        )
     overrides = {**(overrides or {}), **{f"data.{k}": v for k, v in (data_overrides or {}).items()}}
     cfg = prepare_experiment(TrainPriorConfig, config, exp_dir, resume, overrides, "prior", allow_config_change)
-    exp = pathlib.Path(exp_dir)
-    info = read_info(train_units)
     if info.dedup:
         log.warning("%s holds deduplicated units: sampled units will lack durations", train_units)
     n_q = cfg.data.n_q or info.n_q
@@ -100,15 +118,14 @@ def train_prior(
     sampler = RandomSampler(train, replacement=True, num_samples=cfg.data.batch_size * 200)
     train_loader = DataLoader(train, cfg.data.batch_size, sampler=sampler, drop_last=True)
     valid_loader = DataLoader(valid, 1)
-    task = PriorTask(to_dict(cfg), info.codebook_size, n_q, speakers)
+    task = PriorTask(to_dict(cfg), info.codebook_size, n_q, speakers, unit_model=info.model_checksum)
     trainer, best = fit(
         task, train_loader, valid_loader, cfg.trainer, exp, resume, "val/nll_bits", max_steps=cfg.trainer.max_steps
     )
-    out = exp / "prior.pt"
     if trainer.is_global_zero:
         payload = torch.load(best, map_location="cpu", weights_only=True)
         task.load_state_dict(payload["state_dict"])
-        task.prior.save_pretrained(out)
+        task.prior.save_pretrained(out, overwrite=True)  # refused above unless resuming this experiment
         log.info("exported %s from %s", out, best.name)
     return out
 
