@@ -32,8 +32,9 @@ class CropDataset(Dataset):
         segment_samples: crop length; ``None`` returns whole utterances (validation, batch size 1).
         max_bad_fraction: share of unreadable utterances at which the data dir is refused.
         frame_targets: with ``hop``, per-frame targets of a whole utterance, ``(T,)`` samples -> ``(ceil(T / hop),)``
-            (a teacher's units). Items are then dicts: ``wav`` cropped at a multiple of ``hop`` and ``targets``,
-            the ``ceil(segment_samples / hop)`` targets of the crop's frames, ``IGNORE`` past the utterance's end.
+            integers (a teacher's units) or ``(ceil(T / hop), D)`` floats (a teacher's features). Items are then
+            dicts: ``wav`` cropped at a multiple of ``hop`` and ``targets``, the ``ceil(segment_samples / hop)``
+            targets of the crop's frames, ``IGNORE`` (units) or NaN (features) past the utterance's end.
             Computed once per utterance, from all of its audio, not from the crop.
         hop: samples per frame of ``frame_targets``.
     """
@@ -110,14 +111,18 @@ class CropDataset(Dataset):
     def _with_targets(self, index: int) -> dict[str, torch.Tensor]:
         i, wav = self._read_any(index)
         if i not in self._targets:
-            self._targets[i] = self.frame_targets(wav).to(torch.int32)
+            targets = self.frame_targets(wav)
+            self._targets[i] = targets if targets.is_floating_point() else targets.to(torch.int32)
         targets = self._targets[i]
         n, hop = self.segment_samples, self.hop
         frames = -(-n // hop)
         first = int(torch.randint(0, (wav.shape[0] - n) // hop + 1, ())) if wav.shape[0] > n else 0
         crop = wav[first * hop : first * hop + n]
         crop = np.pad(crop, (0, n - crop.shape[0]))
-        out = torch.full((frames,), IGNORE, dtype=torch.long)
+        if targets.is_floating_point():
+            out = torch.full((frames, *targets.shape[1:]), float("nan"), dtype=torch.float32)
+        else:
+            out = torch.full((frames,), IGNORE, dtype=torch.long)
         kept = targets[first : first + frames]
         out[: kept.shape[0]] = kept
         return {"wav": torch.from_numpy(crop)[None], "targets": out}

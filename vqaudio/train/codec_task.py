@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..features import MelSpectrogram
 from ..models.codec import Codec
 from .config import TrainCodecConfig
-from .content import OBJECTIVES, VOCAB, ContentHead, ctc_loss, load_teacher
+from .content import DISTILL_FORMS, OBJECTIVES, VOCAB, ContentHead, FeatureTeacher, ctc_loss, distill_loss, load_teacher
 from .discriminators import Discriminators, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
 
@@ -57,6 +57,23 @@ class CodecTask(pl.LightningModule):
             self.__dict__["teacher"] = teacher
             self.content_head = ContentHead(
                 self.cfg.model.latent_dim, teacher.codebook_size, kernel=content.head_kernel, lstm=content.head_lstm
+            )
+        elif content.objective == "distill":
+            if content.distill_form not in DISTILL_FORMS:
+                raise UserError(f"content.distill_form must be one of {DISTILL_FORMS}, got {content.distill_form!r}")
+            teacher = FeatureTeacher(
+                content.teacher,
+                self.codec.sample_rate,
+                self.codec.hop_length,
+                layers=content.teacher_layers,
+                deltas=content.teacher_deltas,
+                cmvn=content.teacher_cmvn,
+                context=content.teacher_context,
+                cache_dir=content.cache_dir,
+            )
+            self.__dict__["teacher"] = teacher
+            self.content_head = ContentHead(
+                self.cfg.model.latent_dim, teacher.dim, kernel=content.head_kernel, lstm=content.head_lstm
             )
         d = self.cfg.discriminator
         self.disc = Discriminators(d.periods, d.period_channels, d.n_ffts, d.stft_channels)
@@ -101,6 +118,8 @@ class CodecTask(pl.LightningModule):
             logits = self.content_head(out.level0)
             frames = min(logits.shape[-1], targets.shape[-1])
             return F.cross_entropy(logits[..., :frames].float(), targets[:, :frames], ignore_index=IGNORE)
+        if objective == "distill":  # batch["targets"]: (B, T', D) teacher frames, NaN past each utterance's end
+            return distill_loss(self.content_head(out.level0), batch["targets"], self.cfg.content.distill_form)
         if objective == "ctc":
             wav, lengths, targets, target_lengths = batch["text"]
             level0 = self.codec.level0(wav, quantize=self.quantizing)

@@ -1,4 +1,4 @@
-"""Typed training configs for ``vqaudio train-codec`` (YAML <-> dataclasses)."""
+"""Typed training configs for ``vqaudio train-codec``, ``train-prior`` and ``train-ssl`` (YAML <-> dataclasses)."""
 
 from __future__ import annotations
 
@@ -129,14 +129,23 @@ class ContentConfig:
     """A content objective on level 0 (training only; see :mod:`vqaudio.train.content`).
 
     Attributes:
-        objective: ``"none"``, ``"ctc"`` (characters of the data dir's ``text``) or ``"kmeans"`` (per-frame
-            targets of ``targets``).
+        objective: ``"none"``, ``"ctc"`` (characters of the data dir's ``text``), ``"kmeans"`` (per-frame
+            targets of ``targets``) or ``"distill"`` (cosine toward ``teacher``'s frames).
         weight: its weight in the codec's loss.
         targets: ``kmeans``: a ``train-kmeans`` model or an earlier codec's ``model.pt`` (its level-0 units),
             at the codec's sample rate and hop. A missing file is trained first, as ``vqaudio train-kmeans``
             on the training data would (``kmeans_feature``, ``kmeans_k``, the codec's frame rate).
         kmeans_feature, kmeans_k, kmeans_deltas, kmeans_cmvn, kmeans_context: the features and size of targets
             trained that way (``train-kmeans``'s ``--feature``, ``--k``, ``--no-deltas``, ``--cmvn``, ``--context``).
+        teacher: ``distill``: ``"mfcc"`` or ``"logmel"`` (spectral features at the codec's frames, with
+            ``teacher_deltas``, ``teacher_cmvn`` and ``teacher_context`` as ``train-kmeans`` computes them; the
+            default is the CMVN-spliced MFCCs), or an SSL model folder (e.g. ``train-ssl``'s) or Hub id.
+        teacher_layers: ``distill`` from an SSL model: its layers, averaged when several.
+        teacher_deltas, teacher_cmvn, teacher_context: ``distill`` from spectral features.
+        distill_form: ``"frame"`` (1 - cosine per frame, Mimi) or ``"dim"`` (SpeechTokenizer's per-dimension
+            cosine over time through ``-log sigmoid``).
+        cache_dir: ``distill``: where teacher features are kept (per teacher identity and audio); default
+            ``teacher_cache`` in the experiment dir.
         head_kernel: frames the head's first conv sees (odd). 1: each level-0 code alone predicts its
             frame's target.
         head_lstm: bidirectional LSTM layers in the head after its conv (0: none), so the head reads the
@@ -151,6 +160,8 @@ class ContentConfig:
         "max_seconds": ">0",
         "kmeans_k": ">=2",
         "kmeans_context": ">=0",
+        "teacher_layers": ">=0",
+        "teacher_context": ">=0",
         "head_kernel": ">=1",
         "head_lstm": ">=0",
     }
@@ -163,6 +174,13 @@ class ContentConfig:
     kmeans_deltas: bool = True
     kmeans_cmvn: bool = False
     kmeans_context: int = 0
+    teacher: str = "mfcc"
+    teacher_layers: list[int] = field(default_factory=lambda: [6])
+    teacher_deltas: bool = False
+    teacher_cmvn: bool = True
+    teacher_context: int = 2
+    distill_form: str = "frame"
+    cache_dir: str | None = None
     head_kernel: int = 3
     head_lstm: int = 0
     batch_size: int = 4
@@ -222,4 +240,124 @@ class TrainPriorConfig:
     model: WaveNetConfig = field(default_factory=WaveNetConfig)
     data: PriorDataConfig = field(default_factory=PriorDataConfig)
     optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
+class SSLModelConfig:
+    """A HuBERT (``transformers.HubertModel``) trained from scratch by ``vqaudio train-ssl``; the conv feature
+    encoder is HuBERT's (kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2: hop 320, receptive field 400).
+
+    Attributes:
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: the transformer.
+        conv_dim: channels of each of the 7 conv layers (HuBERT-base: 512).
+        feat_extract_norm: ``"group"`` (HuBERT-base: group norm in the first conv layer, no input normalisation)
+            or ``"layer"`` (HuBERT-large: layer norm in every conv layer, inputs normalised per utterance).
+        num_conv_pos_embeddings, num_conv_pos_embedding_groups: the convolutional position embedding.
+        layerdrop: probability of skipping a transformer layer in training (fairseq's ``encoder_layerdrop``).
+        dropout: hidden, attention and feature-projection dropout.
+        final_dim: width of the projection compared with the unit embeddings (HuBERT's ``final_dim``).
+        logit_temp: the cosine logits are divided by it (HuBERT's ``logit_temp``, 0.1).
+        feature_grad_mult: gradient scale into the conv feature encoder (HuBERT's ``feature_grad_mult``, 0.1).
+    """
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "hidden_size": ">=1",
+        "num_hidden_layers": ">=1",
+        "num_attention_heads": ">=1",
+        "intermediate_size": ">=1",
+        "conv_dim": ">=1",
+        "num_conv_pos_embeddings": ">=2",
+        "num_conv_pos_embedding_groups": ">=1",
+        "layerdrop": "[0, 1)",
+        "dropout": "[0, 1)",
+        "final_dim": ">=1",
+        "logit_temp": ">0",
+        "feature_grad_mult": "[0, 1]",
+    }
+
+    hidden_size: int = 192
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 768
+    conv_dim: int = 256
+    feat_extract_norm: str = "group"
+    num_conv_pos_embeddings: int = 128
+    num_conv_pos_embedding_groups: int = 16
+    layerdrop: float = 0.05
+    dropout: float = 0.1
+    final_dim: int = 256
+    logit_temp: float = 0.1
+    feature_grad_mult: float = 0.1
+
+
+@dataclass
+class SSLMaskConfig:
+    """Span masking of the transformer's input frames (HuBERT: ``mask_prob`` 0.8, ``mask_length`` 10): about
+    ``prob * frames / length`` spans of ``length`` frames start at random frames (they may overlap), so somewhat
+    less than ``prob`` of the frames end up masked."""
+
+    RANGES: ClassVar[dict[str, str]] = {"prob": "[0, 1]", "length": ">=1", "unmasked_weight": ">=0"}
+
+    prob: float = 0.8
+    length: int = 10
+    unmasked_weight: float = 0.0
+
+
+@dataclass
+class SSLDataConfig:
+    """Attributes:
+    targets: the unit model whose units are predicted (iteration 1: ``train-kmeans`` on MFCCs; iteration 2:
+        ``train-kmeans --feature ssl`` over a layer of the iteration-1 model), at the model's 16 kHz and hop 320.
+    segment_seconds: random crop length for training.
+    batch_size: crops per batch (per device).
+    num_workers: DataLoader worker processes.
+    valid_max_utts: validation utterances used (the first ones in sorted order).
+    valid_max_seconds: validation crops (first seconds of each utterance).
+    """
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "segment_seconds": ">0",
+        "batch_size": ">=1",
+        "num_workers": ">=0",
+        "valid_max_utts": ">=1",
+        "valid_max_seconds": ">0",
+    }
+
+    targets: str | None = None
+    segment_seconds: float = 2.0
+    batch_size: int = 8
+    num_workers: int = 0
+    valid_max_utts: int = 16
+    valid_max_seconds: float = 4.0
+
+
+@dataclass
+class SSLOptimConfig:
+    """AdamW with linear warm-up to ``lr`` and linear decay to 0 at ``trainer.max_steps`` (HuBERT's
+    polynomial-decay schedule with power 1; betas 0.9/0.98, weight decay 0.01)."""
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "lr": ">0",
+        "betas": "[0, 1)",
+        "weight_decay": ">=0",
+        "warmup_steps": ">=0",
+        "grad_clip": ">0",
+    }
+
+    lr: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 0.01
+    warmup_steps: int = 1000
+    grad_clip: float = 10.0
+
+
+@dataclass
+class TrainSSLConfig:
+    """``vqaudio train-ssl``: HuBERT-style masked prediction of a unit model's units."""
+
+    model: SSLModelConfig = field(default_factory=SSLModelConfig)
+    mask: SSLMaskConfig = field(default_factory=SSLMaskConfig)
+    data: SSLDataConfig = field(default_factory=SSLDataConfig)
+    optim: SSLOptimConfig = field(default_factory=SSLOptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -5,27 +5,38 @@ codec.
   (supervised semantic tokens, as CosyVoice's S3 tokenizer and PAST train them). Utterances without text
   train on reconstruction only.
 - ``kmeans``: the head predicts per-frame targets with cross-entropy, HuBERT-style (Hsu et al. 2021); the
-  targets are the units of a ``train-kmeans`` model, or an earlier codec's level-0 units (a second
-  iteration).
+  targets are the units of a ``train-kmeans`` model (over spectra or an SSL layer), or an earlier codec's
+  level-0 units (a second iteration).
+- ``distill``: the head projects level 0 to a teacher's feature width and a cosine loss pulls it toward the
+  teacher's frames (SpeechTokenizer's semantic distillation of HuBERT, Mimi's of WavLM); the teacher is an SSL
+  layer (or the mean of layers) or spectral features such as CMVN-spliced MFCCs (:class:`FeatureTeacher`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import pathlib
 from collections import Counter
 
+import librosa
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..config import to_dict
 from ..data.audio import AudioError, load_audio
 from ..data.kaldi import read_data_dir, read_table, read_utt2dur
 from ..errors import UserError
+from ..fileio import atomic_output
+from ..units.kmeans import KMeansConfig, frame_features
+from ..units.ssl import SSLFeatures
 
 log = logging.getLogger(__name__)
-OBJECTIVES = ("none", "ctc", "kmeans")
+OBJECTIVES = ("none", "ctc", "kmeans", "distill")
 # CTC vocabulary: blank, space, apostrophe, A-Z (LibriSpeech's transcript alphabet).
 VOCAB = ("<blank>", " ", "'", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _CHAR_ID = {c: i for i, c in enumerate(VOCAB) if i}
@@ -179,3 +190,133 @@ def check_teacher(teacher, sample_rate: int, hop_length: int, path) -> None:
             f"{path}: content targets at {teacher.sample_rate} Hz, hop {teacher.hop_length} do not match the codec "
             f"({sample_rate} Hz, hop {hop_length}); train the k-means model with the codec's frame rate"
         )
+
+
+DISTILL_FORMS = ("frame", "dim")
+
+
+def align_frames(feats: Tensor, teacher_rate: float, codec_rate: float, frames: int) -> Tensor:
+    """``(n, D)`` teacher frames at ``teacher_rate`` per second -> ``(frames, D)`` at the codec's ``codec_rate``,
+    frame ``j`` centred on ``(j + 1/2) / codec_rate`` s: the same rate is taken as it is; an integer ratio
+    ``r`` averages frames ``j r .. j r + r - 1`` (whose centres average to the codec frame's); any other ratio
+    interpolates linearly at the codec frames' centres. Past the teacher's last frame the last one repeats.
+    A teacher coarser than the codec is refused: it has no frame of its own for every codec frame."""
+    if feats.ndim != 2 or feats.shape[0] == 0:
+        raise ValueError(f"expected (frames >= 1, D) teacher features, got {tuple(feats.shape)}")
+    ratio = teacher_rate / codec_rate
+    if ratio < 1 - 1e-9:
+        raise UserError(
+            f"the teacher's {teacher_rate:g} frames/s are coarser than the codec's {codec_rate:g}: distil from a "
+            "teacher with at least the codec's frame rate"
+        )
+    r = round(ratio)
+    if abs(ratio - r) < 1e-9:
+        need = frames * r
+        if feats.shape[0] < need:
+            feats = torch.cat([feats, feats[-1:].expand(need - feats.shape[0], -1)])
+        return feats[:need].reshape(frames, r, -1).mean(1)
+    pos = ((torch.arange(frames, dtype=torch.float64) + 0.5) * ratio - 0.5).clamp(0, feats.shape[0] - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp_max(feats.shape[0] - 1)
+    w = (pos - lo).to(feats.dtype)[:, None]
+    return feats[lo] * (1 - w) + feats[hi] * w
+
+
+class FeatureTeacher:
+    """The ``distill`` objective's teacher: frame features of a whole utterance at the codec's frames, as the
+    ``frame_targets`` of a :class:`~vqaudio.data.CropDataset` (``(T,)`` samples at the codec's rate ->
+    ``(ceil(T / hop), D)`` float32).
+
+    Args:
+        source: ``"mfcc"`` or ``"logmel"`` (spectral features at the codec's own frames, with ``deltas``,
+            ``cmvn`` and ``context`` as ``train-kmeans`` computes them), or an SSL model folder or Hub id whose
+            ``layers`` (averaged when several) are the features, resampled and aligned to the codec's frames
+            (:func:`align_frames`).
+        sample_rate, hop_length: the codec's.
+        cache_dir: features are computed once per utterance and kept here as float16 ``.npy`` files, under a
+            folder named by the teacher's identity (weights sha256 and settings) and a file named by the
+            audio's sha1, so another teacher or changed audio never reads a stale entry.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        sample_rate: int,
+        hop_length: int,
+        layers: list[int] | None = None,
+        deltas: bool = False,
+        cmvn: bool = True,
+        context: int = 2,
+        cache_dir: str | pathlib.Path | None = None,
+    ) -> None:
+
+        self.sample_rate, self.hop_length = sample_rate, hop_length
+        self.ssl = self.spectral = None
+        if source in ("mfcc", "logmel"):
+            self.spectral = KMeansConfig(
+                feature=source,
+                sample_rate=sample_rate,
+                frame_rate=sample_rate / hop_length,
+                deltas=deltas,
+                cmvn=cmvn,
+                context=context,
+            ).check()
+            self.dim = self.spectral.dim
+            identity = {"spectral": to_dict(self.spectral)}
+        else:
+            self.ssl = SSLFeatures(source, list(layers or [6]))
+            ref = self.ssl.reference
+            self.dim = ref.dim
+            align_frames(torch.zeros(1, 1), ref.sample_rate / ref.hop_length, sample_rate / hop_length, 1)
+            identity = {"ssl": ref.sha256, "layers": ref.layer, "normalize": ref.normalize}
+        self.id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        self.cache = pathlib.Path(cache_dir) / self.id[:16] if cache_dir else None
+        log.info("distill teacher %s: %d-d features, id %s...", source, self.dim, self.id[:12])
+
+    def compute(self, wav) -> Tensor:
+        """``(T,)`` float32 samples at the codec's rate -> ``(ceil(T / hop), D)`` float32 features."""
+        wav = np.asarray(wav, dtype=np.float32)
+        frames = max(1, -(-wav.shape[0] // self.hop_length))
+        if self.spectral is not None:
+            return torch.from_numpy(frame_features(wav, self.spectral))
+        ref = self.ssl.reference
+        if ref.sample_rate != self.sample_rate:
+            wav = librosa.resample(wav, orig_sr=self.sample_rate, target_sr=ref.sample_rate, res_type="soxr_hq")
+        feats = self.ssl.features(wav)
+        return align_frames(feats, ref.sample_rate / ref.hop_length, self.sample_rate / self.hop_length, frames)
+
+    def __call__(self, wav) -> Tensor:
+        if self.cache is None:
+            return self.compute(wav)
+        wav = np.ascontiguousarray(wav, dtype=np.float32)
+        path = self.cache / f"{hashlib.sha1(wav.tobytes()).hexdigest()}.npy"
+        if path.is_file():
+            return torch.from_numpy(np.load(path).astype(np.float32))
+        feats = self.compute(wav)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, feats.numpy().astype(np.float16))
+        return feats
+
+
+def distill_loss(pred: Tensor, target: Tensor, form: str = "frame") -> Tensor:
+    """Cosine distillation of ``(B, D, T)`` projected level-0 latents toward ``(B, T', D)`` teacher frames (NaN
+    past each utterance's end, ignored; ``T'`` may differ from ``T`` by the crop's rounding).
+
+    ``"frame"``: mean over frames of ``1 - cos`` between the two D-vectors of a frame (Mimi's distillation).
+    ``"dim"``: SpeechTokenizer's D-axis loss, ``-mean_d log sigmoid(cos_d)`` with ``cos_d`` the cosine between
+    dimension ``d``'s two time series over the valid frames of each utterance.
+    """
+    if form not in DISTILL_FORMS:
+        raise UserError(f"content.distill_form must be one of {DISTILL_FORMS}, got {form!r}")
+    frames = min(pred.shape[-1], target.shape[1])
+    p = pred[..., :frames].float().transpose(1, 2)  # (B, T, D)
+    t = target[:, :frames].float()
+    valid = torch.isfinite(t).all(-1)  # (B, T)
+    t = torch.where(valid[..., None], t, torch.zeros_like(t))
+    if form == "frame":
+        cos = F.cosine_similarity(p, t, dim=-1, eps=1e-8)
+        return ((1 - cos) * valid).sum() / valid.sum().clamp_min(1)
+    p = p * valid[..., None]
+    cos = (p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1)).clamp_min(1e-8)  # (B, D)
+    return -F.logsigmoid(cos).mean()

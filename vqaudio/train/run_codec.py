@@ -26,7 +26,9 @@ def _loaders(task: CodecTask, train_dir: str, valid_dir: str):
     cfg = task.cfg
     sr, d, c = cfg.model.sample_rate, cfg.data, cfg.content
     targets = {}
-    if task.teacher is not None:
+    if c.objective == "distill":  # the teacher's features themselves are the targets
+        targets = dict(frame_targets=task.teacher, hop=task.codec.hop_length)
+    elif task.teacher is not None:
         targets = dict(frame_targets=TeacherTargets(task.teacher), hop=task.codec.hop_length)
     train = CropDataset(train_dir, sr, int(d.segment_seconds * sr), **targets)
     valid = CropDataset(valid_dir, sr, None)
@@ -100,6 +102,8 @@ def train_codec(
         log.info("training the content targets %s on %s: %s", content.targets, train_data, to_dict(km))
         train_kmeans(train_data, content.targets, km)
     exp = pathlib.Path(exp_dir)
+    if content.objective == "distill" and content.cache_dir is None:
+        content.cache_dir = str(exp / "teacher_cache")
     task = CodecTask(to_dict(cfg))
     train_loader, valid_loader = _loaders(task, train_data, valid_data)
     trainer, best = fit(task, train_loader, valid_loader, cfg.trainer, exp, resume, "val/mel_distance")

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 SSL_MODEL_TYPES = ("hubert", "wavlm", "wav2vec2", "wav2vec2-conformer", "data2vec-audio")
 
 
-def _transformers():
+def require_transformers():
     try:
         import transformers
     except ImportError:
@@ -84,7 +84,7 @@ class SSLReference:
 
     Attributes:
         model: a local folder (absolute path) or a Hugging Face Hub id.
-        layer: transformer layer whose output is the feature (0 = input to layer 1).
+        layer: transformer layer whose output is the feature (0 = input to layer 1), or the layers averaged.
         revision: Hub revision (branch, tag or commit) for a Hub id; None for a folder.
         sha256: :func:`weights_sha256` of the full model's weights.
         normalize: waveforms are normalised to zero mean and unit variance before the model.
@@ -94,7 +94,7 @@ class SSLReference:
     """
 
     model: str
-    layer: int
+    layer: int | list[int]
     revision: str | None
     sha256: str
     normalize: bool
@@ -135,12 +135,12 @@ def _normalize_setting(model: str, revision: str | None, config) -> tuple[bool, 
 
 
 class SSLFeatures:
-    """Layer ``layer`` of an audio SSL model as frame features of whole waveforms.
+    """Layer ``layer`` (or the mean of several layers) of an audio SSL model as frame features of whole waveforms.
 
     Args:
         model: a local model folder (``save_pretrained``'s) or a Hub id, resolved through the Hugging Face
             cache (offline once downloaded).
-        layer: transformer layer, ``0 .. num_hidden_layers``.
+        layer: transformer layer, ``0 .. num_hidden_layers``, or a list of them whose outputs are averaged.
         revision: Hub revision; ignored for a folder.
         device: ``cpu`` or ``cuda`` (bf16 autocast on CUDA).
         chunk_seconds: waveforms longer than this run in windows of this length (bounded memory).
@@ -151,14 +151,14 @@ class SSLFeatures:
     def __init__(
         self,
         model: str,
-        layer: int,
+        layer: int | list[int],
         revision: str | None = None,
         device: str = "cpu",
         chunk_seconds: float = 30.0,
         context_seconds: float = 5.0,
         expect_sha256: str | None = None,
     ) -> None:
-        tf = _transformers()
+        tf = require_transformers()
         model = str(model)
         local = _is_local(model)
         source = str(pathlib.Path(model).expanduser().resolve()) if local else model
@@ -174,7 +174,8 @@ class SSLFeatures:
                 f"({', '.join(SSL_MODEL_TYPES)})"
             )
         depth = config.num_hidden_layers
-        if not 0 <= layer <= depth:
+        layers = sorted(set(layer)) if isinstance(layer, (list, tuple)) else [layer]
+        if not layers or not all(isinstance(n, int) and 0 <= n <= depth for n in layers):
             raise UserError(
                 f"SSL model {source} has {depth} transformer layers; --layer must lie in [0, {depth}], got {layer}"
             )
@@ -195,7 +196,7 @@ class SSLFeatures:
         normalize, sample_rate = _normalize_setting(source, revision, config)
         rf, hop = receptive_field(config.conv_kernel, config.conv_stride)
         # Only layers 1..L run: the rest is dropped (layer 0 keeps layer 1 to hook its input).
-        net.encoder.layers = net.encoder.layers[: max(layer, 1)]
+        net.encoder.layers = net.encoder.layers[: max(max(layers), 1)]
         self.net = net.eval().requires_grad_(False).to(device)
         self.reference = SSLReference(
             source, layer, None if local else revision, sha, normalize, sample_rate, hop, config.hidden_size
@@ -205,14 +206,14 @@ class SSLFeatures:
         self._convs = list(zip(config.conv_kernel, config.conv_stride, strict=True))
         self.chunk_frames = max(1, round(chunk_seconds * sample_rate / hop))
         self.context_frames = round(context_seconds * sample_rate / hop)
-        self._captured: Tensor | None = None
-        target = self.net.encoder.layers[max(layer, 1) - 1]
-        if layer == 0:
-            target.register_forward_pre_hook(self._capture_input, with_kwargs=True)
-        else:
-            target.register_forward_hook(self._capture_output)
+        self._captured: list[Tensor] = []
+        for n in layers:
+            if n == 0:
+                self.net.encoder.layers[0].register_forward_pre_hook(self._capture_input, with_kwargs=True)
+            else:
+                self.net.encoder.layers[n - 1].register_forward_hook(self._capture_output)
         log.info(
-            "SSL features: %s layer %d (%d-d, hop %d, normalize %s, sha256 %s...)",
+            "SSL features: %s layer %s (%d-d, hop %d, normalize %s, sha256 %s...)",
             source,
             layer,
             config.hidden_size,
@@ -239,10 +240,10 @@ class SSLFeatures:
         return self
 
     def _capture_output(self, module, args, output) -> None:
-        self._captured = output[0] if isinstance(output, tuple) else output
+        self._captured.append(output[0] if isinstance(output, tuple) else output)
 
     def _capture_input(self, module, args, kwargs) -> None:
-        self._captured = args[0] if args else kwargs["hidden_states"]
+        self._captured.append(args[0] if args else kwargs["hidden_states"])
 
     def model_frames(self, samples: int) -> int:
         """Frames the model gives for ``samples`` samples (at least ``rf``), layer by layer as the convs count."""
@@ -258,10 +259,11 @@ class SSLFeatures:
         if lengths is not None and any(n < wavs.shape[1] for n in lengths):
             mask = (torch.arange(wavs.shape[1])[None] < torch.tensor(lengths)[:, None]).long().to(self.device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-        self._captured = None
+        self._captured = []
         with autocast:
             self.net(wavs.to(self.device), attention_mask=mask)
-        feats, self._captured = self._captured.float().cpu(), None
+        feats = torch.stack([c.float() for c in self._captured]).mean(0).cpu()
+        self._captured = []
         return feats
 
     def _prepare(self, wav: np.ndarray) -> np.ndarray:
