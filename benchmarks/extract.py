@@ -1,13 +1,13 @@
 """Unit extraction throughput (hours of audio per minute) and memory over the job, on real speech.
 
-    python benchmarks/extract.py [--corpus ../shared/data/speech-mini] [--threads 2]
+    python benchmarks/extract.py [--corpus ../shared/data/speech-mini] [--threads 2] [--jobs N]
 
 Builds a Kaldi data dir over every FLAC file of the corpus (45 min of speech in speech-mini), saves the
 default codec (random weights: speed does not depend on them), then measures two ways of using the
 cores: (1) one job with `--threads` torch threads, in this process, sampling resident memory every
-0.2 s so growth with the number of utterances would show; (2) `--threads` jobs of one thread each
-(`vqaudio extract-units --nj N --job I --threads 1`, run at once, the last one merging), wall time from
-start to merged output.
+0.2 s so growth with the number of utterances would show; (2) `--jobs` (default: `--threads`) jobs of one
+thread each (`vqaudio extract-units --nj N --job I --threads 1`, run at once, the last one merging), wall
+time from start to merged output.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=pathlib.Path, default=DEFAULT)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--jobs", type=int, help="one-thread jobs of the second measurement (default --threads)")
     parser.add_argument("--batch-seconds", type=float, default=60.0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,7 +68,8 @@ def main() -> None:
         )
         stop.set()
         thread.join()
-        jobs = args.threads
+        samples.append((time.time(), rss_mib()))  # the job's end, however short it was
+        jobs = args.jobs or args.threads
         cmd = [
             sys.executable,
             "-m",

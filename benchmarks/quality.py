@@ -39,7 +39,7 @@ Data: ../shared/data/speech-mini minus the held-out speakers of `speech_mini.py`
 distance on 6 held-out utterances, first 5 s) is taken every ``--eval-minutes`` of training time; after
 training, every held-out utterance is encoded at n_q = 2 (1 kbps) and n_q = 8 (4 kbps), decoded and
 scored (log-mel distance, STOI, PESQ-WB, SI-SDR), and the trained model's real-time factors are measured
-as in benchmarks/codec.py (10 s of audio, one thread, best of 3; CPU runs only).
+as in benchmarks/codec.py (``--rtf-seconds`` of audio, 10 by default, one thread, best of 3; CPU runs only).
 
 Each architecture's result is written to WORK/<arch>/result.json as soon as it is done; a run skips the
 architectures that have one, so a killed run continues with the next, and refuses a WORK filled with other
@@ -266,8 +266,7 @@ def real_time_factors(codec, seconds: float = 10.0, repeats: int = 3) -> dict[st
 def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[Tensor]) -> dict:
     pl.seed_everything(args.seed, workers=True)
     task = build_task(arch, cfg, tuple(args.dac_dims))
-    parsed = from_dict(TrainCodecConfig, cfg, where="benchmark config")
-    train_loader, _ = _loaders(parsed, str(work / "data" / "train"), str(work / "data" / "dev"))
+    train_loader, _ = _loaders(task, str(work / "data" / "train"), str(work / "data" / "dev"))
     budget = Budget(
         args.minutes * 60, args.warmup_fraction, args.adversarial_at, args.eval_minutes * 60, curve_wavs, args.device
     )
@@ -301,7 +300,7 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
         "adversarial_start": task.cfg.loss.adversarial_start if task.cfg.loss.adversarial_start != NEVER else None,
         "curve": budget.curve,
         "test": score(codec, work / "data" / "test", args.device),
-        "rtf_1_thread": real_time_factors(codec) if args.device == "cpu" else None,
+        "rtf_1_thread": real_time_factors(codec, args.rtf_seconds) if args.device == "cpu" else None,
         "model": {k: v for k, v in to_dict(task.codec.config).items() if k in ARCH_FIELDS} if arch in OURS else None,
     }
     if arch.startswith("ours"):
@@ -355,6 +354,11 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     fig.savefig(work / "quality_curves.png", dpi=110, bbox_inches="tight")  # the legend below, uncut
 
 
+def settings(options: argparse.Namespace) -> dict:
+    """The options that every run filling one work dir must share, as its config.yaml records them."""
+    return {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(options).items() if k not in PER_RUN}
+
+
 def common(cfg: dict) -> dict:
     """The training config without the fields an architecture sets (each row records its own model)."""
     return {**cfg, "model": {k: v for k, v in cfg["model"].items() if k not in ARCH_FIELDS}}
@@ -373,6 +377,7 @@ def main() -> None:
     parser.add_argument("--eval-minutes", type=float, default=2.0, help="validation curve cadence (training time)")
     parser.add_argument("--dac-dims", type=int, nargs=2, default=[32, 512], metavar=("ENCODER", "DECODER"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rtf-seconds", type=float, default=10.0, help="audio for the real-time factors (CPU runs)")
     parser.add_argument("--work", default="/tmp/vqaudio_quality", help="work dir (resumable)")
     parser.add_argument("--corpus", type=pathlib.Path, default=SHARED, help="speech-mini (default ../shared/...)")
     parser.add_argument(
@@ -395,11 +400,13 @@ def main() -> None:
     cfg["model"]["quantizer"]["dead_code_threshold"] = 0.5 * args.batch_size * args.segment_seconds / 32
     cfg["loss"].update(quantizer_start=NEVER, adversarial_start=NEVER)
     cfg["trainer"].update(max_steps=NEVER, seed=args.seed)
-    bench = {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items() if k not in PER_RUN}
+    bench = settings(args)
     saved = work / "config.yaml"
     if saved.is_file():
         old = yaml.safe_load(saved.read_text())
-        old_bench = {k: v for k, v in old["benchmark"].items() if k not in PER_RUN}
+        # options added since the work dir was made count with their defaults
+        old_bench = {**settings(parser.parse_args([])), **old["benchmark"]}
+        old_bench = {k: v for k, v in old_bench.items() if k not in PER_RUN}
         old_train = to_dict(from_dict(TrainCodecConfig, old["train"]))  # keys added since take their defaults
         if (old_bench, common(old_train)) != (bench, common(cfg)):
             raise SystemExit(f"{saved}: the results in {work} come from other settings; use another --work")

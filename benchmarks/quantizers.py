@@ -10,22 +10,24 @@ tensors, not allocator caching; identical settings for both implementations).
     python benchmarks/quantizers.py --shapes small --quantizers vq fsq
     python benchmarks/quantizers.py --device cuda --seconds 2   # on a GPU: memory is peak CUDA allocation growth
 
-Needs ``pip install vector-quantize-pytorch`` for the comparison column.
+Needs ``pip install vector-quantize-pytorch`` for the comparison column (``--impls vqaudio``: without it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
 import sys
 import time
 
-SHAPES = {"small": (16, 500, 64, 1024), "large": (32, 1000, 128, 8192)}
+SHAPES = {"small": (16, 500, 64, 1024), "large": (32, 1000, 128, 8192), "tiny": (2, 50, 16, 64)}  # B, T, D, K
+IMPLS = ("vqaudio", "vqp")  # vqp: vector-quantize-pytorch
 QUANTIZERS = ("vq", "ema", "cosine", "fsq", "rvq8")
-FSQ_LEVELS = {1024: [8, 5, 5, 5], 8192: [8, 8, 8, 4, 4]}
+FSQ_LEVELS = {64: [4, 4, 4], 1024: [8, 5, 5, 5], 8192: [8, 8, 8, 4, 4]}
 
 
 def build(impl: str, kind: str, dim: int, k: int):
@@ -87,18 +89,19 @@ def _stepper(impl: str, kind: str, shape: str, mode: str, device: str = "cpu"):
     return step
 
 
-def run_speed(kind: str, shape: str, mode: str, threads: int, seconds: float, device: str = "cpu") -> dict:
-    """Both implementations in one process, steps alternating, so both see the same machine state."""
+def run_speed(kind: str, shape: str, mode: str, threads: int, seconds: float, device: str = "cpu", impls=IMPLS) -> dict:
+    """The implementations in one process, steps alternating, so all see the same machine state."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    steps = {impl: _stepper(impl, kind, shape, mode, device) for impl in ("vqaudio", "vqp")}
+    steps = {impl: _stepper(impl, kind, shape, mode, device) for impl in impls}
     for step in steps.values():
         step()  # warm-up (and k-means/lazy init where there is one)
     times = {impl: [] for impl in steps}
+    last = times[impls[-1]]
     start = time.perf_counter()
-    while len(times["vqp"]) < 3 or (time.perf_counter() - start < 2 * seconds and len(times["vqp"]) < 50):
+    while len(last) < 3 or (time.perf_counter() - start < 2 * seconds and len(last) < 50):
         for impl, step in steps.items():
             t0 = time.perf_counter()
             step()
@@ -144,12 +147,15 @@ def _subprocess_case(case: list, env: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument(
+        "--shapes", nargs="+", default=["small", "large"], choices=list(SHAPES), help="tiny: smoke runs"
+    )
     parser.add_argument("--quantizers", nargs="+", default=list(QUANTIZERS), choices=QUANTIZERS)
     parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0, help="time budget per case (median of steps)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS, help="implementations to run")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -165,9 +171,10 @@ def main() -> None:
     for shape in args.shapes:
         for kind in args.quantizers:
             for mode in args.modes:
-                speed = _subprocess_case(["speed", kind, shape, mode, args.threads, args.seconds, args.device], {})
-                res = {}
-                for impl in ("vqaudio", "vqp"):
+                case = ["speed", kind, shape, mode, args.threads, args.seconds, args.device, args.impls]
+                speed = _subprocess_case(case, {})
+                res = {impl: {"vectors_per_s": math.nan, "peak_mib": math.nan} for impl in IMPLS}
+                for impl in args.impls:
                     memory = _subprocess_case(
                         ["memory", impl, kind, shape, mode, args.threads, args.device],
                         {"MALLOC_MMAP_THRESHOLD_": "65536"},

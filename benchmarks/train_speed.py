@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--precision", help="Lightning precision (default bf16-mixed on cuda, 32-true on cpu)")
     parser.add_argument("--batch-size", type=int, help="override data.batch_size")
+    parser.add_argument("--segment-seconds", type=float, help="override data.segment_seconds")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument(
         "--no-gan", action="store_true", help="discriminators off, as benchmarks/quality.py trains on CPU"
@@ -67,6 +68,8 @@ def main() -> None:
     cfg = to_dict(from_dict(TrainCodecConfig, yaml.safe_load(open(args.config)), where=args.config))
     if args.batch_size:
         cfg["data"]["batch_size"] = args.batch_size
+    if args.segment_seconds:
+        cfg["data"]["segment_seconds"] = args.segment_seconds
     cfg["loss"].update(quantizer_start=0, adversarial_start=10**12 if args.no_gan else 0)
     cfg["trainer"]["max_steps"] = args.warmup + args.steps
     precision = args.precision or ("bf16-mixed" if cuda else "32-true")

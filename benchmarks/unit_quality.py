@@ -25,9 +25,8 @@ import time
 from dataclasses import dataclass, field
 
 import yaml
-from speech_mini import ROOT, SHARED, prepare_data, vqaudio
+from speech_mini import CTM, ROOT, SHARED, prepare_data, vqaudio
 
-CTM = SHARED / "alignments" / "pocketsphinx" / "speech-mini.phones.ctm"
 KM = "km/mfcc.pt"
 KM_CTX = "km/mfcc_ctx2.pt"  # 13 MFCCs, per-utterance CMVN, 5 frames spliced
 KMEANS = {  # k-means baselines: file stem -> (row label, train-kmeans options)
@@ -156,19 +155,32 @@ CODECS = {
 }
 
 
+def cell(row: dict, key: str, fmt: str) -> str:
+    """A table cell: blank where the measure was not taken or is undefined (ABX without enough items)."""
+    return "" if row.get(key) is None else format(row[key], fmt)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=800, help="codec training steps (every codec)")
     parser.add_argument("--work", default="/tmp/vqaudio_unit_quality", help="work dir (resumable)")
     parser.add_argument("--rows", nargs="+", choices=list(CODECS), default=list(CODECS), help="codec rows to run")
+    parser.add_argument("--kmeans", nargs="+", choices=list(KMEANS), default=list(KMEANS), help="k-means baselines")
+    parser.add_argument("--corpus", type=pathlib.Path, default=SHARED, help="speech-mini (default ../shared/...)")
+    parser.add_argument("--no-probe", action="store_true", help="leave out the phone-recogniser probe (probe PER)")
     args = parser.parse_args()
+    for name in args.rows:
+        stem = pathlib.Path(CODECS[name].content.get("targets", "")).stem
+        if stem and stem not in args.kmeans:
+            raise SystemExit(f"row {name} trains on the k-means baseline {stem}: add it to --kmeans")
     work = pathlib.Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if not (work / "data" / "test" / "wav.scp").is_file():
-        prepare_data(work)
+        prepare_data(work, args.corpus)
     models = {}
-    for stem, (label, options) in KMEANS.items():
+    for stem in args.kmeans:
+        label, options = KMEANS[stem]
         km = work / "km" / f"{stem}.pt"
         if not km.is_file():
             vqaudio("train-kmeans", *options, "--k", "256", "--data", "data/train", "--out", str(km), cwd=work)
@@ -216,11 +228,10 @@ def main() -> None:
                 "--units",
                 str(units["test"]),
                 "--alignments",
-                str(CTM),
+                str(args.corpus / CTM),
                 "--data",
                 "data/test",
-                "--probe-train",
-                str(units["train"]),
+                *([] if args.no_probe else ["--probe-train", str(units["train"])]),
                 "--out",
                 str(quality),
                 cwd=work,
@@ -254,11 +265,10 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in rows.items():
-        resyn = " | ".join(f"{r[k]:.3f}" if k in r else "" for k in ("log_mel_q2", "stoi_q2", "log_mel_q1", "stoi_q1"))
-        print(
-            f"| {label} | {r['pnmi']:.3f} | {r['phone_purity']:.3f} | {r['abx_within']:.1f} | {r['abx_across']:.1f} "
-            f"| {r['abx_phone_any_context']:.1f} | {r['probe_per']:.1f} | {resyn} |"
-        )
+        cells = [cell(r, k, ".3f") for k in ("pnmi", "phone_purity")]
+        cells += [cell(r, k, ".1f") for k in ("abx_within", "abx_across", "abx_phone_any_context", "probe_per")]
+        cells += [cell(r, k, ".3f") for k in ("log_mel_q2", "stoi_q2", "log_mel_q1", "stoi_q1")]
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,230 @@
+"""Every script in benchmarks/ at a tiny budget, through its real code paths, so none can rot unnoticed:
+each must exit 0 and write what it promises (finite figures); no timing is asserted.
+
+The corpus is a small copy of ../shared/data/speech-mini made by benchmarks/speech_mini.py (8 training and 4
+held-out utterances with transcripts and phone alignments), or of a generated corpus in its layout when the
+shared one is absent. benchmarks/gpu.sh runs as its CPU dry run, which runs train_speed.py, quantizers.py and
+quality.py with the GPU run's options at tiny budgets. The dry run and unit_quality.py, the two longest, start
+before the other tests and run beside them; every script runs on one thread.
+
+Peers from packages outside the dev extras are left out where they are not installed, and only the rows that
+need nothing extra run then: EnCodec and DAC (encodec, descript-audio-codec) in codec.py and quality.py, and
+vector-quantize-pytorch in quantizers.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+
+from .speech import SHARED, SR, synth_utterance
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+HELD_OUT = ("533", "9905")  # two of benchmarks/speech_mini.py's held-out speakers, for the generated corpus
+COVERED = {  # script -> the test that runs it
+    "codec.py": "test_codec",
+    "extract.py": "test_extract",
+    "extract_memory.py": "test_extract_memory",
+    "prior.py": "test_prior",
+    "quality.py": "test_gpu_dry_run",
+    "quantizers.py": "test_gpu_dry_run",
+    "speech_mini.py": "test_speech_mini_subset",
+    "train_speed.py": "test_gpu_dry_run",
+    "unit_quality.py": "test_unit_quality",
+}
+NUMBER = re.compile(r"-?(?:\d[\d,]*\.?\d*|nan|inf)")
+
+
+def run(*args: str, timeout: float = 180) -> str:
+    """Run ``python benchmarks/<script> args...`` in the repository; its stdout, after it exited 0."""
+    cmd = [sys.executable, str(BENCH / args[0]), *args[1:]]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(args)}: exit {proc.returncode}\n{(proc.stdout + proc.stderr)[-4000:]}"
+    return proc.stdout
+
+
+class Background:
+    """A command started now, its output going to ``log``; :meth:`result` waits for it to exit 0."""
+
+    def __init__(self, cmd: list[str], log: pathlib.Path, **env: str) -> None:
+        self.cmd, self.log = cmd, log
+        with open(log, "w") as f:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=dict(ENV, **env), stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def result(self, timeout: float = 600) -> str:
+        rc = self.proc.wait(timeout=timeout)
+        out = self.log.read_text()
+        assert rc == 0, f"{' '.join(self.cmd)}: exit {rc}\n{out[-4000:]}"
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def numbers(text: str) -> list[float]:
+    return [float(n.replace(",", "")) for n in NUMBER.findall(text)]
+
+
+def finite(values: list[float], where: str) -> None:
+    assert values and all(math.isfinite(v) for v in values), f"{where}: {values}"
+
+
+def generated_corpus(root: pathlib.Path) -> pathlib.Path:
+    """speech-mini's layout with synthetic speech: 4 training and 2 held-out speakers, transcripts, and a phone
+    CTM (a made-up phone every 80 ms)."""
+    phones, ctm = ["AA", "B", "SIL", "K", "IY", "S"], []
+    speakers = [("train-clean-5", s) for s in ("100", "101", "102", "103")] + [("test-other", s) for s in HELD_OUT]
+    for split, spk in speakers:
+        d = root / "LibriSpeech" / split / spk / "1"
+        d.mkdir(parents=True)
+        lines = []
+        for u in range(3 if split == "train-clean-5" else 2):
+            utt = f"{spk}-1-{u:04d}"
+            seconds = 2.0 + 0.3 * u
+            sf.write(d / f"{utt}.flac", synth_utterance(seconds, seed=int(spk) * 10 + u), SR)
+            lines.append(f"{utt} HELLO WORLD NUMBER {u}\n")
+            frames = range(int(seconds / 0.08))
+            ctm += [f"{utt} 1 {i * 0.08:.2f} 0.08 {phones[(i + u) % len(phones)]}\n" for i in frames]
+        (d / f"{spk}-1.trans.txt").write_text("".join(lines))
+    (root / "alignments" / "pocketsphinx").mkdir(parents=True)
+    (root / "alignments" / "pocketsphinx" / "speech-mini.phones.ctm").write_text("".join(ctm))
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> pathlib.Path:
+    """benchmarks/speech_mini.py's small copy of speech-mini (or of a generated corpus in its layout)."""
+    tmp = tmp_path_factory.mktemp("bench_corpus")
+    source = SHARED if (SHARED / "alignments").is_dir() else generated_corpus(tmp / "generated")
+    out = tmp / "mini"
+    run("speech_mini.py", str(out), "--corpus", str(source), "--train", "8", "--test", "4")
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(request, tmp_path_factory, corpus) -> dict[str, tuple[Background, pathlib.Path]]:
+    """The two longest runs, unit_quality.py and gpu.sh's dry run, started before this file's other tests and
+    running beside them (each on one thread), those of them whose tests are selected: {test: (run, folder)}."""
+    selected = {item.name for item in request.session.items}
+    tmp = tmp_path_factory.mktemp("bench_runs")
+    runs = {}
+    if "test_unit_quality" in selected:
+        work = tmp / "unit_quality"
+        cmd = [sys.executable, str(BENCH / "unit_quality.py"), "--steps", "2", "--rows", "km3_ctx_lstm"]
+        cmd += ["--kmeans", "mfcc_ctx2", "--no-probe", "--corpus", str(corpus), "--work", str(work)]
+        runs["test_unit_quality"] = Background(cmd, tmp / "unit_quality.log"), work
+    if "test_gpu_dry_run" in selected:
+        out = tmp / "gpu_out"
+        env = dict(DRY_RUN="1", OUT=str(out), CORPUS=str(corpus), PYTHON=sys.executable)
+        runs["test_gpu_dry_run"] = Background(["bash", "benchmarks/gpu.sh"], tmp / "gpu.log", **env), out
+    yield runs
+    for run_, _ in runs.values():
+        run_.stop()
+
+
+def test_every_script_is_covered():
+    assert sorted(p.name for p in BENCH.glob("*.py")) == sorted(COVERED)
+    assert all(name in globals() for name in COVERED.values())
+
+
+def test_speech_mini_subset(corpus):
+    """8 training and 4 held-out utterances (from at least two held-out speakers), with their own transcripts
+    and phone alignments only."""
+    spec = importlib.util.spec_from_file_location("speech_mini", BENCH / "speech_mini.py")
+    speech_mini = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speech_mini)
+    utts = sorted(f.stem for f in corpus.rglob("*.flac"))
+    test = [u for u in utts if u.split("-")[0] in speech_mini.HELD_OUT]
+    assert len(utts) == 12 and len(test) == 4 and len({u.split("-")[0] for u in test}) >= 2
+    assert {line.split()[0] for line in (corpus / speech_mini.CTM).read_text().splitlines()} == set(utts)
+    text = [line.split()[0] for t in corpus.rglob("*.trans.txt") for line in t.read_text().splitlines()]
+    assert text and set(text) <= set(utts)
+
+
+def test_codec():
+    models = ["vqaudio", "onnx"] + [m for m in ("encodec", "dac") if importlib.util.find_spec(m)]
+    out = run("codec.py", "--seconds", "0.5", "--threads", "1", "--repeats", "1", "--models", *models)
+    rows = [line for line in out.splitlines() if re.search(r"\d\.\dM ", line)]
+    assert len(rows) == len(models), out
+    for row in rows:
+        rtf = numbers(row)[-2:]
+        finite(rtf, row)
+        assert min(rtf) > 0, row
+
+
+def test_prior():
+    out = run("prior.py", "--steps", "4", "--naive-steps", "1", "--batch-sizes", "1")
+    rows = [line for line in out.splitlines() if line.split()[:1] == ["1"]]
+    assert len(rows) == 1, out
+    finite(numbers(rows[0]), rows[0])
+
+
+def test_extract(corpus):
+    """One job in process and two jobs of one thread each, whose merged units must equal the one job's."""
+    out = run("extract.py", "--corpus", str(corpus), "--threads", "1", "--jobs", "2")
+    assert "12 utterances" in out and " 0 failed" in out, out
+    assert "exit codes [0, 0], units identical to the one-job run: True" in out, out
+    finite(numbers(out), out)
+
+
+def test_extract_memory(corpus):
+    out = run("extract_memory.py", "--corpus", str(corpus), "--minutes", "0.05", "--files", "2", "--threads", "1")
+    rows = [numbers(line) for line in out.splitlines() if re.match(r"\| \d", line)]
+    assert [r[0] for r in rows] == [1, 2], out
+    for r in rows:
+        finite(r, out)
+        assert r[2] > 0, out  # peak RSS
+
+
+def test_unit_quality(background):
+    """One k-means baseline and one codec row trained on its units (the k-means content objective), through
+    extraction, unit scoring, resynthesis at two depths and evaluation; without the 1000-step probe."""
+    unit_quality, work = background["test_unit_quality"]
+    out = unit_quality.result()
+    results = json.loads((work / "results.json").read_text())
+    assert len(results) == 2 and (work / "exp" / "km3_ctx_lstm" / "model.pt").is_file()
+    for label, r in results.items():
+        finite([r["pnmi"], r["phone_purity"], r["abx_phone_any_context"]], label)
+        assert r["num_utterances"] == 4 and label in out
+    codec = next(r for label, r in results.items() if label.startswith("codec"))
+    finite([codec[k] for k in ("log_mel_q2", "stoi_q2", "log_mel_q1", "stoi_q1")], "resynthesis")
+
+
+def test_gpu_dry_run(background):
+    """Every step of benchmarks/gpu.sh exits 0 on the CPU and writes its figures."""
+    dry_run, out = background["test_gpu_dry_run"]
+    dry_run.result()
+    summary = (out / "summary.txt").read_text()
+    steps = re.findall(r"== (\w+): exit (\d+)", summary)
+    assert steps == [("cuda_tests", "0"), ("train_speed", "0"), ("quantizers", "0"), ("quality", "0")], summary
+    assert "dry run" in (out / "machine.txt").read_text()
+    rate = re.search(r"([\d.]+) codec steps/s", (out / "train_speed.log").read_text())
+    assert rate and float(rate.group(1)) > 0
+    have_vqp = importlib.util.find_spec("vector_quantize_pytorch") is not None
+    rows = [line.split("|") for line in (out / "quantizers.log").read_text().splitlines() if line.startswith("tiny")]
+    assert [r[0].split()[1] for r in rows] == ["vq", "ema", "fsq", "rvq8"]
+    for r in rows:
+        finite(numbers(r[1]) + (numbers(r[2]) if have_vqp else []), "|".join(r))
+    table = (out / "quality_RESULTS.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| vqaudio")]
+    assert len(rows) == 2, table  # ours, ours_3units
+    for row in rows:
+        cells = [c.strip().rstrip("M") for c in row.strip("|").split("|")[1:]]
+        finite([float(c) for c in cells], row)
+    assert (out / "quality_curves.png").stat().st_size > 0
