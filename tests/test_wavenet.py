@@ -206,6 +206,7 @@ def test_train_prior_and_sample_cli(tmp_path):
                 str(out),
                 "--seed",
                 "1",
+                "--any-model",  # the units are a synthetic Markov chain, not this codec's
             ]
         )
         == 0
@@ -226,6 +227,7 @@ def test_train_prior_and_sample_cli(tmp_path):
     assert prior.config.speakers == ["<unseen>", "s0", "s1", "s2", "s3"] and prior.speaker is not None
     out2 = tmp_path / "continued"
     sample = ["sample", "--prior", str(exp2), "--codec", str(tmp_path / "codec.pt"), "--num", "2", "--out", str(out2)]
+    sample.append("--any-model")  # synthetic units, not this codec's
     prompt = ["--prompt", str(tmp_path / "valid"), "--prompt-utt", "s9-u001", "--prompt-seconds", "0.2"]
     assert main([*sample, "--seconds", "0.3", "--speaker", "s2", "--top-p", "0.9", *prompt]) == 0
     summary = json.loads((out2 / "summary.json").read_text())

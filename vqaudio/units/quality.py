@@ -51,7 +51,8 @@ def read_ctm(path: str | pathlib.Path) -> dict[str, list[tuple[float, float, str
                 raise ValueError
         except ValueError:
             raise UserError(
-                f"{path}:{n}: expected 'utt channel start dur phone [confidence]' with start >= 0 and dur > 0, "
+                f"{path}:{n}: expected 'utt channel start dur phone' (a sixth field: a confidence) with start >= 0 "
+                f"and dur > 0, "
                 f"got {line.strip()[:80]!r}"
             ) from None
         phone = SIL if parts[4] in SILENCES else parts[4]
