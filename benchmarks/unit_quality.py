@@ -1,5 +1,6 @@
-"""Phonetic quality of units at equal K, training steps and bitrate: k-means baselines against the codec's
-level 0 trained for reconstruction only, with a CTC content objective, and with a k-means one.
+"""Phonetic quality of units at equal K, training steps and bitrate: k-means baselines (over spectra, and over
+the layers of HuBERTs trained here from scratch with `vqaudio train-ssl`) against the codec's level 0 trained
+for reconstruction only, with a CTC content objective, a k-means one, and a distill one.
 
     python benchmarks/unit_quality.py [--steps 800] [--work /tmp/vqaudio_unit_quality]   # about 1 h on 2 cores
 
@@ -13,6 +14,9 @@ steps; only the content objective (and, where a row says so, the speaker normali
 the encoder's width or LSTMs on the latents) differs. Every row uses K = 256 for its units. Units are scored with
 `vqaudio evaluate-units` on the held-out speakers (the probe trains on the training speakers' units of
 the same model), and resynthesis with `vqaudio evaluate` with all levels and with level 0 only.
+The HuBERT iterations (`--ssl-steps` steps of recipes/librispeech/conf/ssl_tiny.yaml each) are trained when a
+row needs them: iteration 1 predicts the CMVN 5-frame MFCC k-means units, iteration 2 the k-means units of
+iteration 1's layer SSL_TARGET_LAYER.
 Each step is skipped when its output exists, so a killed run continues.
 """
 
@@ -34,6 +38,14 @@ KMEANS = {  # k-means baselines: file stem -> (row label, train-kmeans options)
     "logmel": ("log-mel k-means", ["--feature", "logmel"]),
     "mfcc_ctx2": ("MFCC k-means, CMVN, 5 frames", ["--feature", "mfcc", "--no-deltas", "--cmvn", "--context", "2"]),
 }
+SSL_TARGET_LAYER = 3  # the layer of iteration 1 whose k-means units iteration 2 predicts, and the distill teacher
+SSL_MODELS = {"ssl_it1": "mfcc_ctx2", "ssl_it2": f"ssl_it1_l{SSL_TARGET_LAYER}"}  # iteration -> its targets' stem
+for _it in (1, 2):
+    for _layer in (1, 2, 3, 4):
+        KMEANS[f"ssl_it{_it}_l{_layer}"] = (
+            f"k-means of train-ssl iteration {_it}, layer {_layer}",
+            ["--feature", "ssl", "--ssl-model", f"exp/ssl_it{_it}", "--layer", str(_layer)],
+        )
 LSTM = {"lstm": 2, "lstm_dim": 64}  # level 0 quantizes latents with the encoder's long context
 
 
@@ -147,6 +159,17 @@ CODECS = {
         model={"encoder_channels": 32, **LSTM},
         seed=1,
     ),
+    "distill10_ctx_enc32_lstm": Row(
+        "codec, distill from CMVN 5-frame MFCCs (weight 10), 32-channel encoder, 64-unit LSTMs",
+        {"objective": "distill", "teacher": "mfcc", "weight": 10.0},
+        model={"encoder_channels": 32, **LSTM},
+    ),
+    "distill10_ssl_enc32_lstm": Row(
+        f"codec, distill from train-ssl iteration 1, layer {SSL_TARGET_LAYER} (weight 10), 32-channel encoder, "
+        "64-unit LSTMs",
+        {"objective": "distill", "teacher": "exp/ssl_it1", "teacher_layers": [SSL_TARGET_LAYER], "weight": 10.0},
+        model={"encoder_channels": 32, **LSTM},
+    ),
     "km10_ctx_lstm": Row(
         "codec, kmeans on CMVN 5-frame MFCC k-means (weight 10), 64-unit LSTMs",
         {"objective": "kmeans", "targets": KM_CTX, "weight": 10.0},
@@ -164,10 +187,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=800, help="codec training steps (every codec)")
     parser.add_argument("--work", default="/tmp/vqaudio_unit_quality", help="work dir (resumable)")
-    parser.add_argument("--rows", nargs="+", choices=list(CODECS), default=list(CODECS), help="codec rows to run")
-    parser.add_argument("--kmeans", nargs="+", choices=list(KMEANS), default=list(KMEANS), help="k-means baselines")
+    parser.add_argument("--rows", nargs="*", choices=list(CODECS), default=list(CODECS), help="codec rows to run")
+    parser.add_argument(
+        "--kmeans",
+        nargs="+",
+        choices=list(KMEANS),
+        default=[k for k in KMEANS if not k.startswith("ssl_")],
+        help="k-means baselines (default the spectral ones; ssl_itN_lL trains HuBERT iteration N first)",
+    )
     parser.add_argument("--corpus", type=pathlib.Path, default=SHARED, help="speech-mini (default ../shared/...)")
     parser.add_argument("--no-probe", action="store_true", help="leave out the phone-recogniser probe (probe PER)")
+    parser.add_argument("--ssl-steps", type=int, default=2000, help="train-ssl steps of each HuBERT iteration")
     args = parser.parse_args()
     for name in args.rows:
         stem = pathlib.Path(CODECS[name].content.get("targets", "")).stem
@@ -178,13 +208,54 @@ def main() -> None:
     t0 = time.time()
     if not (work / "data" / "test" / "wav.scp").is_file():
         prepare_data(work, args.corpus)
-    models = {}
-    for stem in args.kmeans:
-        label, options = KMEANS[stem]
+    ssl_conf = yaml.safe_load((ROOT / "recipes" / "librispeech" / "conf" / "ssl_tiny.yaml").read_text())
+    ssl_conf["trainer"].update(max_steps=args.ssl_steps, val_every=max(1, args.ssl_steps // 8))
+    ssl_conf["trainer"]["checkpoint_every"] = max(1, args.ssl_steps // 8)
+    ssl_conf["optim"]["warmup_steps"] = args.ssl_steps // 10
+
+    def ssl_model(name: str) -> None:
+        """Train the HuBERT iteration ``name`` (and what it needs) unless it is there."""
+        exp = work / "exp" / name
+        if (exp / "model.safetensors").is_file():
+            return
+        targets = kmeans(SSL_MODELS[name])
+        conf = work / f"{name}.yaml"
+        text = yaml.safe_dump(ssl_conf)
+        if conf.is_file() and conf.read_text() != text:
+            raise SystemExit(f"{conf} was written by other settings (--ssl-steps changed): use another --work")
+        conf.write_text(text)
+        resume = ["--resume"] if (exp / "checkpoints" / "last.ckpt").is_file() else []
+        vqaudio(
+            "train-ssl",
+            "--config",
+            str(conf),
+            "--targets",
+            str(targets),
+            "--train-data",
+            "data/train",
+            "--valid-data",
+            "data/dev",
+            "--exp-dir",
+            str(exp),
+            *resume,
+            cwd=work,
+        )
+
+    def kmeans(stem: str) -> pathlib.Path:
+        """The k-means baseline ``stem``, trained (with the HuBERT it clusters) unless it is there."""
+        options = KMEANS[stem][1]
+        if "--ssl-model" in options:
+            ssl_model(pathlib.Path(options[options.index("--ssl-model") + 1]).name)
         km = work / "km" / f"{stem}.pt"
         if not km.is_file():
             vqaudio("train-kmeans", *options, "--k", "256", "--data", "data/train", "--out", str(km), cwd=work)
-        models[label] = km
+        return km
+
+    models = {KMEANS[stem][0]: kmeans(stem) for stem in args.kmeans}
+    for name in args.rows:
+        teacher = CODECS[name].content.get("teacher", "")
+        if teacher.startswith("exp/"):
+            ssl_model(pathlib.Path(teacher).name)
     base = yaml.safe_load((ROOT / "recipes" / "librispeech" / "conf" / "codec_tiny.yaml").read_text())
     base["trainer"].update(max_steps=args.steps, val_every=max(1, args.steps // 4), checkpoint_every=100)
     for name in args.rows:

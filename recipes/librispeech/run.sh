@@ -17,6 +17,13 @@ tag=tiny                      # experiments go to exp/<tag>
 num_samples=4                 # stage 6: utterances to sample
 sample_seconds=4
 alignments=                   # a phone CTM: stage 4 then also scores the units (evaluate-units)
+unit_model=codec              # codec, or ssl: k-means units of an SSL model's layer (see --help)
+ssl_model=                    # ssl: a transformers model folder or Hub id (HuBERT, WavLM, wav2vec 2.0)
+ssl_layer=6
+ssl_k=500
+ssl_iterations=0              # ssl: HuBERT iterations trained here first (train-ssl), instead of --ssl_model
+ssl_config=conf/ssl_tiny.yaml
+ssl_targets_k=100             # ssl: units each train-ssl iteration predicts
 help_message="Usage: $0 [options]
   --stage N / --stop_stage N   run stages N..M (default 0..6):
         0 download (skipped when --corpus_dir already holds the parts)   1 data prep and validation
@@ -30,14 +37,24 @@ help_message="Usage: $0 [options]
   --tag NAME                   experiment name under exp/ (default $tag)
   --config FILE                a file of name=value lines, read before the other options
   --alignments CTM             a phone CTM (utt channel start dur phone): stage 4 also scores the units
-Example (offline copy of the mini subsets): $0 --corpus_dir /data/speech-mini"
+  --unit_model codec|ssl       ssl: stage 2 trains k-means (--ssl_k, default $ssl_k) on layer --ssl_layer
+                               (default $ssl_layer) of --ssl_model, stage 3 extracts those units, stage 4
+                               scores them only, stage 5 trains the prior on them, stage 6 is skipped
+  --ssl_iterations N           with --unit_model ssl: first train N HuBERT iterations here (train-ssl with
+                               --ssl_config, default $ssl_config), the first predicting MFCC k-means units
+                               (--ssl_targets_k, default $ssl_targets_k), each next one k-means units of
+                               the previous model's layer --ssl_layer
+Examples (offline copy of the mini subsets):
+  $0 --corpus_dir /data/speech-mini
+  $0 --corpus_dir /data/speech-mini --unit_model ssl --ssl_model /models/hubert-base-ls960 --ssl_layer 6 \
+     --tag hubert_l6 --alignments phones.ctm"
 
 . ./path.sh
 . ./cmd.sh
 . utils/parse_options.sh
 . utils/recipe_lib.sh
 check_stages "$stage" "$stop_stage" 0 6
-from_caller corpus_dir codec_config prior_config alignments
+from_caller corpus_dir codec_config prior_config alignments ssl_model ssl_config
 
 case "$subset" in
   mini) train_parts="train-clean-5"; dev_parts="dev-clean-2"; test_parts=""; url=https://www.openslr.org/resources/31 ;;
@@ -84,5 +101,7 @@ fi
 
 utils/codec_stages.sh --stage $stage --stop_stage $stop_stage --exp $exp --train_set $train_set \
   --dev_set $dev_set --eval_sets "$eval_sets" --codec_config "$codec_config" --prior_config "$prior_config" \
-  --nj $nj --num_samples $num_samples --sample_seconds $sample_seconds --alignments "$alignments"
+  --nj $nj --num_samples $num_samples --sample_seconds $sample_seconds --alignments "$alignments" \
+  --unit_model $unit_model --ssl_model "$ssl_model" --ssl_layer $ssl_layer --ssl_k $ssl_k \
+  --ssl_iterations $ssl_iterations --ssl_config "$ssl_config" --ssl_targets_k $ssl_targets_k
 log done "stages $stage..$stop_stage finished"

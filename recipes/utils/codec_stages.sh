@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stages 2-6 shared by every recipe: train codec, extract units, resynthesize and evaluate, train the prior,
-# sample. Run from a recipe dir (it reads ./path.sh and ./cmd.sh) after the recipe's own stages 0-1:
+# Stages 2-6 shared by every recipe: train codec (or, with --unit_model ssl, the k-means model over an SSL
+# layer, after --ssl_iterations HuBERT-style iterations trained here), extract units, resynthesize and
+# evaluate, train the prior, sample. Run from a recipe dir (it reads ./path.sh and ./cmd.sh) after the recipe's own stages 0-1:
 #   utils/codec_stages.sh --exp exp/tiny --train_set train_clean_5 --dev_set dev_clean_2 \
 #       --eval_sets "dev_clean_2" --codec_config conf/codec_tiny.yaml --prior_config conf/prior_tiny.yaml
 # Each stage is idempotent (a .done marker in its output dir), launches its jobs through cmd.sh's
@@ -19,12 +20,25 @@ nj=2                # parallel unit-extraction jobs per set
 num_samples=4       # stage 6: utterances to sample
 sample_seconds=4    # stage 6: seconds per sample
 alignments=         # stage 4: a phone CTM; when set, the units' phonetic quality is scored too
+unit_model=codec    # codec: the codec's units; ssl: k-means units of an SSL layer
+ssl_model=          # ssl: a transformers SSL model folder or Hub id (e.g. facebook/hubert-base-ls960)
+ssl_layer=6         # ssl: the layer clustered (and, with --ssl_iterations, the layer each iteration clusters)
+ssl_k=500           # ssl: k-means units
+ssl_iterations=0    # ssl: train this many HuBERT iterations here first (vqaudio train-ssl), from MFCC k-means
+ssl_targets_k=100   # ssl: units each train-ssl iteration predicts
+ssl_config=         # ssl: YAML for vqaudio train-ssl (conf/ssl_tiny.yaml on CPUs)
 help_message="Usage: $0 --exp DIR --train_set SET --dev_set SET --eval_sets \"SET...\" \\
     --codec_config FILE --prior_config FILE [--stage N] [--stop_stage N] [--nj N] [--num_samples N]
     [--sample_seconds S] [--alignments PHONES.ctm]
+    [--unit_model codec|ssl] [--ssl_model PATH_OR_HUB_ID] [--ssl_layer N] [--ssl_k K]
+    [--ssl_iterations N --ssl_config FILE [--ssl_targets_k K]]
   Stages: 2 train codec  3 extract units (--nj jobs, merged)  4 resynthesize and evaluate (with
           --alignments also vqaudio evaluate-units: PNMI, purity, ABX)
-          5 train the prior  6 sample speech and summarise it"
+          5 train the prior  6 sample speech and summarise it
+  With --unit_model ssl, stage 2 trains k-means (--ssl_k) on layer --ssl_layer of --ssl_model, or of the
+  last of --ssl_iterations HuBERT models trained here (iteration 1 predicts MFCC k-means units, each next
+  one k-means units of the previous model's layer); stage 3 extracts those units; stage 4 scores them
+  (--alignments) but resynthesizes nothing (the codec cannot decode them); stage 6 is skipped."
 
 . ./path.sh
 . ./cmd.sh
@@ -34,8 +48,55 @@ check_stages "$stage" "$stop_stage" 0 6
 for option in exp train_set dev_set eval_sets codec_config prior_config; do
   [ -n "${!option}" ] || { echo "$0: --$option is required (see --help)" >&2; exit 1; }
 done
+case "$unit_model" in
+  codec) units_model=$exp/codec/model.pt ;;
+  ssl)
+    units_model=$exp/kmeans_ssl
+    if [ "$ssl_iterations" -gt 0 ] 2>/dev/null; then
+      [ -n "$ssl_config" ] || { echo "$0: --ssl_iterations needs --ssl_config (conf/ssl_tiny.yaml)" >&2; exit 1; }
+    elif [ "$ssl_iterations" != 0 ] || [ -z "$ssl_model" ]; then
+      echo "$0: --unit_model ssl needs --ssl_model PATH_OR_HUB_ID or --ssl_iterations N (N >= 1)" >&2; exit 1
+    fi ;;
+  *) echo "$0: --unit_model must be codec or ssl, got '$unit_model'" >&2; exit 1 ;;
+esac
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && [ "$unit_model" == ssl ]; then
+  need data/$train_set/.done 1
+  if [ "$ssl_iterations" -gt 0 ]; then
+    targets=$exp/ssl/kmeans_mfcc
+    if done_or_run $targets 2; then
+      log 2 "MFCC k-means targets for HuBERT iteration 1 in $targets"
+      $train_cmd $exp/log/kmeans_mfcc.log vqaudio train-kmeans --no-deltas --cmvn --context 2 --k $ssl_targets_k \
+        --data data/$train_set --out $targets -f
+      touch $targets/.done
+    fi
+    for it in $(seq 1 $ssl_iterations); do
+      out=$exp/ssl/it$it
+      if done_or_run $out 2; then
+        resume=""; [ -f $out/checkpoints/last.ckpt ] && resume="--resume"
+        log 2 "HuBERT iteration $it in $out ${resume:+(resuming)}; log: $exp/log/train_ssl_it$it.log"
+        $cuda_cmd $exp/log/train_ssl_it$it.log vqaudio train-ssl --config "$ssl_config" --targets $targets \
+          --train-data data/$train_set --valid-data data/$dev_set --exp-dir $out $resume
+        touch $out/.done
+      fi
+      [ $it -lt $ssl_iterations ] || break
+      targets=$exp/ssl/kmeans_it$it
+      if done_or_run $targets 2; then
+        log 2 "k-means targets of iteration $it's layer $ssl_layer in $targets"
+        $cuda_cmd $exp/log/kmeans_it$it.log vqaudio train-kmeans --feature ssl --ssl-model $out --layer $ssl_layer \
+          --k $ssl_targets_k --data data/$train_set --out $targets -f
+        touch $targets/.done
+      fi
+    done
+    ssl_model=$exp/ssl/it$ssl_iterations
+  fi
+  if done_or_run $units_model 2; then
+    log 2 "k-means ($ssl_k units) on layer $ssl_layer of $ssl_model in $units_model"
+    $cuda_cmd $exp/log/kmeans_ssl.log vqaudio train-kmeans --feature ssl --ssl-model "$ssl_model" --layer $ssl_layer \
+      --k $ssl_k --data data/$train_set --out $units_model -f
+    touch $units_model/.done
+  fi
+elif [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   need data/$train_set/.done 1
   if done_or_run $exp/codec 2; then
     resume=""; [ -f $exp/codec/checkpoints/last.ckpt ] && resume="--resume"
@@ -47,13 +108,13 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  need $exp/codec/model.pt 2
+  need $units_model 2
   for set in $train_set $eval_sets; do
     out=$exp/units/$set
     done_or_run $out 3 || continue
     log 3 "extracting units of data/$set with $nj jobs; logs: $exp/log/extract_$set.*.log"
     # Exit status 1 means some utterances failed (listed in failed.txt); the merged units are still written.
-    $decode_cmd JOB=1:$nj $exp/log/extract_$set.JOB.log vqaudio extract-units --model $exp/codec/model.pt \
+    $decode_cmd JOB=1:$nj $exp/log/extract_$set.JOB.log vqaudio extract-units --model $units_model \
       --data data/$set --out $out --format kaldi,fairseq --nj $nj --job JOB --threads 1 \
       || log 3 "some utterances of $set failed: see $out/failed.txt"
     [ -f $out/units ] || { echo "$0: extraction of $set did not finish; see $exp/log/extract_$set.*.log" >&2; exit 1; }
@@ -64,13 +125,15 @@ fi
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   for set in $eval_sets; do
     need $exp/units/$set/.done 3
-    if done_or_run $exp/resynth/$set 4; then
+    if [ "$unit_model" == ssl ]; then
+      log 4 "SSL units are not resynthesized (the codec cannot decode them)"
+    elif done_or_run $exp/resynth/$set 4; then
       log 4 "resynthesizing $set"
       $decode_cmd $exp/log/resynth_$set.log vqaudio resynth --model $exp/codec/model.pt --units $exp/units/$set \
         --out $exp/resynth/$set
       touch $exp/resynth/$set/.done
     fi
-    if done_or_run $exp/eval/$set 4; then
+    if [ "$unit_model" == codec ] && done_or_run $exp/eval/$set 4; then
       log 4 "evaluating $set"
       $train_cmd $exp/log/evaluate_$set.log vqaudio evaluate --ref data/$set --hyp $exp/resynth/$set \
         --units $exp/units/$set --out $exp/eval/$set
@@ -84,8 +147,10 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     fi
   done
   {
-    echo "# $(basename $exp): resynthesis"
-    for set in $eval_sets; do echo; tail -n +2 $exp/eval/$set/RESULTS.md; done
+    if [ "$unit_model" == codec ]; then
+      echo "# $(basename $exp): resynthesis"
+      for set in $eval_sets; do echo; tail -n +2 $exp/eval/$set/RESULTS.md; done
+    fi
     if [ -n "$alignments" ]; then
       echo; echo "# $(basename $exp): units"
       for set in $eval_sets; do echo; tail -n +2 $exp/unit_quality/$set/RESULTS.md; done
@@ -105,7 +170,9 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   fi
 fi
 
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ] && [ "$unit_model" == ssl ]; then
+  log 6 "sampling speech needs a decoder for the units; the codec cannot decode SSL units: skipped"
+elif [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   need $exp/prior/prior.pt 5
   if done_or_run $exp/samples 6; then
     log 6 "sampling $num_samples utterances of ${sample_seconds}s"
