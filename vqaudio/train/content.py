@@ -292,11 +292,11 @@ class FeatureTeacher:
         path = self.cache / f"{hashlib.sha1(wav.tobytes()).hexdigest()}.npy"
         if path.is_file():
             return torch.from_numpy(np.load(path).astype(np.float32))
-        feats = self.compute(wav)
+        feats = self.compute(wav).numpy().astype(np.float16)  # as every later read returns them
         self.cache.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, feats.numpy().astype(np.float16))
-        return feats
+            np.save(f, feats)
+        return torch.from_numpy(feats.astype(np.float32))
 
 
 def distill_loss(pred: Tensor, target: Tensor, form: str = "frame") -> Tensor:
