@@ -17,6 +17,7 @@ from ..config import load_yaml, to_dict
 from ..data import CropDataset
 from ..errors import UserError
 from ..fileio import atomic_write_text
+from ..units.ssl import require_transformers
 from .config import TrainSSLConfig
 from .content import TeacherTargets, check_teacher
 from .experiment import fit, prepare_experiment
@@ -46,15 +47,13 @@ def _targets_record(exp: pathlib.Path, targets: pathlib.Path, resume: bool) -> d
 def export_ssl(task: SSLTask, exp: pathlib.Path, checkpoint: pathlib.Path, record: dict, steps: int) -> None:
     """Write the HuBERT of ``checkpoint`` into ``exp`` as a transformers model folder (``config.json``,
     ``model.safetensors``, ``preprocessor_config.json``), each file replaced atomically."""
-    from transformers import Wav2Vec2FeatureExtractor
-
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     task.load_state_dict(payload["state_dict"])
     tmp = exp / ".export"
     shutil.rmtree(tmp, ignore_errors=True)
     task.hubert.save_pretrained(tmp)
     layer_norm = task.hubert.config.feat_extract_norm == "layer"
-    Wav2Vec2FeatureExtractor(
+    require_transformers().Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=SAMPLE_RATE, do_normalize=layer_norm, return_attention_mask=layer_norm
     ).save_pretrained(tmp)
     for f in sorted(tmp.iterdir()):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import from_dict, to_dict
+from ..units.ssl import require_transformers
 from .config import TrainSSLConfig
 
 IGNORE = -100  # target of frames past an utterance's end
@@ -47,10 +48,8 @@ class _GradScale(torch.autograd.Function):
 
 def hubert_config(cfg: TrainSSLConfig, sample_rate: int = 16000):
     """The ``transformers.HubertConfig`` of a :class:`TrainSSLConfig`."""
-    from transformers import HubertConfig
-
     m = cfg.model
-    return HubertConfig(
+    return require_transformers().HubertConfig(
         hidden_size=m.hidden_size,
         num_hidden_layers=m.num_hidden_layers,
         num_attention_heads=m.num_attention_heads,
@@ -84,11 +83,9 @@ class SSLTask(pl.LightningModule):
 
     def __init__(self, config: dict, num_units: int, targets_id: str = "") -> None:
         super().__init__()
-        from transformers import HubertModel
-
         self.cfg = from_dict(TrainSSLConfig, config, where="train-ssl config")
         self.save_hyperparameters({"config": to_dict(self.cfg), "num_units": num_units, "targets_id": targets_id})
-        self.hubert = HubertModel(hubert_config(self.cfg))
+        self.hubert = require_transformers().HubertModel(hubert_config(self.cfg))
         m = self.cfg.model
         self.final_proj = nn.Linear(m.hidden_size, m.final_dim)
         self.unit_embeddings = nn.Parameter(torch.randn(num_units, m.final_dim) * m.final_dim**-0.5)
