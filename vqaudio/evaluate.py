@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .data.audio import AudioError, load_audio
-from .data.kaldi import read_data_dir, read_table
+from .data.kaldi import read_data_dir, read_table, speakers_of
 from .errors import UserError
 from .fileio import atomic_write_text, path_inside
 from .plots import spectrogram_figure, usage_histogram_figure
@@ -22,6 +22,18 @@ from .units.formats import read_info, read_levels
 
 log = logging.getLogger(__name__)
 COLUMNS = ("log_mel_distance", "stft_distance", "si_sdr", "stoi", "pesq_wb")
+ASR_NUMBERS = (
+    "wer",
+    "cer",
+    "wer_reference",
+    "cer_reference",
+    "ref_words",
+    "word_errors",
+    "word_errors_reference",
+    "ref_chars",
+    "char_errors",
+    "char_errors_reference",
+)
 
 
 def evaluate(
@@ -32,14 +44,28 @@ def evaluate(
     sample_rate: int = 16000,
     num_plots: int = 3,
     progress: bool = True,
+    asr: bool = False,
+    speaker_sim: bool = False,
+    f0: bool = False,
 ) -> dict:
     """Score every utterance of ``hyp`` (a dir with ``wav.scp``) against the Kaldi data dir ``ref``.
 
     Writes ``per_utterance.csv``, ``metrics.json`` (means; bitrate, token rate, codebook usage and unit
     entropy when ``units`` is given), ``RESULTS.md``, ``spectrogram_<utt>.png`` and ``code_usage.png``.
+
+    With ``asr``, pocketsphinx transcribes hypotheses and references: ``wer``/``cer`` of the hypotheses and
+    ``wer_reference``/``cer_reference`` of the original audio (the ceiling) against ``ref/text``, totals of
+    edit errors over totals of reference words (characters). With ``speaker_sim``, ``speaker_similarity`` is
+    the mean GE2E cosine of each hypothesis to the mean embedding of its speaker's other reference utterances
+    (``ref/utt2spk``, else the id's prefix before ``-``); a speaker with a single utterance is compared with
+    that utterance (counted in ``speaker_similarity_self_reference``); ``speaker_similarity_reference`` is the
+    same figure for the references themselves. With ``f0``, ``gross_pitch_error`` and
+    ``voicing_decision_error`` of the hypotheses' pYIN F0 against the references' (frame totals). These need
+    ``pip install 'vqaudio[eval]'`` (pocketsphinx, Resemblyzer); undefined figures are ``null``.
     """
     import matplotlib.pyplot as plt
 
+    scorers = _Scorers(ref, asr, speaker_sim, f0)  # packages and transcripts checked before anything is written
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     refs = {u.utt_id: u for u in read_data_dir(ref)}
@@ -69,6 +95,7 @@ def evaluate(
             "stoi": metrics.stoi(r, h, sample_rate),
             "pesq_wb": metrics.pesq_wb(r, h, sample_rate),
         }
+        row.update(scorers.score(utt, _at_16k(r, sample_rate), _at_16k(h, sample_rate)))
         rows.append(row)
         if plotted < num_plots:
             import torch
@@ -82,8 +109,9 @@ def evaluate(
             fig.savefig(path_inside(out, f"spectrogram_{utt}", ".png"), dpi=100)
             plt.close(fig)
             plotted += 1
+    scorers.finish(rows, refs, sample_rate, progress)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["utt", "seconds", *COLUMNS])
+    writer = csv.DictWriter(buf, fieldnames=["utt", "seconds", *COLUMNS, *scorers.columns])
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "per_utterance.csv", buf.getvalue())
@@ -95,6 +123,7 @@ def evaluate(
     for c in COLUMNS:
         values = [r[c] for r in rows if not math.isnan(r[c])]
         summary[c] = float(np.mean(values)) if values else float("nan")
+    summary.update(scorers.summary(rows))
     if units is not None:
         info = read_info(units)
         table = read_levels(units)
@@ -123,6 +152,172 @@ def evaluate(
     return summary
 
 
+def _at_16k(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The outside models (pocketsphinx, Resemblyzer, the pYIN settings) take 16 kHz audio."""
+    if sample_rate == 16000:
+        return wav
+    import librosa
+
+    return librosa.resample(wav, orig_sr=sample_rate, target_sr=16000)
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+class _Scorers:
+    """The optional scores of :func:`evaluate` (``--asr``, ``--speaker-sim``, ``--f0``): per-utterance columns
+    while the audio is loaded, speaker similarities once every embedding is known, corpus figures at the end."""
+
+    def __init__(self, ref: str | pathlib.Path, asr: bool, speaker_sim: bool, f0: bool) -> None:
+        from . import scoring
+
+        ref = pathlib.Path(ref)
+        self.asr = scoring.Recognizer() if asr else None
+        self.encoder = scoring.SpeakerEncoder() if speaker_sim else None
+        self.f0 = f0
+        self.texts: dict[str, str] = {}
+        if asr:
+            if not (ref / "text").is_file():
+                raise UserError(f"{ref / 'text'}: no such file; --asr scores against the data dir's transcripts")
+            self.texts = read_table(ref / "text", min_fields=1)
+        self.utt2spk = ref / "utt2spk" if (ref / "utt2spk").is_file() else None
+        self.ref_embeddings: dict[str, np.ndarray] = {}
+        self.hyp_embeddings: dict[str, np.ndarray] = {}
+        self.pitch: dict[str, scoring.PitchErrors] = {}
+        self.words: dict[str, tuple] = {}
+        self.self_reference = 0
+        self.columns: list[str] = []
+        if asr:
+            self.columns += [*ASR_NUMBERS, "asr_text", "asr_text_reference"]
+        if speaker_sim:
+            self.columns += ["speaker", "speaker_similarity", "speaker_similarity_reference"]
+        if f0:
+            self.columns += ["gross_pitch_error", "voicing_decision_error"]
+
+    def score(self, utt: str, ref: np.ndarray, hyp: np.ndarray) -> dict:
+        from . import scoring
+
+        row: dict = {}
+        if self.asr is not None:
+            text = self.texts.get(utt)
+            heard, heard_ref = self.asr.transcribe(hyp), self.asr.transcribe(ref)
+            row.update({"asr_text": heard, "asr_text_reference": heard_ref})
+            if text is None:
+                log.warning("%s: not in the reference text; no word error rate", utt)
+                row.update(dict.fromkeys(ASR_NUMBERS, float("nan")))
+            else:
+                w, wr = scoring.word_errors(text, heard), scoring.word_errors(text, heard_ref)
+                c, cr = scoring.char_errors(text, heard), scoring.char_errors(text, heard_ref)
+                self.words[utt] = (w, wr, c, cr)
+                row.update(
+                    {
+                        "wer": w.rate,
+                        "cer": c.rate,
+                        "wer_reference": wr.rate,
+                        "cer_reference": cr.rate,
+                        "ref_words": w.ref_len,
+                        "word_errors": w.errors,
+                        "word_errors_reference": wr.errors,
+                        "ref_chars": c.ref_len,
+                        "char_errors": c.errors,
+                        "char_errors_reference": cr.errors,
+                    }
+                )
+        if self.encoder is not None:
+            for table, wav, name in (
+                (self.ref_embeddings, ref, utt),
+                (self.hyp_embeddings, hyp, f"{utt} (hypothesis)"),
+            ):
+                try:
+                    table[utt] = self.encoder.embed(wav, name=name)
+                except UserError as err:
+                    log.warning("no speaker embedding: %s", err)
+        if self.f0:
+            counts = scoring.pitch_errors(scoring.f0_track(ref), scoring.f0_track(hyp))
+            self.pitch[utt] = counts
+            row.update(
+                {
+                    "gross_pitch_error": counts.gross_pitch_error,
+                    "voicing_decision_error": counts.voicing_decision_error,
+                }
+            )
+        return row
+
+    def finish(self, rows: list[dict], refs: dict, sample_rate: int, progress: bool) -> None:
+        """Speaker similarities: embed the references that were not scored, then compare each hypothesis (and
+        each reference) with the mean embedding of its speaker's other reference utterances."""
+        if self.encoder is None:
+            return
+        from .scoring.speaker import cosine, mean_embedding
+
+        speakers = speakers_of(sorted(refs), self.utt2spk)
+        if self.utt2spk is None:
+            log.info("no utt2spk in the reference data dir: speakers are the utterance ids' prefixes before '-'")
+        wanted = {speakers[r["utt"]] for r in rows}
+        tried = {r["utt"] for r in rows}
+        todo = [u for u in sorted(refs) if speakers[u] in wanted and u not in tried]
+        for utt in tqdm(todo, desc="speaker embeddings", unit="utt", disable=not progress or not todo):
+            u = refs[utt]
+            try:
+                wav = _at_16k(load_audio(u.source, sample_rate, u.start, u.end, name=utt), sample_rate)
+                self.ref_embeddings[utt] = self.encoder.embed(wav, name=utt)
+            except (AudioError, UserError) as err:
+                log.warning("no speaker embedding: %s", err)
+        by_speaker: dict[str, list[str]] = {}
+        for utt in sorted(self.ref_embeddings):
+            by_speaker.setdefault(speakers[utt], []).append(utt)
+        for row in rows:
+            utt, spk = row["utt"], speakers[row["utt"]]
+            others = [u for u in by_speaker.get(spk, []) if u != utt]
+            target = mean_embedding([self.ref_embeddings[u] for u in others]) if others else None
+            row["speaker"] = spk
+            row["speaker_similarity_reference"] = (
+                cosine(self.ref_embeddings[utt], target)
+                if target is not None and utt in self.ref_embeddings
+                else float("nan")
+            )
+            if target is None and utt in self.ref_embeddings:
+                target = self.ref_embeddings[utt]
+                self.self_reference += 1
+            hyp = self.hyp_embeddings.get(utt)
+            row["speaker_similarity"] = cosine(hyp, target) if hyp is not None and target is not None else float("nan")
+
+    def summary(self, rows: list[dict]) -> dict:
+        from .scoring import EditCounts, PitchErrors
+
+        out: dict = {}
+        scored = {r["utt"] for r in rows}
+        if self.asr is not None:
+            counts = [v for u, v in self.words.items() if u in scored]
+            totals = [sum((c[i] for c in counts), EditCounts(0, 0, 0, 0)) for i in range(4)]
+            out.update(
+                {
+                    "wer": _nan_to_none(totals[0].rate),
+                    "cer": _nan_to_none(totals[2].rate),
+                    "wer_reference": _nan_to_none(totals[1].rate),
+                    "cer_reference": _nan_to_none(totals[3].rate),
+                    "asr_utterances": len(counts),
+                    "asr_reference_words": totals[0].ref_len,
+                }
+            )
+        if self.encoder is not None:
+            for key in ("speaker_similarity", "speaker_similarity_reference"):
+                values = [r[key] for r in rows if not math.isnan(r[key])]
+                out[key] = float(np.mean(values)) if values else None
+            out["speaker_similarity_unscored"] = sum(math.isnan(r["speaker_similarity"]) for r in rows)
+            out["speaker_similarity_self_reference"] = self.self_reference
+        if self.f0:
+            total = sum((v for u, v in self.pitch.items() if u in scored), PitchErrors(0, 0, 0, 0))
+            out.update(
+                {
+                    "gross_pitch_error": _nan_to_none(total.gross_pitch_error),
+                    "voicing_decision_error": _nan_to_none(total.voicing_decision_error),
+                }
+            )
+        return out
+
+
 def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
     names = {
         "log_mel_distance": "log-mel distance (lower is better)",
@@ -134,6 +329,14 @@ def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
         "token_rate": "tokens per second",
         "codebook_usage": "codebook usage (level 0)",
         "unit_entropy_bits": "unit entropy (bits, level 0)",
+        "wer": "word error rate, pocketsphinx (lower)",
+        "wer_reference": "word error rate of the references, pocketsphinx (the ceiling)",
+        "cer": "character error rate, pocketsphinx (lower)",
+        "cer_reference": "character error rate of the references (the ceiling)",
+        "speaker_similarity": "speaker similarity, GE2E cosine to the speaker's other utterances (higher)",
+        "speaker_similarity_reference": "speaker similarity of the references (the ceiling)",
+        "gross_pitch_error": "gross pitch error, pYIN F0 off by > 20 % (lower)",
+        "voicing_decision_error": "voicing decision error (lower)",
     }
     lines = [
         f"# Results: {hyp.parent}",
@@ -144,5 +347,20 @@ def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
         "| metric | value |",
         "|---|---:|",
     ]
-    lines += [f"| {label} | {summary[key]:.3f} |" for key, label in names.items() if key in summary]
+    lines += [
+        f"| {label} | {'n/a' if summary[key] is None else format(summary[key], '.3f')} |"
+        for key, label in names.items()
+        if key in summary
+    ]
+    if summary.get("speaker_similarity_self_reference"):
+        lines += [
+            "",
+            "hypotheses whose speaker has no other reference utterance, so compared with their own reference: "
+            f"{summary['speaker_similarity_self_reference']}",
+        ]
+    if summary.get("speaker_similarity_unscored"):
+        lines += [
+            "",
+            f"hypotheses without a speaker similarity (see the log): {summary['speaker_similarity_unscored']}",
+        ]
     return "\n".join(lines) + "\n"

@@ -127,12 +127,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score resynthesis against references",
         description="Per-utterance CSV, metrics.json and RESULTS.md (log-mel and MR-STFT distance, "
         "SI-SDR, STOI, wide-band PESQ; with --units also bitrate, token rate, codebook "
-        "usage and unit entropy) and PNG plots.",
+        "usage and unit entropy) and PNG plots. --asr, --speaker-sim and --f0 add scores from pretrained "
+        "models (pip install 'vqaudio[eval]').",
     )
     p.add_argument("--ref", required=True, help="Kaldi data dir of the references")
     p.add_argument("--hyp", required=True, help="dir with the resynthesized wav.scp")
     p.add_argument("--out", required=True)
     p.add_argument("--units", help="units dir, for bitrate, token rate and code usage")
+    p.add_argument(
+        "--asr",
+        action="store_true",
+        help="pocketsphinx word and character error rates (wer, cer) against REF/text, and of the references "
+        "themselves (wer_reference, cer_reference: the ceiling)",
+    )
+    p.add_argument(
+        "--speaker-sim",
+        action="store_true",
+        help="speaker_similarity: GE2E (Resemblyzer) cosine of each hypothesis to its speaker's other reference "
+        "utterances (REF/utt2spk)",
+    )
+    p.add_argument(
+        "--f0",
+        action="store_true",
+        help="gross_pitch_error and voicing_decision_error of the hypotheses' pYIN F0 against the references'",
+    )
     add_pipe_timeout(p)
     p.set_defaults(func=run_evaluate)
 
@@ -243,7 +261,9 @@ def run_resynth(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
 
-    summary = evaluate(args.ref, args.hyp, args.out, units=args.units)
+    summary = evaluate(
+        args.ref, args.hyp, args.out, units=args.units, asr=args.asr, speaker_sim=args.speaker_sim, f0=args.f0
+    )
     print(pathlib_read(args.out))
     return 0 if summary["num_utterances"] else 1
 
