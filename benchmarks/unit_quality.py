@@ -39,12 +39,15 @@ KMEANS = {  # k-means baselines: file stem -> (row label, train-kmeans options)
     "mfcc_ctx2": ("MFCC k-means, CMVN, 5 frames", ["--feature", "mfcc", "--no-deltas", "--cmvn", "--context", "2"]),
 }
 SSL_TARGET_LAYER = 3  # the layer of iteration 1 whose k-means units iteration 2 predicts, and the distill teacher
-SSL_MODELS = {"ssl_it1": "mfcc_ctx2", "ssl_it2": f"ssl_it1_l{SSL_TARGET_LAYER}"}  # iteration -> its targets' stem
-for _it in (1, 2):
+SSL_MODELS = {  # HuBERT trained here -> (label, the k-means stem of the units it predicts)
+    "ssl_it1": ("train-ssl iteration 1", "mfcc_ctx2"),
+    "ssl_it2": ("train-ssl iteration 2", f"ssl_it1_l{SSL_TARGET_LAYER}"),
+}
+for _name, (_label, _) in SSL_MODELS.items():
     for _layer in (1, 2, 3, 4):
-        KMEANS[f"ssl_it{_it}_l{_layer}"] = (
-            f"k-means of train-ssl iteration {_it}, layer {_layer}",
-            ["--feature", "ssl", "--ssl-model", f"exp/ssl_it{_it}", "--layer", str(_layer)],
+        KMEANS[f"{_name}_l{_layer}"] = (
+            f"k-means of {_label}, layer {_layer}",
+            ["--feature", "ssl", "--ssl-model", f"exp/{_name}", "--layer", str(_layer)],
         )
 LSTM = {"lstm": 2, "lstm_dim": 64}  # level 0 quantizes latents with the encoder's long context
 
@@ -218,7 +221,7 @@ def main() -> None:
         exp = work / "exp" / name
         if (exp / "model.safetensors").is_file():
             return
-        targets = kmeans(SSL_MODELS[name])
+        targets = kmeans(SSL_MODELS[name][1])
         conf = work / f"{name}.yaml"
         text = yaml.safe_dump(ssl_conf)
         if conf.is_file() and conf.read_text() != text:
