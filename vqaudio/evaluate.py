@@ -34,6 +34,25 @@ ASR_NUMBERS = (
     "char_errors",
     "char_errors_reference",
 )
+LABELS = {
+    "log_mel_distance": "log-mel distance (lower is better)",
+    "stft_distance": "MR-STFT distance (lower)",
+    "si_sdr": "SI-SDR dB (higher)",
+    "stoi": "STOI (higher)",
+    "pesq_wb": "PESQ wide-band (higher)",
+    "bitrate_bps": "bitrate (bit/s)",
+    "token_rate": "tokens per second",
+    "codebook_usage": "codebook usage (level 0)",
+    "unit_entropy_bits": "unit entropy (bits, level 0)",
+    "wer": "word error rate, pocketsphinx (lower)",
+    "wer_reference": "word error rate of the references, pocketsphinx (the ceiling)",
+    "cer": "character error rate, pocketsphinx (lower)",
+    "cer_reference": "character error rate of the references (the ceiling)",
+    "speaker_similarity": "speaker similarity, GE2E cosine to the speaker's other utterances (higher)",
+    "speaker_similarity_reference": "speaker similarity of the references (the ceiling)",
+    "gross_pitch_error": "gross pitch error, pYIN F0 off by > 20 % (lower)",
+    "voicing_decision_error": "voicing decision error (lower)",
+}
 
 
 def evaluate(
@@ -86,15 +105,7 @@ def evaluate(
         except AudioError as err:
             log.warning("skipping %s: %s", utt, err)
             continue
-        row = {
-            "utt": utt,
-            "seconds": r.shape[0] / sample_rate,
-            "log_mel_distance": metrics.log_mel_distance(r, h, sample_rate),
-            "stft_distance": metrics.stft_distance(r, h),
-            "si_sdr": metrics.si_sdr(r, h),
-            "stoi": metrics.stoi(r, h, sample_rate),
-            "pesq_wb": metrics.pesq_wb(r, h, sample_rate),
-        }
+        row = {"utt": utt, "seconds": r.shape[0] / sample_rate, **score(r, h, sample_rate)}
         row.update(scorers.score(utt, _at_16k(r, sample_rate), _at_16k(h, sample_rate)))
         rows.append(row)
         if plotted < num_plots:
@@ -150,6 +161,17 @@ def evaluate(
         "evaluated %d utterances: %s", len(rows), {k: round(v, 3) for k, v in summary.items() if isinstance(v, float)}
     )
     return summary
+
+
+def score(ref: np.ndarray, hyp: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """The columns of :data:`COLUMNS` for one reference and its resynthesis."""
+    return {
+        "log_mel_distance": metrics.log_mel_distance(ref, hyp, sample_rate),
+        "stft_distance": metrics.stft_distance(ref, hyp),
+        "si_sdr": metrics.si_sdr(ref, hyp),
+        "stoi": metrics.stoi(ref, hyp, sample_rate),
+        "pesq_wb": metrics.pesq_wb(ref, hyp, sample_rate),
+    }
 
 
 def _at_16k(wav: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -319,25 +341,7 @@ class _Scorers:
 
 
 def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
-    names = {
-        "log_mel_distance": "log-mel distance (lower is better)",
-        "stft_distance": "MR-STFT distance (lower)",
-        "si_sdr": "SI-SDR dB (higher)",
-        "stoi": "STOI (higher)",
-        "pesq_wb": "PESQ wide-band (higher)",
-        "bitrate_bps": "bitrate (bit/s)",
-        "token_rate": "tokens per second",
-        "codebook_usage": "codebook usage (level 0)",
-        "unit_entropy_bits": "unit entropy (bits, level 0)",
-        "wer": "word error rate, pocketsphinx (lower)",
-        "wer_reference": "word error rate of the references, pocketsphinx (the ceiling)",
-        "cer": "character error rate, pocketsphinx (lower)",
-        "cer_reference": "character error rate of the references (the ceiling)",
-        "speaker_similarity": "speaker similarity, GE2E cosine to the speaker's other utterances (higher)",
-        "speaker_similarity_reference": "speaker similarity of the references (the ceiling)",
-        "gross_pitch_error": "gross pitch error, pYIN F0 off by > 20 % (lower)",
-        "voicing_decision_error": "voicing decision error (lower)",
-    }
+    names = LABELS
     lines = [
         f"# Results: {hyp.parent}",
         "",
@@ -363,4 +367,190 @@ def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
             "",
             f"hypotheses without a speaker similarity (see the log): {summary['speaker_similarity_unscored']}",
         ]
+    return "\n".join(lines) + "\n"
+
+
+SHORT_LABELS = {
+    "log_mel_distance": "log-mel",
+    "stft_distance": "MR-STFT",
+    "si_sdr": "SI-SDR dB",
+    "stoi": "STOI",
+    "pesq_wb": "PESQ",
+}
+
+
+def default_depths(n_q: int) -> list[int]:
+    """1, 2, 4, ... up to ``n_q``, and ``n_q`` itself."""
+    depths = [1]
+    while depths[-1] * 2 <= n_q:
+        depths.append(depths[-1] * 2)
+    return depths if depths[-1] == n_q else [*depths, n_q]
+
+
+def evaluate_levels(
+    model: str | pathlib.Path,
+    data: str | pathlib.Path,
+    out_dir: str | pathlib.Path,
+    n_q: list[int] | None = None,
+    device: str = "cpu",
+    num_plots: int = 3,
+    progress: bool = True,
+) -> dict:
+    """Resynthesize every utterance of the Kaldi data dir ``data`` with the codec ``model`` at each depth of
+    ``n_q`` (default 1, 2, 4, ... up to the codec's n_q) and score each against the original.
+
+    Each utterance is encoded once at full depth; depth q decodes its first q levels (residual codes are
+    chosen greedily, so they are the codes an encoder keeping q levels writes). Writes ``metrics.json``
+    (``by_n_q``: bitrate and the means of :data:`COLUMNS` per depth; ``latent_error``: the mean over utterances
+    of ``||z - sum of the first q levels|| / ||z||`` for q = 1..n_q; ``usage_by_level`` and
+    ``perplexity_by_level``: code use of each level over the data), ``RESULTS.md`` (a table per depth, one
+    per level), ``quality_by_n_q.png`` (the curves), ``per_utterance.csv`` (a row per utterance and depth),
+    ``latent_error.csv`` (a row per utterance), ``spectrogram_<utt>.png`` and ``evaluate.log``.
+    """
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .features import MelSpectrogram
+    from .models.codec import Codec
+    from .plots import level_curves_figure
+    from .quantize.residual import latent_errors
+
+    codec = Codec.from_pretrained(model, map_location=device).to(device).eval()
+    depths = default_depths(codec.n_q) if n_q is None else sorted(set(n_q))
+    bad = [q for q in depths if not 1 <= q <= codec.n_q]
+    if bad:
+        raise UserError(f"--n-q values must lie in [1, {codec.n_q}] for {model}, got {bad[0]}")
+    utts = sorted(read_data_dir(data), key=lambda u: u.utt_id.encode())
+    if not utts:
+        raise UserError(f"{data}: no utterances")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "evaluate.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package = logging.getLogger("vqaudio")
+    level = package.level
+    package.addHandler(handler)
+    package.setLevel(min(package.getEffectiveLevel(), logging.INFO))
+    try:
+        sr, top = codec.sample_rate, codec.n_q
+        log.info("evaluating %s on %s at n_q %s", model, data, depths)
+        mel = MelSpectrogram(sr, n_fft=1024, hop=256, n_mels=80)
+        rows, scored, errors, failed, seconds = [], [], [], 0, 0.0
+        counts = np.zeros((top, codec.codebook_size), dtype=np.int64)
+        for u in tqdm(utts, desc="evaluate", unit="utt", disable=not progress):
+            try:
+                r = load_audio(u.source, sr, u.start, u.end, name=u.utt_id)
+            except AudioError as err:
+                log.warning("skipping %s: %s", u.utt_id, err)
+                failed += 1
+                continue
+            wav = torch.from_numpy(r)[None, None].to(device)
+            with torch.no_grad():
+                z = codec.level0(wav, quantize=False)
+                codes = codec.quantizer.encode(z) if top > 1 else codec.quantizer.encode(z)[:, None]
+                error = latent_errors(codec.quantizer, z, codes)[0].cpu().numpy()
+                hyps = {q: codec.decode_utterance(codes[0, :q], length=r.shape[0]).cpu().numpy() for q in depths}
+            seconds += r.shape[0] / sr
+            scored.append(u.utt_id)
+            errors.append(error)
+            for level in range(top):
+                counts[level] += np.bincount(codes[0, level].cpu().numpy(), minlength=codec.codebook_size)
+            for q in depths:
+                rows.append({"utt": u.utt_id, "n_q": q, "seconds": r.shape[0] / sr, **score(r, hyps[q], sr)})
+            if len(errors) <= num_plots:
+                with torch.no_grad():
+                    mels = [mel(torch.from_numpy(x)[None, None]).squeeze(0).numpy() for x in (r, *hyps.values())]
+                titles = [f"{u.utt_id} reference", *(f"n_q = {q}" for q in depths)]
+                fig = spectrogram_figure(mels, titles)
+                fig.savefig(path_inside(out, f"spectrogram_{u.utt_id}", ".png"), dpi=100)
+                plt.close(fig)
+        if not errors:
+            raise UserError(f"no utterance of {data} could be read (see {out / 'evaluate.log'})")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["utt", "n_q", "seconds", *COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(out / "per_utterance.csv", buf.getvalue())
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["utt", *(f"latent_error_q{q}" for q in range(1, top + 1))])
+        writer.writerows([utt, *(float(e) for e in error)] for utt, error in zip(scored, errors, strict=True))
+        atomic_write_text(out / "latent_error.csv", buf.getvalue())
+        by_n_q = {}
+        for q in depths:
+            at_q = [r for r in rows if r["n_q"] == q]
+            entry = {"bitrate_bps": codec.bitrate * q / top}
+            for c in COLUMNS:
+                values = [r[c] for r in at_q if not math.isnan(r[c])]
+                entry[c] = _nan_to_none(float(np.mean(values))) if values else None
+            by_n_q[str(q)] = entry
+        errors = np.stack(errors)
+        summary = {
+            "model": str(model),
+            "data": str(data),
+            "num_utterances": len(errors),
+            "num_failed": failed,
+            "hours": seconds / 3600,
+            "sample_rate": sr,
+            "frame_rate": codec.frame_rate,
+            "n_q": top,
+            "codebook_size": codec.codebook_size,
+            "by_n_q": by_n_q,
+            "latent_error": [_nan_to_none(float(np.nanmean(e))) if not np.isnan(e).all() else None for e in errors.T],
+            "usage_by_level": [float((c > 0).mean()) for c in counts],
+            "perplexity_by_level": [_perplexity(c) for c in counts],
+        }
+        fig = level_curves_figure(
+            depths,
+            {LABELS[c]: [by_n_q[str(q)][c] for q in depths] for c in COLUMNS},
+            summary["latent_error"],
+        )
+        fig.savefig(out / "quality_by_n_q.png", dpi=100)
+        plt.close(fig)
+        atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out / "RESULTS.md", levels_markdown(summary))
+        log.info("evaluated %d utterances at n_q %s; latent error %s", len(errors), depths, summary["latent_error"])
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        handler.close()
+    return summary
+
+
+def _perplexity(counts: np.ndarray) -> float:
+    """exp(entropy) of the code distribution ``counts`` (K,), as the quantizers' training metric."""
+    p = counts[counts > 0] / counts.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def _cell(x: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def levels_markdown(summary: dict) -> str:
+    """RESULTS.md of :func:`evaluate_levels`: a row per depth, a row per level, the curves' PNG."""
+    lines = [
+        f"# Results by depth: {summary['model']} on {summary['data']}",
+        "",
+        f"{summary['num_utterances']} utterances, {summary['hours'] * 60:.1f} min of audio"
+        + (f", {summary['num_failed']} unreadable" if summary["num_failed"] else "")
+        + f"; {summary['n_q']} levels of {summary['codebook_size']} codes at {summary['frame_rate']:g} frames/s",
+        "",
+        "| n_q | " + " | ".join(["bit/s", *(SHORT_LABELS[c] for c in COLUMNS)]) + " |",
+        "|---:" * (len(COLUMNS) + 2) + "|",
+    ]
+    for q, entry in summary["by_n_q"].items():
+        lines.append(f"| {q} | {entry['bitrate_bps']:.0f} | " + " | ".join(_cell(entry[c]) for c in COLUMNS) + " |")
+    lines += [
+        "",
+        "log-mel and MR-STFT distances: lower is better; SI-SDR, STOI and wide-band PESQ: higher is better.",
+        "",
+        "| level | relative latent error after levels 0..level (lower) | code usage | perplexity |",
+        "|---:|---:|---:|---:|",
+    ]
+    for level, (error, usage, perplexity) in enumerate(
+        zip(summary["latent_error"], summary["usage_by_level"], summary["perplexity_by_level"], strict=True)
+    ):
+        lines.append(f"| {level} | {_cell(error)} | {usage:.3f} | {perplexity:.1f} |")
+    lines += ["", "![metrics against n_q, latent error against level](quality_by_n_q.png)"]
     return "\n".join(lines) + "\n"

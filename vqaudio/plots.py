@@ -1,4 +1,4 @@
-"""Figures people would rather look at than read: spectrogram comparisons, code-usage histograms."""
+"""Figures people would rather look at than read: spectrogram comparisons, code-usage histograms, quality curves."""
 
 from __future__ import annotations
 
@@ -47,5 +47,26 @@ def heatmap_figure(matrix: np.ndarray, row_labels: Sequence[str], xlabel: str, t
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    return fig
+
+
+def level_curves_figure(depths: Sequence[int], curves: dict[str, Sequence[float | None]], latent_error: Sequence):
+    """One panel per metric against the residual depth n_q, and the relative latent error against the level
+    (from 0); ``None`` values are gaps."""
+    panels = [(label, list(depths), values, "n_q", "tab:blue") for label, values in curves.items()]
+    levels = list(range(len(latent_error)))
+    panels.append(("relative latent error after the level (lower)", levels, latent_error, "level", "tab:red"))
+    cols = 3
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (label, x, values, xlabel, color) in zip(axes.ravel(), panels, strict=False):
+        ax.plot(x, [np.nan if v is None else v for v in values], marker="o", color=color)
+        ax.set_xticks(x)
+        ax.set_xlabel(xlabel)
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels) :]:
+        ax.axis("off")
     fig.tight_layout()
     return fig

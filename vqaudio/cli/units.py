@@ -78,6 +78,24 @@ example:
 """
 
 
+EVALUATE_HELP = """Score resynthesized audio against references, or a codec at several residual depths.
+
+--ref REF --hyp HYP: per-utterance CSV, metrics.json and RESULTS.md (log-mel and MR-STFT distance, SI-SDR,
+STOI, wide-band PESQ; with --units also bitrate, token rate, codebook usage and unit entropy) and PNG plots.
+--asr, --speaker-sim and --f0 add scores from pretrained models (pip install 'vqaudio[eval]').
+
+--model M --data D: resynthesizes every utterance of D with the codec at each --n-q depth and scores it:
+metrics.json holds by_n_q (every metric per depth), latent_error (the mean relative latent error
+||z - sum of the first q levels|| / ||z|| after each level) and each level's code usage and perplexity;
+RESULTS.md a table per depth and per level, quality_by_n_q.png the curves; the job logs to OUT/evaluate.log.
+
+examples:
+  vqaudio evaluate --ref data/dev_clean_2 --hyp exp/resynth/dev_clean_2 --units exp/units/dev_clean_2 \\
+      --out exp/eval/dev_clean_2
+  vqaudio evaluate --model exp/codec/model.pt --data data/dev_clean_2 --n-q 1,2,4,8 --out exp/eval_n_q/dev_clean_2
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "extract-units",
@@ -124,14 +142,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "evaluate",
-        help="score resynthesis against references",
-        description="Per-utterance CSV, metrics.json and RESULTS.md (log-mel and MR-STFT distance, "
-        "SI-SDR, STOI, wide-band PESQ; with --units also bitrate, token rate, codebook "
-        "usage and unit entropy) and PNG plots. --asr, --speaker-sim and --f0 add scores from pretrained "
-        "models (pip install 'vqaudio[eval]').",
+        help="score resynthesis against references, or a codec at each residual depth",
+        description=EVALUATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--ref", required=True, help="Kaldi data dir of the references")
-    p.add_argument("--hyp", required=True, help="dir with the resynthesized wav.scp")
+    p.add_argument("--ref", help="Kaldi data dir of the references")
+    p.add_argument("--hyp", help="dir with the resynthesized wav.scp")
+    p.add_argument("--model", help="a codec (model.pt or model folder) to resynthesize --data with at each --n-q")
+    p.add_argument("--data", help="Kaldi data dir to resynthesize and score (with --model)")
+    p.add_argument(
+        "--n-q",
+        help="with --model: comma list of residual depths, e.g. 1,2,4,8 (default 1, 2, 4, ... up to the codec's n_q)",
+    )
+    p.add_argument("--device", default="cpu", help="with --model: cpu or cuda")
     p.add_argument("--out", required=True)
     p.add_argument("--units", help="units dir, for bitrate, token rate and code usage")
     p.add_argument(
@@ -259,13 +282,48 @@ def run_resynth(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
+    from ..evaluate import evaluate, evaluate_levels
 
+    if args.model is not None or args.data is not None:
+        if args.ref is not None or args.hyp is not None:
+            raise UserError("give --ref and --hyp (score a resynthesis) or --model and --data (a codec), not both")
+        if args.model is None or args.data is None:
+            raise UserError("--model and --data go together (resynthesize the data dir with the codec and score it)")
+        given = [
+            flag
+            for flag, on in (
+                ("--units", args.units),
+                ("--asr", args.asr),
+                ("--speaker-sim", args.speaker_sim),
+                ("--f0", args.f0),
+            )
+            if on
+        ]
+        if given:
+            raise UserError(f"{given[0]} goes with --ref and --hyp, not with --model and --data")
+        n_q = None if args.n_q is None else _depths(args.n_q)
+        check_device(args.device)
+        evaluate_levels(args.model, args.data, args.out, n_q=n_q, device=args.device)
+        print(pathlib_read(args.out))
+        return 0
+    if args.ref is None or args.hyp is None:
+        raise UserError("evaluate needs --ref and --hyp (score a resynthesis) or --model and --data (a codec)")
+    if args.n_q is not None:
+        raise UserError("--n-q goes with --model and --data, not with --ref and --hyp")
     summary = evaluate(
         args.ref, args.hyp, args.out, units=args.units, asr=args.asr, speaker_sim=args.speaker_sim, f0=args.f0
     )
     print(pathlib_read(args.out))
     return 0 if summary["num_utterances"] else 1
+
+
+def _depths(text: str) -> list[int]:
+    """``--n-q 1,2,4,8`` -> [1, 2, 4, 8]; the range is checked against the codec."""
+    try:
+        depths = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"--n-q takes a comma list of residual depths such as 1,2,4,8, got {text!r}") from None
+    return depths
 
 
 def pathlib_read(out: str) -> str:

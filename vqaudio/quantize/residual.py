@@ -87,7 +87,9 @@ class ResidualQuantizer(Quantizer):
         """Quantize ``z`` ``(B, D, T)`` with the first ``n_q`` stages (all by default).
 
         Returns ``indices`` of shape ``(B, n_q, T)``; ``loss``, ``commitment`` and ``codebook`` are sums over
-        stages; ``metrics`` has the mean ``perplexity``/``usage`` and per-stage ``perplexity_q{i}``/``usage_q{i}``.
+        stages; ``metrics`` has the mean ``perplexity``/``usage``, per-stage ``perplexity_q{i}``/``usage_q{i}``
+        (stage ``i`` from 0) and ``latent_error_q{q}`` (q from 1), the relative latent error after the first q
+        stages over the batch, ``||z - sum of their outputs|| / ||z||`` (all stages counted, dropout or not).
         """
         self.check_latents(z)
         n_q = self._num_stages(n_q)
@@ -100,6 +102,7 @@ class ResidualQuantizer(Quantizer):
         indices, metrics = [], {}
         loss = commitment = codebook = z.new_zeros((), dtype=torch.float32)
         first = None
+        z_norm = z.detach().float().norm()
         for i, stage in enumerate(self.stages[:n_q]):
             out = stage(self._first_input(residual) if i == 0 else residual)
             first = out.quantized if i == 0 else first
@@ -112,6 +115,7 @@ class ResidualQuantizer(Quantizer):
             codebook = codebook + out.codebook
             for name, value in out.metrics.items():
                 metrics[f"{name}_q{i}"] = value
+            metrics[f"latent_error_q{i + 1}"] = residual.detach().float().norm() / z_norm
         for name in ("perplexity", "usage"):
             metrics[name] = torch.stack([metrics[f"{name}_q{i}"] for i in range(n_q)]).mean()
         return QuantizerOutput(
@@ -149,3 +153,26 @@ class ResidualQuantizer(Quantizer):
         for i in range(1, indices.shape[-2]):
             out = out + self.stages[i].decode(indices[..., i, :])
         return out
+
+
+@torch.no_grad()
+def latent_errors(quantizer: Quantizer, z: Tensor, indices: Tensor | None = None) -> Tensor:
+    """Relative latent error after each level, per example: ``(B, D, T)`` latents -> ``(B, Q)`` with column
+    ``q - 1`` holding ``||z - sum of the first q levels' codes|| / ||z||`` (NaN where ``z`` is all zeros).
+
+    ``quantizer`` is a :class:`ResidualQuantizer` or a single quantizer (Q = 1); ``indices`` ``(B, Q, T)`` are the
+    codes to measure, by default those ``encode`` chooses for ``z``.
+    """
+    residual = isinstance(quantizer, ResidualQuantizer)
+    if indices is None:
+        indices = quantizer.encode(z) if residual else quantizer.encode(z)[:, None]
+    z = z.float()
+    norm = z.flatten(1).norm(dim=1)
+    partial = torch.zeros_like(z)
+    errors = []
+    for i in range(indices.shape[1]):
+        level = quantizer.stages[i].decode(indices[:, i]) if residual else quantizer.decode(indices[:, i])
+        partial = partial + level.float()
+        error = (z - partial).flatten(1).norm(dim=1)
+        errors.append(torch.where(norm > 0, error / norm, torch.full_like(norm, float("nan"))))
+    return torch.stack(errors, dim=1)

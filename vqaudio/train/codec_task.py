@@ -173,7 +173,8 @@ class CodecTask(pl.LightningModule):
                 "train/lr": torch.tensor(sched_g.get_last_lr()[0]),
             }
         )
-        logs.update({f"codebook/{k}": v.detach() for k, v in out.metrics.items()})
+        logs.update({f"codebook/{k}": v.detach() for k, v in out.metrics.items() if not k.startswith("latent_error")})
+        logs.update(self._level_logs("train", out.metrics))
         self.log_dict(logs, on_step=True, prog_bar=False)
         self.log("mel", mel.detach(), prog_bar=True, logger=False)
         if int(self.gen_steps) >= self.cfg.trainer.max_steps:
@@ -186,8 +187,24 @@ class CodecTask(pl.LightningModule):
         self.log("val/stft_distance", self.stft_loss(out.wav, wav), sync_dist=True, batch_size=wav.shape[0])
         self.log("val/perplexity", out.metrics["perplexity"], sync_dist=True, batch_size=wav.shape[0])
         self.log("val/usage", out.metrics["usage"], sync_dist=True, batch_size=wav.shape[0])
+        self.log_dict(self._level_logs("val", out.metrics), sync_dist=True, batch_size=wav.shape[0])
         if batch_idx < self.cfg.trainer.num_audio_examples and self.global_rank == 0:
             self._log_example(batch_idx, wav[0], out.wav[0])
+
+    def _level_logs(self, prefix: str, metrics: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per residual level: ``{prefix}/usage_l{i}`` and ``perplexity_l{i}`` of level i (from 0) and
+        ``latent_error_q{q}``, the relative latent error after the first q levels (from 1, residual stacks only);
+        nothing while the quantizer is off."""
+        if not metrics:
+            return {}
+        logs = {}
+        for i in range(self.codec.n_q):
+            for name in ("usage", "perplexity"):
+                logs[f"{prefix}/{name}_l{i}"] = metrics[f"{name}_q{i}" if self.codec.n_q > 1 else name].detach()
+            error = metrics.get(f"latent_error_q{i + 1}")
+            if error is not None:
+                logs[f"{prefix}/latent_error_q{i + 1}"] = error.detach()
+        return logs
 
     def _log_example(self, index: int, ref: Tensor, hyp: Tensor) -> None:
         writer = getattr(self.logger, "experiment", None)
