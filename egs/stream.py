@@ -20,7 +20,7 @@ import yaml
 
 from vqaudio import Codec, CodecConfig
 from vqaudio.config import from_dict
-from vqaudio.data.audio import load_audio
+from vqaudio.data.audio import AudioError, load_audio
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "speech-mini"
@@ -43,7 +43,12 @@ def main() -> None:
     source = args.input or next(iter(sorted(CORPUS.rglob("*.flac"))), None)
     if source is None:
         raise SystemExit(f"no --input and no speech-mini at {CORPUS}")
-    wav = load_audio(str(source), codec.sample_rate)
+    try:
+        wav = load_audio(str(source), codec.sample_rate)
+    except AudioError as err:
+        raise SystemExit(f"{source}: {err}") from None
+    if wav.shape[0] == 0:
+        raise SystemExit(f"{source}: no samples to stream")
     hop = codec.hop_length
     step = max(1, round(args.step_ms / 1000 * codec.sample_rate / hop)) * hop
     wav = np.pad(wav, (0, -len(wav) % step))

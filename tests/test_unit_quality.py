@@ -398,3 +398,28 @@ def test_reservoir_keeps_every_frame_with_equal_probability():
     assert np.allclose(kept / 2000, 10 / 50, atol=0.04)  # early and late frames alike
     for cfg in (KMeansConfig(), KMeansConfig(feature="logmel")):
         assert frame_features(np.zeros(400, np.float32), cfg).shape[1] == cfg.dim
+
+
+def test_damaged_kmeans_files_and_an_existing_codec_are_one_line(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from vqaudio.units.model import load_unit_model
+
+    model = KMeansUnitModel(KMeansConfig(k=4), torch.randn(4, 39))
+    model.save_pretrained(tmp_path / "km")
+    state = load_file(tmp_path / "km" / "model.safetensors")
+    save_file({**state, "extra": torch.zeros(2)}, tmp_path / "km" / "model.safetensors")
+    for load in (load_unit_model, KMeansUnitModel.from_pretrained):
+        with pytest.raises(UserError, match=r"km: weight .extra. .*is not part of the model"):
+            load(tmp_path / "km")
+    save_file({**state, "centroids": torch.zeros(5, 39)}, tmp_path / "km" / "model.safetensors")
+    with pytest.raises(UserError, match=r"km: weight 'centroids'"):
+        load_unit_model(tmp_path / "km")
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "model.pt").write_bytes(b"")
+    data = tmp_path / "data"
+    data.mkdir()
+    args = ["train-codec", "--train-data", str(data), "--valid-data", str(data), "--exp-dir", str(exp)]
+    assert main(args) == 2  # refused before anything is read or trained
+    assert not (exp / "config.yaml").exists()

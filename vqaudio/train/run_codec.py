@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..config import to_dict
 from ..data import CropDataset
+from ..errors import UserError
 from ..models.codec import Codec
 from .codec_task import CodecTask
 from .config import TrainCodecConfig
@@ -61,7 +62,7 @@ def export_codec(checkpoint: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
     codec = Codec.from_config(cfg["model"])
     prefix = "codec."
     codec.load_state_dict({k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)})
-    return codec.save_pretrained(out)
+    return codec.save_pretrained(out, overwrite=True)  # train_codec refuses an existing model.pt up front
 
 
 def train_codec(
@@ -84,6 +85,11 @@ def train_codec(
         allow_config_change: on ``resume``, continue with ``config`` even where it differs from the
             experiment's saved config (otherwise that is refused, naming the keys).
     """
+    if (pathlib.Path(exp_dir) / "model.pt").exists() and not resume:
+        raise UserError(
+            f"{pathlib.Path(exp_dir) / 'model.pt'} exists; pass --resume to continue that experiment or choose "
+            "another --exp-dir"
+        )
     cfg = prepare_experiment(TrainCodecConfig, config, exp_dir, resume, overrides, "codec", allow_config_change)
     content = cfg.content
     if content.objective == "kmeans" and content.targets and not pathlib.Path(content.targets).exists():

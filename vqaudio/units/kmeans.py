@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..checkpoint import load_model, save_model
+from ..checkpoint import check_state, load_model, save_model
 from ..config import from_dict, to_dict
 from ..data.audio import AudioError, load_audio
 from ..data.kaldi import read_data_dir
@@ -269,7 +269,10 @@ class KMeansUnitModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> KMeansUnitModel:
-        return cls.from_saved(*load_model(path, "kmeans", map_location), where=f"{path} config")
+        try:
+            return cls.from_saved(*load_model(path, "kmeans", map_location), where=f"{path} config")
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
 
     def export_centroids(self, path: str | pathlib.Path) -> pathlib.Path:
         """The centroids as an ``(k, F)`` float32 ``.npy`` in the space of the features, as fairseq's and ESPnet's
@@ -282,6 +285,7 @@ class KMeansUnitModel(nn.Module):
     def from_saved(cls, config: dict, state: dict, where: str = "k-means config") -> KMeansUnitModel:
         """A k-means unit model from a saved file's config and weights (see :mod:`vqaudio.checkpoint`)."""
         model = cls(from_dict(KMeansConfig, config, where=where))
+        check_state(model, state)
         model.load_state_dict(state)
         return model.eval()
 

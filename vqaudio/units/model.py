@@ -7,6 +7,7 @@ import pathlib
 import torch
 
 from ..checkpoint import read_model
+from ..errors import UserError
 from ..models.codec import Codec
 from .kmeans import KMeansUnitModel
 
@@ -16,4 +17,7 @@ UnitModel = Codec | KMeansUnitModel
 def load_unit_model(path: str | pathlib.Path, map_location: str | torch.device = "cpu") -> UnitModel:
     """A codec (``train-codec``'s ``model.pt``) or a k-means unit model (``train-kmeans``'s file)."""
     kind, config, state = read_model(path, ("codec", "kmeans"), map_location)  # one read, whichever it is
-    return Codec.from_saved(config, state) if kind == "codec" else KMeansUnitModel.from_saved(config, state)
+    try:
+        return Codec.from_saved(config, state) if kind == "codec" else KMeansUnitModel.from_saved(config, state)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
