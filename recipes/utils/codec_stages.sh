@@ -20,6 +20,7 @@ nj=2                # parallel unit-extraction jobs per set
 num_samples=4       # stage 6: utterances to sample
 sample_seconds=4    # stage 6: seconds per sample
 alignments=         # stage 4: a phone CTM; when set, the units' phonetic quality is scored too
+n_q_curve=          # stage 4: residual depths the codec is scored at (comma list; default 1,2,4,... up to its n_q)
 unit_model=codec    # codec: the codec's units; ssl: k-means units of an SSL layer
 ssl_model=          # ssl: a transformers SSL model folder or Hub id (e.g. facebook/hubert-base-ls960)
 ssl_layer=6         # ssl: the layer clustered (and, with --ssl_iterations, the layer each iteration clusters)
@@ -29,11 +30,12 @@ ssl_targets_k=100   # ssl: units each train-ssl iteration predicts
 ssl_config=         # ssl: YAML for vqaudio train-ssl (conf/ssl_tiny.yaml on CPUs)
 help_message="Usage: $0 --exp DIR --train_set SET --dev_set SET --eval_sets \"SET...\" \\
     --codec_config FILE --prior_config FILE [--stage N] [--stop_stage N] [--nj N] [--num_samples N]
-    [--sample_seconds S] [--alignments PHONES.ctm]
+    [--sample_seconds S] [--alignments PHONES.ctm] [--n_q_curve 1,2,4,8]
     [--unit_model codec|ssl] [--ssl_model PATH_OR_HUB_ID] [--ssl_layer N] [--ssl_k K]
     [--ssl_iterations N --ssl_config FILE [--ssl_targets_k K]]
-  Stages: 2 train codec  3 extract units (--nj jobs, merged)  4 resynthesize and evaluate (with
-          --alignments also vqaudio evaluate-units: PNMI, purity, ABX)
+  Stages: 2 train codec  3 extract units (--nj jobs, merged)  4 resynthesize and evaluate, and score
+          the codec at each depth of --n_q_curve (EXP/eval_n_q/SET; with --alignments also
+          vqaudio evaluate-units: PNMI, purity, ABX)
           5 train the prior  6 sample speech and summarise it
   With --unit_model ssl, stage 2 trains k-means (--ssl_k) on layer --ssl_layer of --ssl_model, or of the
   last of --ssl_iterations HuBERT models trained here (iteration 1 predicts MFCC k-means units, each next
@@ -139,6 +141,12 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
         --units $exp/units/$set --out $exp/eval/$set
       touch $exp/eval/$set/.done
     fi
+    if [ "$unit_model" == codec ] && done_or_run $exp/eval_n_q/$set 4; then
+      log 4 "scoring the codec on $set at residual depths ${n_q_curve:-1, 2, 4, ... up to its n_q}"
+      $train_cmd $exp/log/evaluate_n_q_$set.log vqaudio evaluate --model $exp/codec/model.pt --data data/$set \
+        ${n_q_curve:+--n-q $n_q_curve} --out $exp/eval_n_q/$set
+      touch $exp/eval_n_q/$set/.done
+    fi
     if [ -n "$alignments" ] && done_or_run $exp/unit_quality/$set 4; then
       log 4 "scoring the units of $set against $alignments"
       $train_cmd $exp/log/evaluate_units_$set.log vqaudio evaluate-units --units $exp/units/$set \
@@ -150,6 +158,11 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     if [ "$unit_model" == codec ]; then
       echo "# $(basename $exp): resynthesis"
       for set in $eval_sets; do echo; tail -n +2 $exp/eval/$set/RESULTS.md; done
+      echo; echo "# $(basename $exp): quality by residual depth"
+      for set in $eval_sets; do
+        echo; echo "## $set"
+        tail -n +2 $exp/eval_n_q/$set/RESULTS.md | sed "s#](quality_by_n_q.png)#](eval_n_q/$set/quality_by_n_q.png)#"
+      done
     fi
     if [ -n "$alignments" ]; then
       echo; echo "# $(basename $exp): units"
