@@ -192,7 +192,7 @@ def test_codes_are_b_q_t_for_a_single_codebook_too(tmp_path):
 def test_cli_reports_bad_input_in_one_line_and_bugs_with_their_traceback(tmp_path, capsys, monkeypatch):
     assert main(["resynth", "--model", str(tmp_path / "none.pt"), "--units", str(tmp_path), "--out", "o"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "codec file not found" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "units.json not found" in err and "Traceback" not in err  # units read first
 
     def bug(*args, **kwargs):
         raise ValueError("an internal inconsistency")

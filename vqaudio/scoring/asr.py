@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .packages import require
+
 _NOT_WORD = re.compile(r"[^A-Z0-9']+")
 
 
@@ -94,8 +96,6 @@ class Recognizer:
     sample_rate = 16000
 
     def __init__(self) -> None:
-        from . import require
-
         pocketsphinx = require("pocketsphinx", "--asr (word error rate)")
         self.decoder = pocketsphinx.Decoder(samprate=self.sample_rate, loglevel="FATAL")
 

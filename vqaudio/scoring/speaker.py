@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import UserError
+from .packages import require
 
 #: Speech needed after Resemblyzer's silence trimming. One partial utterance is 1.6 s; below this, most of the
 #: single window would be zero padding.
@@ -42,8 +43,6 @@ class SpeakerEncoder:
 
     def __init__(self, device: str = "cpu") -> None:
         import torch
-
-        from . import require
 
         self.resemblyzer = require("resemblyzer", "--speaker-sim (speaker similarity)")
         weights = pathlib.Path(self.resemblyzer.__file__).with_name("pretrained.pt")
