@@ -527,3 +527,21 @@ def test_a_layer_swapped_in_after_construction_falls_back_to_the_layers(caplog):
     assert not codec.decoder.fast_path and torch.equal(codec.decode(codes), torch.zeros_like(out))
     hook.remove()
     assert codec.decoder.fast_path and torch.allclose(codec.decode(codes), out)
+
+
+def test_the_streaming_example_says_in_one_line_that_a_file_is_empty(tmp_path):
+    import subprocess
+    import sys
+
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [sys.executable, str(root / "egs" / "stream.py"), "--input", str(tmp_path / "empty.wav")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.strip().count("\n") == 0 and "empty.wav" in run.stderr
