@@ -37,3 +37,30 @@ def check_device(device: str) -> None:
         raise UserError(f"--device {device}: CUDA device not available here; use --device cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"--device {device}: not supported; use cpu or cuda")
+
+
+def add_training_options(p: argparse.ArgumentParser, updates: str = "trainer.max_steps") -> None:
+    """``--resume``, ``--allow-config-change`` and the trainer overrides of a Lightning training command."""
+    p.add_argument("--resume", action="store_true", help="continue from EXP_DIR/checkpoints/last.ckpt")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: continue with --config where it differs from EXP_DIR/config.yaml (refused otherwise)",
+    )
+    p.add_argument("--max-steps", type=int, help=f"override {updates}")
+    p.add_argument("--devices", help="override trainer.devices (e.g. 1, 4, auto)")
+    p.add_argument("--num-nodes", type=int, help="override trainer.num_nodes")
+    p.add_argument("--accelerator", help="override trainer.accelerator (cpu, gpu, auto)")
+    p.add_argument("--precision", help="override trainer.precision (32-true, bf16-mixed, 16-mixed)")
+
+
+def trainer_overrides(args: argparse.Namespace) -> dict:
+    """The trainer fields :func:`add_training_options` set on the command line."""
+    given = {
+        "max_steps": args.max_steps,
+        "devices": args.devices,
+        "num_nodes": args.num_nodes,
+        "accelerator": args.accelerator,
+        "precision": args.precision,
+    }
+    return {k: v for k, v in given.items() if v is not None}

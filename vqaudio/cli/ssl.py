@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_pipe_timeout
+from .options import add_pipe_timeout, add_training_options, trainer_overrides
 
 HELP = """Train a HuBERT from scratch (masked prediction of a unit model's units, Hsu et al. 2021), so that a corpus
 without a pretrained SSL model (a new language, private data) gets a teacher for units and for a codec's level 0.
@@ -41,17 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-data", required=True, help="Kaldi data dir with wav.scp for training")
     p.add_argument("--valid-data", required=True, help="Kaldi data dir for validation")
     p.add_argument("--exp-dir", required=True, help="experiment dir (created); the model folder at the end")
-    p.add_argument("--resume", action="store_true", help="continue from EXP_DIR/checkpoints/last.ckpt")
-    p.add_argument(
-        "--allow-config-change",
-        action="store_true",
-        help="with --resume: continue with --config where it differs from EXP_DIR/config.yaml (refused otherwise)",
-    )
-    p.add_argument("--max-steps", type=int, help="override trainer.max_steps")
-    p.add_argument("--devices", help="override trainer.devices (e.g. 1, 4, auto)")
-    p.add_argument("--num-nodes", type=int, help="override trainer.num_nodes")
-    p.add_argument("--accelerator", help="override trainer.accelerator (cpu, gpu, auto)")
-    p.add_argument("--precision", help="override trainer.precision (32-true, bf16-mixed)")
+    add_training_options(p)
     add_pipe_timeout(p)
     p.set_defaults(func=run)
 
@@ -61,17 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from ..units.ssl import require_transformers
 
     require_transformers()  # one line when the [ssl] extra is missing
-    overrides = {
-        k: v
-        for k, v in {
-            "max_steps": args.max_steps,
-            "devices": args.devices,
-            "num_nodes": args.num_nodes,
-            "accelerator": args.accelerator,
-            "precision": args.precision,
-        }.items()
-        if v is not None
-    }
     exp = train_ssl(
         args.config,
         args.train_data,
@@ -79,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.exp_dir,
         targets=args.targets,
         resume=args.resume,
-        overrides=overrides,
+        overrides=trainer_overrides(args),
         allow_config_change=args.allow_config_change,
     )
     print(f"SSL model written to {exp} (a transformers model folder: --ssl-model {exp})")

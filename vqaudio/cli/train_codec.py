@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_pipe_timeout
+from .options import add_pipe_timeout, add_training_options, trainer_overrides
 
 HELP = """Train a waveform codec on Kaldi data dirs with Lightning.
 
@@ -35,17 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-data", required=True, help="Kaldi data dir with wav.scp for training")
     p.add_argument("--valid-data", required=True, help="Kaldi data dir for validation")
     p.add_argument("--exp-dir", required=True, help="experiment dir (created)")
-    p.add_argument("--resume", action="store_true", help="continue from EXP_DIR/checkpoints/last.ckpt")
-    p.add_argument(
-        "--allow-config-change",
-        action="store_true",
-        help="with --resume: continue with --config where it differs from EXP_DIR/config.yaml (refused otherwise)",
-    )
-    p.add_argument("--max-steps", type=int, help="override trainer.max_steps (codec updates)")
-    p.add_argument("--devices", help="override trainer.devices (e.g. 1, 4, auto)")
-    p.add_argument("--num-nodes", type=int, help="override trainer.num_nodes")
-    p.add_argument("--accelerator", help="override trainer.accelerator (cpu, gpu, auto)")
-    p.add_argument("--precision", help="override trainer.precision (32-true, bf16-mixed, 16-mixed)")
+    add_training_options(p, "trainer.max_steps (codec updates)")
     add_pipe_timeout(p)
     p.set_defaults(func=run)
 
@@ -53,24 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..train.run_codec import train_codec
 
-    overrides = {
-        k: v
-        for k, v in {
-            "max_steps": args.max_steps,
-            "devices": args.devices,
-            "num_nodes": args.num_nodes,
-            "accelerator": args.accelerator,
-            "precision": args.precision,
-        }.items()
-        if v is not None
-    }
     model = train_codec(
         args.config,
         args.train_data,
         args.valid_data,
         args.exp_dir,
         resume=args.resume,
-        overrides=overrides,
+        overrides=trainer_overrides(args),
         allow_config_change=args.allow_config_change,
     )
     print(f"codec written to {model}")
