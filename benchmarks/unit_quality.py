@@ -216,6 +216,24 @@ def main() -> None:
     ssl_conf["trainer"]["checkpoint_every"] = max(1, args.ssl_steps // 8)
     ssl_conf["optim"]["warmup_steps"] = args.ssl_steps // 10
 
+    def train(command: str, conf: pathlib.Path, exp: pathlib.Path, *options: str) -> None:
+        """Run a training command on data/train (validated on data/dev), resuming a killed run."""
+        resume = ["--resume"] if (exp / "checkpoints" / "last.ckpt").is_file() else []
+        vqaudio(
+            command,
+            "--config",
+            str(conf),
+            *options,
+            "--train-data",
+            "data/train",
+            "--valid-data",
+            "data/dev",
+            "--exp-dir",
+            str(exp),
+            *resume,
+            cwd=work,
+        )
+
     def ssl_model(name: str) -> None:
         """Train the HuBERT iteration ``name`` (and what it needs) unless it is there."""
         exp = work / "exp" / name
@@ -227,22 +245,7 @@ def main() -> None:
         if conf.is_file() and conf.read_text() != text:
             raise SystemExit(f"{conf} was written by other settings (--ssl-steps changed): use another --work")
         conf.write_text(text)
-        resume = ["--resume"] if (exp / "checkpoints" / "last.ckpt").is_file() else []
-        vqaudio(
-            "train-ssl",
-            "--config",
-            str(conf),
-            "--targets",
-            str(targets),
-            "--train-data",
-            "data/train",
-            "--valid-data",
-            "data/dev",
-            "--exp-dir",
-            str(exp),
-            *resume,
-            cwd=work,
-        )
+        train("train-ssl", conf, exp, "--targets", str(targets))
 
     def kmeans(stem: str) -> pathlib.Path:
         """The k-means baseline ``stem``, trained (with the HuBERT it clusters) unless it is there."""
@@ -273,20 +276,7 @@ def main() -> None:
             raise SystemExit(f"{conf} was written by other settings (--steps or the row changed): use another --work")
         conf.write_text(text)
         if not (exp / "model.pt").is_file():
-            resume = ["--resume"] if (exp / "checkpoints" / "last.ckpt").is_file() else []
-            vqaudio(
-                "train-codec",
-                "--config",
-                str(conf),
-                "--train-data",
-                "data/train",
-                "--valid-data",
-                "data/dev",
-                "--exp-dir",
-                str(exp),
-                *resume,
-                cwd=work,
-            )
+            train("train-codec", conf, exp)
         models[spec.label] = exp / "model.pt"
     rows = {}
     for label, model in models.items():
