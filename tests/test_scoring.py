@@ -206,6 +206,10 @@ def test_evaluate_asr_speaker_sim_f0_end_to_end(tmp_path):
             )
         }
     )
+    from importlib.metadata import version
+
+    assert m["scorers"] == {name: version(name) for name in ("pocketsphinx", "resemblyzer", "librosa")}
+    assert f"pocketsphinx {version('pocketsphinx')} (en-US model)" in (out / "RESULTS.md").read_text()
     words = sum(int(r["ref_words"]) for r in rows.values())
     assert m["wer"] == pytest.approx(sum(int(r["word_errors"]) for r in rows.values()) / words)
     assert m["wer_reference"] == pytest.approx(sum(int(r["word_errors_reference"]) for r in rows.values()) / words)

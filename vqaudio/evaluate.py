@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import pathlib
+from importlib.metadata import version
 
 import numpy as np
 from tqdm import tqdm
@@ -310,6 +311,10 @@ class _Scorers:
 
         out: dict = {}
         scored = {r["utt"] for r in rows}
+        used = [("pocketsphinx", self.asr), ("resemblyzer", self.encoder), ("librosa", self.f0 or None)]
+        scorers = {name: version(name) for name, on in used if on is not None}  # named beside their scores
+        if scorers:
+            out["scorers"] = scorers
         if self.asr is not None:
             counts = [v for u, v in self.words.items() if u in scored]
             totals = [sum((c[i] for c in counts), EditCounts(0, 0, 0, 0)) for i in range(4)]
@@ -356,6 +361,10 @@ def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
         for key, label in names.items()
         if key in summary
     ]
+    if summary.get("scorers"):
+        models = {"pocketsphinx": "en-US model", "resemblyzer": "GE2E encoder", "librosa": "pYIN F0"}
+        scorers = ", ".join(f"{name} {v} ({models[name]})" for name, v in summary["scorers"].items())
+        lines += ["", f"scored with {scorers}"]
     if summary.get("speaker_similarity_self_reference"):
         lines += [
             "",
