@@ -79,7 +79,7 @@ def test_features_equal_transformers_hidden_states_at_every_layer(models, name):
     path, model = models[name]
     wav = _wav(2.0)[: 32000 - 77]
     normalize = name == "wavlm"  # layer norm without a preprocessor file: normalised; wav2vec2's file says no
-    x = zero_mean_unit_var(wav) if normalize else wav
+    x = zero_mean_unit_var(torch.from_numpy(wav)).numpy() if normalize else wav
     with torch.inference_mode():
         hidden = model(torch.from_numpy(x)[None], output_hidden_states=True).hidden_states
     for layer in range(4):

@@ -195,20 +195,27 @@ def check_teacher(teacher, sample_rate: int, hop_length: int, path) -> None:
 DISTILL_FORMS = ("frame", "dim")
 
 
-def align_frames(feats: Tensor, teacher_rate: float, codec_rate: float, frames: int) -> Tensor:
-    """``(n, D)`` teacher frames at ``teacher_rate`` per second -> ``(frames, D)`` at the codec's ``codec_rate``,
-    frame ``j`` centred on ``(j + 1/2) / codec_rate`` s: the same rate is taken as it is; an integer ratio
-    ``r`` averages frames ``j r .. j r + r - 1`` (whose centres average to the codec frame's); any other ratio
-    interpolates linearly at the codec frames' centres. Past the teacher's last frame the last one repeats.
-    A teacher coarser than the codec is refused: it has no frame of its own for every codec frame."""
-    if feats.ndim != 2 or feats.shape[0] == 0:
-        raise ValueError(f"expected (frames >= 1, D) teacher features, got {tuple(feats.shape)}")
+def check_frame_rates(teacher_rate: float, codec_rate: float) -> float:
+    """The teacher's frames per codec frame; a teacher coarser than the codec is refused: it has no frame of its
+    own for every codec frame."""
     ratio = teacher_rate / codec_rate
     if ratio < 1 - 1e-9:
         raise UserError(
             f"the teacher's {teacher_rate:g} frames/s are coarser than the codec's {codec_rate:g}: distil from a "
             "teacher with at least the codec's frame rate"
         )
+    return ratio
+
+
+def align_frames(feats: Tensor, teacher_rate: float, codec_rate: float, frames: int) -> Tensor:
+    """``(n, D)`` teacher frames at ``teacher_rate`` per second -> ``(frames, D)`` at the codec's ``codec_rate``,
+    frame ``j`` centred on ``(j + 1/2) / codec_rate`` s: the same rate is taken as it is; an integer ratio
+    ``r`` averages frames ``j r .. j r + r - 1`` (whose centres average to the codec frame's); any other ratio
+    interpolates linearly at the codec frames' centres. Past the teacher's last frame the last one repeats.
+    A teacher coarser than the codec is refused (:func:`check_frame_rates`)."""
+    if feats.ndim != 2 or feats.shape[0] == 0:
+        raise ValueError(f"expected (frames >= 1, D) teacher features, got {tuple(feats.shape)}")
+    ratio = check_frame_rates(teacher_rate, codec_rate)
     r = round(ratio)
     if abs(ratio - r) < 1e-9:
         need = frames * r
@@ -249,7 +256,6 @@ class FeatureTeacher:
         context: int = 2,
         cache_dir: str | pathlib.Path | None = None,
     ) -> None:
-
         self.sample_rate, self.hop_length = sample_rate, hop_length
         self.ssl = self.spectral = None
         if source in ("mfcc", "logmel"):
@@ -267,7 +273,7 @@ class FeatureTeacher:
             self.ssl = SSLFeatures(source, list(layers or [6]))
             ref = self.ssl.reference
             self.dim = ref.dim
-            align_frames(torch.zeros(1, 1), ref.sample_rate / ref.hop_length, sample_rate / hop_length, 1)
+            check_frame_rates(ref.sample_rate / ref.hop_length, sample_rate / hop_length)
             identity = {"ssl": ref.sha256, "layers": ref.layer, "normalize": ref.normalize}
         self.id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         self.cache = pathlib.Path(cache_dir) / self.id[:16] if cache_dir else None

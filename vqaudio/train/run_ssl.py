@@ -12,7 +12,7 @@ import shutil
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..checkpoint import file_checksum
+from ..checkpoint import model_checksum
 from ..config import load_yaml, to_dict
 from ..data import CropDataset
 from ..errors import UserError
@@ -31,7 +31,7 @@ TARGETS_FILE = "ssl_targets.json"
 
 def _targets_record(exp: pathlib.Path, targets: pathlib.Path, resume: bool) -> dict:
     """What the units come from (path and sha256), written once; a resumed run must predict the same units."""
-    record = {"targets": str(targets.resolve()), "sha256": file_checksum(targets)}
+    record = {"targets": str(targets.resolve()), "sha256": model_checksum(targets)}
     saved = exp / TARGETS_FILE
     if resume and saved.is_file():
         before = json.loads(saved.read_text())

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import from_dict, to_dict
-from ..units.ssl import require_transformers
+from ..units.ssl import require_transformers, zero_mean_unit_var
 from .config import TrainSSLConfig
 
 IGNORE = -100  # target of frames past an utterance's end
@@ -100,7 +100,7 @@ class SSLTask(pl.LightningModule):
     def _step(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         wav, targets = batch["wav"][:, 0], batch["targets"]  # (B, T), (B, ceil(T / hop))
         if self.hubert.config.feat_extract_norm == "layer":
-            wav = (wav - wav.mean(-1, keepdim=True)) / torch.sqrt(wav.var(-1, keepdim=True, unbiased=False) + 1e-7)
+            wav = zero_mean_unit_var(wav)
         n = self.frames(wav.shape[-1])
         targets = targets[:, :n].long()
         mask = span_mask(wav.shape[0], n, self.cfg.mask.prob, self.cfg.mask.length, generator).to(wav.device)

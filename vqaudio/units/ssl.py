@@ -71,11 +71,11 @@ def receptive_field(kernels, strides) -> tuple[int, int]:
     return rf, hop
 
 
-def zero_mean_unit_var(wav: np.ndarray) -> np.ndarray:
-    """Per-waveform normalisation of ``Wav2Vec2FeatureExtractor(do_normalize=True)``: ``(x - mean) / sqrt(var +
-    1e-7)``."""
-    wav = wav.astype(np.float64)
-    return ((wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)).astype(np.float32)
+def zero_mean_unit_var(wav: Tensor) -> Tensor:
+    """Per-waveform normalisation of ``Wav2Vec2FeatureExtractor(do_normalize=True)`` over the last dim: ``(x -
+    mean) / sqrt(var + 1e-7)``, computed in float64, returned in ``wav``'s dtype."""
+    x = wav.double()
+    return ((x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-7)).to(wav.dtype)
 
 
 @dataclass
@@ -271,7 +271,7 @@ class SSLFeatures:
         if wav.ndim != 1:
             raise ValueError(f"expected a mono waveform (T,), got shape {wav.shape}")
         if self.reference.normalize:
-            wav = zero_mean_unit_var(wav)
+            wav = zero_mean_unit_var(torch.from_numpy(wav)).numpy()
         if wav.shape[0] < self.rf:  # shorter than one frame: zero-padded to one
             wav = np.pad(wav, (0, self.rf - wav.shape[0]))
         return wav
