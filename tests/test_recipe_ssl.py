@@ -15,16 +15,9 @@ from vqaudio.units.kmeans import KMeansUnitModel
 
 from .speech import SHARED, make_corpus
 from .test_recipe import recipe_copy, run
+from .test_ssl import SMALL
 
 transformers = pytest.importorskip("transformers")
-SMALL = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=2,
-)
 
 
 def _corpus(tmp_path):
@@ -39,9 +32,9 @@ def test_recipe_with_ssl_units_from_a_given_model_and_from_its_own_iterations(tm
     corpus = _corpus(tmp_path)
     torch.manual_seed(0)
     hub = tmp_path / "hubert"
-    transformers.HubertModel(transformers.HubertConfig(conv_dim=(16,) * 7, **SMALL)).save_pretrained(hub)
+    transformers.HubertModel(transformers.HubertConfig(**SMALL)).save_pretrained(hub)
     ssl = yaml.safe_load((rdir / "conf" / "ssl_tiny.yaml").read_text())
-    ssl["model"].update(conv_dim=16, **SMALL)
+    ssl["model"].update({**SMALL, "conv_dim": 16})
     ssl["trainer"].update(max_steps=4, val_every=2, checkpoint_every=2)
     (rdir / "conf" / "ssl_test.yaml").write_text(yaml.safe_dump(ssl))
     common = ["--corpus_dir", str(corpus), "--unit_model", "ssl"]
