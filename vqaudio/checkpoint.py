@@ -23,7 +23,7 @@ from .errors import UserError
 from .fileio import atomic_output, atomic_write_text, make_dirs
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
-KINDS = ("codec", "kmeans", "wavenet-prior")  # every kind of model file
+KINDS = ("codec", "kmeans", "wavenet-prior", "vocoder")  # every kind of model file
 
 # The version this vqaudio writes. 2: residual depth is called ``n_q`` in every config (1 said
 # ``num_quantizers`` / ``num_levels``; such files still load, their configs read through the renames).
@@ -41,11 +41,11 @@ def existing_model(path: pathlib.Path) -> bool:
 
 
 def save_model(
-    path: str | pathlib.Path, kind: str, config: dict, model: nn.Module, overwrite: bool = False
+    path: str | pathlib.Path, kind: str, config: dict, model: nn.Module, overwrite: bool = False, folder: bool = False
 ) -> pathlib.Path:
     """Write the model: a folder (``config.json`` + ``model.safetensors``) unless ``path`` ends in ``.pt``,
-    then one torch file ``{"format": "vqaudio-<kind>", "version", "config", "state_dict"}``. Each file is
-    written atomically, readable as the umask allows; returns ``path``.
+    then one torch file ``{"format": "vqaudio-<kind>", "version", "config", "state_dict"}``; with ``folder``,
+    a folder whatever the name. Each file is written atomically, readable as the umask allows; returns ``path``.
 
     A model already at ``path`` is refused (:class:`UserError`) unless ``overwrite``.
     """
@@ -54,7 +54,7 @@ def save_model(
         raise UserError(f"{path}: a model is already there; refusing to replace it (remove it or choose another path)")
     meta = {"format": f"vqaudio-{kind}", "version": VERSION, "vqaudio_version": __version__, "config": config}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if path.suffix == ".pt":
+    if path.suffix == ".pt" and not folder:
         if path.is_dir():
             raise UserError(f"{path}: is a folder; a .pt path names one file (drop the .pt to save a model folder)")
         with atomic_output(path) as tmp:

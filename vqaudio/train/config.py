@@ -361,3 +361,75 @@ class TrainSSLConfig:
     data: SSLDataConfig = field(default_factory=SSLDataConfig)
     optim: SSLOptimConfig = field(default_factory=SSLOptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+from ..models.vocoder import VocoderConfig  # noqa: E402  (the vocoder's configs, kept together here)
+
+
+@dataclass
+class VocoderDataConfig:
+    """Attributes:
+    segment_frames: random crop length in unit frames (the audio crop is ``segment_frames * hop`` samples,
+        aligned with it).
+    batch_size: crops per batch (per device).
+    num_workers: DataLoader worker processes.
+    holdout: without a validation set, this many training utterances (the last in sorted order) are held out.
+    valid_max_utts: validation utterances used (the first ones in sorted order).
+    valid_max_seconds: validation utterances are cut to this length.
+    speaker_embeddings: ``model.speaker: external``: the Kaldi-style table (``utt_or_spk v1 v2 ...``); without
+        it, Resemblyzer GE2E embeddings of each training utterance are computed into the experiment dir.
+    f0_cache: where per-utterance F0 tracks are kept; default ``f0_cache`` in the experiment dir.
+    """
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "segment_frames": ">=1",
+        "batch_size": ">=1",
+        "num_workers": ">=0",
+        "holdout": ">=1",
+        "valid_max_utts": ">=1",
+        "valid_max_seconds": ">0",
+    }
+
+    segment_frames: int = 50
+    batch_size: int = 16
+    num_workers: int = 2
+    holdout: int = 2
+    valid_max_utts: int = 8
+    valid_max_seconds: float = 6.0
+    speaker_embeddings: str | None = None
+    f0_cache: str | None = None
+
+
+@dataclass
+class VocoderLossConfig:
+    """Loss weights of the vocoder (the codec's losses, EnCodec/DAC-style) and when the adversarial terms start."""
+
+    RANGES: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("waveform_l1", "stft", "mel", "adversarial", "feature_matching"), ">=0"),
+        "adversarial_start": ">=0",
+        "stft_fft_sizes": ">=8",
+        "mel_windows": ">=8",
+        "mel_bands": ">=1",
+    }
+
+    waveform_l1: float = 0.1
+    stft: float = 1.0
+    mel: float = 15.0
+    adversarial: float = 1.0
+    feature_matching: float = 2.0
+    adversarial_start: int = 5000
+    stft_fft_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    mel_windows: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
+    mel_bands: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 128])
+
+
+@dataclass
+class TrainVocoderConfig:
+    """``vqaudio train-vocoder``: a unit vocoder (``model``) with the codec's discriminators, losses and optimiser."""
+
+    model: VocoderConfig = field(default_factory=VocoderConfig)
+    data: VocoderDataConfig = field(default_factory=VocoderDataConfig)
+    loss: VocoderLossConfig = field(default_factory=VocoderLossConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -1,0 +1,197 @@
+"""The unit vocoder: model, F0, files, train-vocoder, resynth with a vocoder, convert."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from vqaudio.errors import UserError
+from vqaudio.models.vocoder import (
+    F0Cache,
+    F0Stats,
+    Vocoder,
+    VocoderConfig,
+    f0_stats,
+    frame_log_f0,
+    quantize_f0,
+    read_embeddings,
+    rescale_f0,
+)
+
+SMALL = dict(
+    codebook_size=16,
+    embed_dim=8,
+    prenet_channels=8,
+    latent_dim=8,
+    channels=4,
+    max_channels=16,
+    activation="elu",
+    dilations=[1],
+    speaker_dim=8,
+    reference_mels=16,
+    reference_channels=8,
+)
+
+
+def small(**kw) -> Vocoder:
+    return Vocoder(VocoderConfig(**{**SMALL, **kw}))
+
+
+@pytest.mark.parametrize("mode", ["table", "reference", "external", "none"])
+def test_shapes_hop_and_gradients_reach_every_part(mode):
+    v = small(speaker=mode, speakers=["a", "b"], external_dim=6, levels=[0, 1], f0=True).train()
+    units = torch.randint(0, 16, (2, 2, 7))
+    speaker = {
+        "table": torch.tensor([0, 1]),
+        "reference": 0.1 * torch.randn(2, 1, 16000),
+        "external": torch.randn(2, 6),
+        "none": None,
+    }[mode]
+    f0 = torch.randint(0, v.config.f0_bins + 2, (2, 7))
+    wav = v(units, speaker, f0)
+    assert wav.shape == (2, 1, 7 * 320) and v.hop_length == 320
+    wav.square().mean().backward()
+    parts = {
+        "embeddings": v.embeddings[1].weight,
+        "f0": v.f0_embedding.weight,
+        "prenet": v.prenet.net[0].conv.parametrizations.weight.original1,
+        "decoder": v.decoder.net[-1].conv.parametrizations.weight.original1,
+    }
+    if mode != "none":
+        encoder = v.speaker_encoder.convs[0] if mode == "reference" else v.speaker_encoder
+        parts.update(speaker=encoder.weight, proj=v.speaker_proj.weight)
+    for name, p in parts.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_speaker_dropout_uses_the_learned_null_speaker():
+    v = small(speaker="table", speakers=["a", "b"], speaker_dropout=1.0)
+    with torch.no_grad():
+        v.null_speaker.normal_()
+    units = torch.randint(0, 16, (2, 1, 5))
+    v.train()
+    dropped = v(units, torch.tensor([0, 1]))
+    v.eval()
+    none = v(units, None)
+    kept = v(units, torch.tensor([0, 1]))
+    assert torch.allclose(dropped, none, atol=1e-6)
+    assert not torch.allclose(kept, none, atol=1e-4)
+    # the table's "no speaker" index is the same null vector
+    assert torch.allclose(v(units, torch.tensor([-1, -1])), none, atol=1e-6)
+
+
+def test_generate_equals_forward_and_bad_units_are_refused():
+    v = small(speaker="none").eval()
+    units = torch.randint(0, 16, (1, 1, 9))
+    assert torch.allclose(v.generate(units), v(units), atol=1e-5)
+    with pytest.raises(UserError, match=r"unit 16 is outside this vocoder's vocabulary \[0, 15\]"):
+        v(torch.full((1, 1, 4), 16))
+    with pytest.raises(UserError, match="unit -1"):
+        v(torch.full((1, 1, 4), -1))
+
+
+def test_config_values_are_checked_by_name():
+    with pytest.raises(UserError, match="speaker must be one of"):
+        VocoderConfig(speaker="lookup")
+    with pytest.raises(UserError, match=r"strides \[2, 4, 5\] give hop 40, but hop_length is 320"):
+        VocoderConfig(strides=[2, 4, 5])
+    with pytest.raises(UserError, match="speaker_dropout"):
+        VocoderConfig(speaker_dropout=1.5)
+    with pytest.raises(UserError, match="levels"):
+        VocoderConfig(levels=[0, 0])
+
+
+def test_unknown_speaker_lists_the_known_ones():
+    v = small(speaker="table", speakers=["1272", "2412"])
+    assert v.speaker_index("2412") == 1
+    with pytest.raises(UserError, match=r"unknown speaker '9999'; this vocoder knows: 1272, 2412"):
+        v.resynthesize(torch.zeros(5, dtype=torch.long), speaker="9999")
+
+
+def test_short_or_silent_reference_is_one_line():
+    v = small(speaker="reference", reference_min_seconds=1.0).eval()
+    units = torch.zeros(5, dtype=torch.long)
+    with pytest.raises(UserError, match=r"reference: 0.50 s of audio; the speaker encoder needs at least 1.00 s"):
+        v.resynthesize(units, reference=0.1 * torch.randn(8000))
+    with pytest.raises(UserError, match="reference: silent"):
+        v.resynthesize(units, reference=torch.zeros(32000))
+    assert v.resynthesize(units, reference=0.1 * torch.randn(20000)).shape == (5 * 320,)
+
+
+def test_f0_normalisation_and_quantisation_on_known_values():
+    stats = F0Stats(mean=np.log(100.0), std=0.5)
+    log_f0 = np.array([np.nan, np.log(100.0), np.log(100.0) + 0.5, np.log(100.0) - 10.0, np.log(100.0) + 10.0])
+    bins = quantize_f0(log_f0, stats, bins=4, limit=2.0)
+    # z = [unvoiced, 0, 1, -2 (clipped), 2 (clipped)] over [-2, 2] in 4 bins: 1 + floor((z + 2) / 4 * 4)
+    assert bins.tolist() == [0, 3, 4, 1, 4]
+    assert quantize_f0(log_f0, None, 4, 2.0).tolist() == [0] * 5
+    s = f0_stats([np.array([np.log(100.0), np.nan]), np.array([np.log(400.0)])])
+    assert s.mean == pytest.approx(np.log(200.0)) and s.std == pytest.approx(np.log(2.0))
+    assert f0_stats([np.full(3, np.nan)]) is None
+    moved = rescale_f0(np.array([np.log(100.0), np.log(400.0)]), s, F0Stats(np.log(150.0), np.log(2.0) / 2))
+    assert np.allclose(np.exp(moved), [150.0 / np.sqrt(2), 150.0 * np.sqrt(2)])
+
+
+def test_f0_of_a_tone_and_of_silence():
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    track = frame_log_f0(tone, sr, 320)
+    assert track.shape == (50,)
+    voiced = np.isfinite(track)
+    assert voiced.mean() > 0.8 and np.allclose(np.exp(track[voiced]), 200, rtol=0.03)
+    silence = frame_log_f0(np.zeros(sr // 2, dtype=np.float32), sr, 320)  # no voiced frame: unvoiced, not an error
+    assert silence.shape == (25,) and np.isnan(silence).all()
+
+
+def test_f0_cache_reuses_its_files(tmp_path):
+    wav = (0.5 * np.sin(2 * np.pi * 150 * np.arange(8000) / 16000)).astype(np.float32)
+    cache = F0Cache(tmp_path / "f0", 16000, 320)
+    first = cache(wav)
+    again = F0Cache(tmp_path / "f0", 16000, 320)
+    second = again(wav)
+    assert (cache.misses, again.hits, again.misses) == (1, 1, 0)
+    assert np.allclose(first, second, atol=2e-3, equal_nan=True)
+    assert len(list((tmp_path / "f0").glob("*.npz"))) == 1
+    assert F0Cache(tmp_path / "f0", 16000, 160).path(wav) != cache.path(wav)  # settings are in the key
+
+
+def test_embedding_table(tmp_path):
+    path = tmp_path / "xvector.txt"
+    path.write_text("spk1 [ 1 2 3 ]\nspk2 4 5 6\n")
+    table = read_embeddings(path)
+    assert table["spk1"].tolist() == [1, 2, 3] and table["spk2"].tolist() == [4, 5, 6]
+    path.write_text("spk1 1 2 3\nspk2 4 5\n")
+    with pytest.raises(UserError, match=r"xvector.txt:2: expected 3 finite values for 'spk2', got 2"):
+        read_embeddings(path)
+
+
+def kmeans_model(path: pathlib.Path, k: int = 16) -> pathlib.Path:
+    """A k-means unit model with random centroids (a real unit model, untrained)."""
+    from vqaudio.units.kmeans import KMeansConfig, KMeansUnitModel
+
+    cfg = KMeansConfig(k=k)
+    return KMeansUnitModel(cfg, torch.randn(k, cfg.dim)).save_pretrained(path)
+
+
+def test_save_and_load_give_the_same_output_and_carry_the_unit_model(tmp_path):
+    from vqaudio.checkpoint import model_checksum
+
+    km = kmeans_model(tmp_path / "km.pt")
+    cfg = VocoderConfig(**{**SMALL, "speaker": "table", "speakers": ["a", "b"], "f0": True})
+    cfg.unit_model = model_checksum(km)
+    v = Vocoder(cfg, unit_model=km).eval()
+    out = v.save_pretrained(tmp_path / "voc" / "model.pt")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "unit_model"]
+    loaded = Vocoder.from_pretrained(out)
+    units = torch.randint(0, 16, (1, 1, 6))
+    f0 = torch.randint(0, 34, (1, 6))
+    assert torch.equal(loaded.generate(units, torch.tensor([1]), f0), v.generate(units, torch.tensor([1]), f0))
+    assert loaded.config == v.config
+    assert model_checksum(out / "unit_model") == cfg.unit_model
+    assert loaded.unit_model().codebook_size == 16
+    with pytest.raises(UserError, match="a model is already there"):
+        v.save_pretrained(out)

@@ -1,0 +1,350 @@
+"""``train_vocoder``: the ``vqaudio train-vocoder`` job (units + audio, Lightning trainer, checkpoints, export)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm import tqdm
+
+from ..checkpoint import model_checksum, same_model
+from ..config import from_dict, save_yaml, to_dict
+from ..data.audio import AudioError, load_audio
+from ..data.kaldi import Utterance, read_data_dir, speakers_of
+from ..errors import UserError
+from ..models.vocoder import (
+    F0Cache,
+    Vocoder,
+    VocoderConfig,
+    check_unit_model,
+    f0_stats,
+    quantize_f0,
+    read_embeddings,
+    write_embeddings,
+)
+from ..units.model import load_unit_model
+from ..units.resynth import load_unit_set
+from .config import TrainVocoderConfig
+from .experiment import fit, prepare_experiment
+from .vocoder_task import VocoderTask
+
+log = logging.getLogger(__name__)
+BATCHES_PER_EPOCH = 200
+
+
+@dataclass
+class Example:
+    """One utterance to train or validate on: its units ``(S, T')``, audio, speaker and F0 bins ``(T',)``."""
+
+    utt: str
+    units: torch.Tensor
+    audio: Utterance
+    speaker: str
+    f0: torch.Tensor | None = None
+
+
+def read_units(
+    units: str | pathlib.Path, levels: list[int], unit_model: str | pathlib.Path, checksum: str, vocabulary: int
+) -> dict[str, torch.Tensor]:
+    """``{utt: (S, T') int64}``, the ``levels`` of a units dir (or ``.km``) made by ``unit_model``; units of
+    another unit model (by ``units.json``) or outside ``[0, vocabulary)`` are a :class:`UserError`."""
+    table, info = load_unit_set(units, max(levels) + 1)
+    if info is None:
+        raise UserError(f"{units}: no units.json beside it says which unit model made these units")
+    if info.model_checksum != checksum and not same_model(info.model_checksum, unit_model):
+        raise UserError(
+            f"{units} were made by another unit model (checksum {info.model_checksum[:12]}... in units.json; "
+            f"{unit_model} is {checksum[:12]}...)"
+        )
+    if not table:
+        raise UserError(f"{units}: no utterances")
+    written = len(next(iter(table.values()))[0])
+    if max(levels) >= written:
+        raise UserError(f"{units}: holds {written} level(s) of units; levels {levels} asked for")
+    out = {}
+    for utt, (codes, _) in table.items():
+        x = torch.tensor([codes[q] for q in levels], dtype=torch.long)
+        if x.shape[1] == 0:
+            raise UserError(f"{units}: utterance {utt!r} has no units")
+        if int(x.min()) < 0 or int(x.max()) >= vocabulary:
+            bad = int(x.min()) if int(x.min()) < 0 else int(x.max())
+            raise UserError(f"{units}: utterance {utt!r} has unit {bad}, outside the vocabulary [0, {vocabulary - 1}]")
+        out[utt] = x
+    return out
+
+
+class VocoderCrops(Dataset):
+    """Items for :class:`VocoderTask`: random crops of ``segment_frames`` unit frames and the audio under them
+    (``segment_frames * hop`` samples from sample ``first_frame * hop``); ``segment_frames=None`` gives whole
+    utterances cut to ``max_frames`` (validation, batch size 1). Shorter utterances are padded (units with their
+    last unit, audio with zeros, F0 as unvoiced).
+
+    Args:
+        speaker: the vocoder's speaker mode; ``speaker_ids`` (table: name -> index, an unknown name is -1),
+            ``embeddings`` (external: utterance or speaker -> vector), ``reference_samples`` (reference: crop
+            length of another utterance of the same speaker).
+    """
+
+    def __init__(
+        self,
+        examples: list[Example],
+        sample_rate: int,
+        hop: int,
+        segment_frames: int | None,
+        speaker: str,
+        speaker_ids: dict[str, int] | None = None,
+        embeddings: dict[str, np.ndarray] | None = None,
+        reference_samples: int = 0,
+        max_frames: int | None = None,
+    ) -> None:
+        self.examples, self.sample_rate, self.hop = examples, sample_rate, hop
+        self.segment, self.max_frames = segment_frames, max_frames
+        self.speaker, self.speaker_ids, self.embeddings = speaker, speaker_ids or {}, embeddings or {}
+        self.reference_samples = reference_samples
+        self.by_speaker: dict[str, list[int]] = {}
+        for i, ex in enumerate(examples):
+            self.by_speaker.setdefault(ex.speaker, []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def _audio(self, ex: Example) -> np.ndarray:
+        u = ex.audio
+        return load_audio(u.source, self.sample_rate, u.start, u.end, name=u.utt_id)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ex = self.examples[index]
+        total = ex.units.shape[1]
+        if self.segment is None:
+            first, frames = 0, min(total, self.max_frames or total)
+        else:
+            frames = self.segment
+            first = int(torch.randint(0, total - frames + 1, ())) if total > frames else 0
+        hop = self.hop
+        wav = self._audio(ex)[first * hop : (first + frames) * hop]
+        units = ex.units[:, first : first + frames]
+        pad = frames - units.shape[1]
+        item = {
+            "units": torch.cat([units, units[:, -1:].expand(-1, pad)], dim=1),
+            "wav": torch.from_numpy(np.pad(wav, (0, frames * hop - wav.shape[0])))[None],
+        }
+        if ex.f0 is not None:
+            item["f0"] = torch.nn.functional.pad(ex.f0[first : first + frames], (0, pad))
+        if self.speaker == "table":
+            item["speaker"] = torch.tensor(self.speaker_ids.get(ex.speaker, -1))
+        elif self.speaker == "external":
+            item["speaker"] = torch.from_numpy(self.embeddings.get(ex.utt, self.embeddings.get(ex.speaker)))
+        elif self.speaker == "reference":
+            item["speaker"] = self._reference(index, ex, item["wav"])
+        return item
+
+    def _reference(self, index: int, ex: Example, own: torch.Tensor) -> torch.Tensor:
+        """Validation: the utterance itself; training: a random crop of another utterance of the same speaker
+        (the same one when the speaker has no other), so the encoder learns the voice, not the content."""
+        if self.segment is None:
+            return own
+        others = [i for i in self.by_speaker[ex.speaker] if i != index] or [index]
+        other = self._audio(self.examples[others[int(torch.randint(0, len(others), ()))]])
+        n = self.reference_samples
+        start = int(torch.randint(0, other.shape[0] - n + 1, ())) if other.shape[0] > n else 0
+        crop = other[start : start + n]
+        return torch.from_numpy(np.pad(crop, (0, n - crop.shape[0])))[None]
+
+
+def _examples(
+    units: dict[str, torch.Tensor], data_dir: str | pathlib.Path, hop: int, sample_rate: int, progress: bool
+) -> tuple[list[Example], list[np.ndarray]]:
+    """The utterances in both ``units`` and the data dir whose audio reads and fits their units (within a frame),
+    with their audio read once (for F0 and speaker embeddings)."""
+    data_dir = pathlib.Path(data_dir)
+    utts = {u.utt_id: u for u in read_data_dir(data_dir)}
+    utt2spk = data_dir / "utt2spk"
+    common = sorted(set(units) & set(utts), key=str.encode)
+    if not common:
+        raise UserError(f"{data_dir}: none of its utterances has units (do the units come from this data dir?)")
+    missing = len(units) - len(common)
+    if missing:
+        log.warning("%d utterance(s) with units are not in %s; training without them", missing, data_dir)
+    speakers = speakers_of(common, utt2spk if utt2spk.is_file() else None)
+    examples, audio = [], []
+    for utt in tqdm(common, desc="reading audio", unit="utt", disable=not progress):
+        try:
+            wav = load_audio(utts[utt].source, sample_rate, utts[utt].start, utts[utt].end, name=utt)
+        except AudioError as err:
+            log.warning("dropping %s: %s", utt, err)
+            continue
+        frames = -(-wav.shape[0] // hop)
+        if abs(frames - units[utt].shape[1]) > 1:
+            raise UserError(
+                f"{data_dir}: utterance {utt!r} has {wav.shape[0]} samples ({frames} frames of {hop}), but "
+                f"{units[utt].shape[1]} frames of units; are the units from this audio?"
+            )
+        examples.append(Example(utt, units[utt], utts[utt], speakers[utt]))
+        audio.append(wav)
+    if not examples:
+        raise UserError(f"{data_dir}: no readable utterance with units")
+    return examples, audio
+
+
+def _add_f0(examples: list[Example], audio: list[np.ndarray], cache: F0Cache, cfg: VocoderConfig, progress: bool):
+    """F0 bins of each example, normalised by its speaker's voiced log-F0 statistics over all the examples."""
+    tracks = [cache(wav) for wav in tqdm(audio, desc="F0 (pYIN, cached)", unit="utt", disable=not progress)]
+    by_speaker: dict[str, list[np.ndarray]] = {}
+    for ex, track in zip(examples, tracks, strict=True):
+        by_speaker.setdefault(ex.speaker, []).append(track)
+    stats = {spk: f0_stats(t) for spk, t in by_speaker.items()}
+    for ex, track in zip(examples, tracks, strict=True):
+        track = np.pad(track, (0, max(0, ex.units.shape[1] - track.shape[0])), constant_values=np.nan)
+        ex.f0 = quantize_f0(track[: ex.units.shape[1]], stats[ex.speaker], cfg.f0_bins, cfg.f0_range)
+    log.info("F0 cache %s: %d reused, %d computed", cache.folder, cache.hits, cache.misses)
+
+
+def _speaker_embeddings(
+    examples: list[Example], audio: list[np.ndarray], table: str | None, out: pathlib.Path, sample_rate: int
+) -> dict[str, np.ndarray]:
+    """The external speaker table: read from ``table``, or Resemblyzer GE2E speaker embeddings (the mean of each
+    speaker's utterance embeddings) written to ``out``; every example needs a row (its utterance or speaker)."""
+    if table is not None:
+        embeddings = read_embeddings(table)
+    elif out.is_file():
+        embeddings = read_embeddings(out)
+    else:
+        from ..scoring.speaker import SpeakerEncoder, mean_embedding
+
+        encoder = SpeakerEncoder()
+        per_speaker: dict[str, list[np.ndarray]] = {}
+        for ex, wav in zip(tqdm(examples, desc="GE2E speaker embeddings", unit="utt"), audio, strict=True):
+            try:
+                per_speaker.setdefault(ex.speaker, []).append(encoder.embed(wav, sample_rate, name=ex.utt))
+            except UserError as err:
+                log.warning("no speaker embedding from %s: %s", ex.utt, err)
+        embeddings = {spk: mean_embedding(e) for spk, e in per_speaker.items()}
+        write_embeddings(out, embeddings)
+    lacking = [ex.utt for ex in examples if ex.utt not in embeddings and ex.speaker not in embeddings]
+    if lacking:
+        where = table or out
+        raise UserError(f"{where}: no embedding for {len(lacking)} utterance(s) or their speakers, e.g. {lacking[0]!r}")
+    return embeddings
+
+
+def parse_levels(text: str | None) -> list[int] | None:
+    """``--levels 0,1`` -> ``[0, 1]``."""
+    if text is None:
+        return None
+    try:
+        levels = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"--levels takes a comma list of residual levels such as 0 or 0,1, got {text!r}") from None
+    if not levels or min(levels) < 0 or len(set(levels)) != len(levels):
+        raise UserError(f"--levels must be distinct levels >= 0, got {text!r}")
+    return levels
+
+
+def export_vocoder(checkpoint: pathlib.Path, unit_model: str | pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """Write the vocoder of a Lightning checkpoint as a model folder carrying ``unit_model``."""
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = payload["hyper_parameters"]["config"]
+    vocoder = Vocoder(from_dict(VocoderConfig, cfg["model"], where=f"{checkpoint} model"), unit_model=unit_model)
+    prefix = "vocoder."
+    vocoder.load_state_dict({k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)})
+    return vocoder.save_pretrained(out, overwrite=True)  # train_vocoder refuses an existing model.pt up front
+
+
+def train_vocoder(
+    config: str | pathlib.Path | TrainVocoderConfig | None,
+    units: str | pathlib.Path,
+    data: str | pathlib.Path,
+    unit_model: str | pathlib.Path,
+    exp_dir: str | pathlib.Path,
+    valid_units: str | pathlib.Path | None = None,
+    valid_data: str | pathlib.Path | None = None,
+    levels: list[int] | None = None,
+    resume: bool = False,
+    overrides: dict | None = None,
+    allow_config_change: bool = False,
+    progress: bool = True,
+) -> pathlib.Path:
+    """Train a unit vocoder; returns the exported ``EXP/model.pt`` folder (best validation mel distance).
+
+    Args:
+        config: YAML path or config object; on ``resume`` the experiment's own ``config.yaml``.
+        units, data: the training units (``extract-units`` dir or ``.km``) and the Kaldi data dir of their audio
+            (``wav.scp``, ``utt2spk``; without it speakers are the id prefixes before ``-``).
+        unit_model: the model that made the units (a codec or a k-means model); copied into the vocoder.
+        valid_units, valid_data: a validation set; without it ``data.holdout`` training utterances are held out.
+        levels: residual levels of the units to read (sets ``model.levels``).
+        resume, overrides, allow_config_change: as :func:`vqaudio.train.run_codec.train_codec`.
+    """
+    exp = pathlib.Path(exp_dir)
+    if (exp / "model.pt").exists() and not resume:
+        raise UserError(
+            f"{exp / 'model.pt'} exists; pass --resume to continue that experiment or choose another --exp-dir"
+        )
+    if (valid_units is None) != (valid_data is None):
+        raise UserError("--valid-units and --valid-data go together (or give neither to hold out training utterances)")
+    cfg = prepare_experiment(TrainVocoderConfig, config, exp, resume, overrides, "vocoder", allow_config_change)
+    if levels is not None and levels != cfg.model.levels:
+        cfg.model = dataclasses.replace(cfg.model, levels=levels)
+        save_yaml(cfg, exp / "config.yaml")
+    model = load_unit_model(unit_model)
+    checksum = model_checksum(unit_model)
+    unit_cfg = dataclasses.replace(
+        cfg.model, sample_rate=model.sample_rate, hop_length=model.hop_length, codebook_size=model.codebook_size
+    )
+    check_unit_model(unit_cfg, model, str(unit_model))
+    hop, sr = unit_cfg.hop_length, unit_cfg.sample_rate
+    table = read_units(units, unit_cfg.levels, unit_model, checksum, model.codebook_size)
+    train, audio = _examples(table, data, hop, sr, progress)
+    if valid_units is not None:
+        vtable = read_units(valid_units, unit_cfg.levels, unit_model, checksum, model.codebook_size)
+        valid, valid_audio = _examples(vtable, valid_data, hop, sr, progress)
+    else:
+        if len(train) < 2:
+            raise UserError(f"{data}: one utterance; give --valid-units/--valid-data or more training data")
+        n = min(cfg.data.holdout, len(train) - 1)
+        train, valid, audio, valid_audio = train[:-n], train[-n:], audio[:-n], audio[-n:]
+        log.info("holding out %d training utterance(s) for validation: %s", n, [ex.utt for ex in valid])
+    valid, valid_audio = valid[: cfg.data.valid_max_utts], valid_audio[: cfg.data.valid_max_utts]
+    speakers = sorted({ex.speaker for ex in train}, key=str.encode) if unit_cfg.speaker == "table" else []
+    cfg.model = dataclasses.replace(unit_cfg, unit_model=checksum, speakers=speakers)
+    if cfg.model.f0:
+        cache = F0Cache(cfg.data.f0_cache or exp / "f0_cache", sr, hop)
+        _add_f0(train + valid, audio + valid_audio, cache, cfg.model, progress)
+    embeddings = None
+    if cfg.model.speaker == "external":
+        embeddings = _speaker_embeddings(
+            train + valid, audio + valid_audio, cfg.data.speaker_embeddings, exp / "speaker_embeddings.txt", sr
+        )
+    del audio, valid_audio
+    ids = {name: i for i, name in enumerate(speakers)}
+    common = dict(speaker=cfg.model.speaker, speaker_ids=ids, embeddings=embeddings)
+    reference = round(cfg.model.reference_seconds * sr)
+    train_set = VocoderCrops(train, sr, hop, cfg.data.segment_frames, reference_samples=reference, **common)
+    max_frames = max(1, int(cfg.data.valid_max_seconds * cfg.model.frame_rate))
+    valid_set = VocoderCrops(valid, sr, hop, None, max_frames=max_frames, **common)
+    d = cfg.data
+    sampler = RandomSampler(train_set, replacement=True, num_samples=d.batch_size * BATCHES_PER_EPOCH)
+    workers = dict(num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
+    train_loader = DataLoader(train_set, d.batch_size, sampler=sampler, drop_last=True, **workers)
+    valid_loader = DataLoader(valid_set, 1, shuffle=False, **workers)
+    log.info(
+        "vocoder on %d utterances (%d held for validation), levels %s of %s, speaker input %s%s",
+        len(train),
+        len(valid),
+        cfg.model.levels,
+        unit_model,
+        cfg.model.speaker,
+        f" ({len(speakers)} speakers)" if speakers else "",
+    )
+    task = VocoderTask(to_dict(cfg))
+    trainer, best = fit(task, train_loader, valid_loader, cfg.trainer, exp, resume, "val/mel_distance")
+    out = exp / "model.pt"
+    if trainer.is_global_zero:
+        export_vocoder(best, unit_model, out)
+        log.info("exported %s (from %s) after %d vocoder steps", out, best.name, int(task.gen_steps))
+    return out
