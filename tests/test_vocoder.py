@@ -6,8 +6,10 @@ import pathlib
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from vqaudio.checkpoint import model_checksum
 from vqaudio.errors import UserError
 from vqaudio.models.vocoder import (
     F0Cache,
@@ -20,6 +22,8 @@ from vqaudio.models.vocoder import (
     read_embeddings,
     rescale_f0,
 )
+
+from .speech import SHARED, make_corpus
 
 SMALL = dict(
     codebook_size=16,
@@ -178,8 +182,6 @@ def kmeans_model(path: pathlib.Path, k: int = 16) -> pathlib.Path:
 
 
 def test_save_and_load_give_the_same_output_and_carry_the_unit_model(tmp_path):
-    from vqaudio.checkpoint import model_checksum
-
     km = kmeans_model(tmp_path / "km.pt")
     cfg = VocoderConfig(**{**SMALL, "speaker": "table", "speakers": ["a", "b"], "f0": True})
     cfg.unit_model = model_checksum(km)
@@ -195,3 +197,146 @@ def test_save_and_load_give_the_same_output_and_carry_the_unit_model(tmp_path):
     assert loaded.unit_model().codebook_size == 16
     with pytest.raises(UserError, match="a model is already there"):
         v.save_pretrained(out)
+
+
+# end to end on real speech ------------------------------------------------------------------------------------
+
+TINY = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "librispeech" / "conf" / "vocoder_tiny.yaml"
+
+
+def _corpus(tmp: pathlib.Path) -> pathlib.Path:
+    corpus = SHARED / "LibriSpeech"
+    if (corpus / "train-clean-5").is_dir() and (corpus / "dev-clean-2").is_dir():
+        return corpus
+    make_corpus(tmp / "corpus", "train-clean-5", speakers=3, utts=3, seconds=3.0)
+    make_corpus(tmp / "corpus", "dev-clean-2", speakers=1, utts=2, seconds=3.0)
+    return tmp / "corpus" / "LibriSpeech"
+
+
+def _data_dir(out: pathlib.Path, files: list[pathlib.Path], seconds: float | None = None) -> pathlib.Path:
+    """A Kaldi data dir over ``files`` (speaker: the id's prefix), each cut to its first ``seconds``."""
+    out.mkdir(parents=True)
+    ids = [f.stem for f in files]
+    (out / "wav.scp").write_text("".join(f"{i} {f}\n" for i, f in zip(ids, files, strict=True)))
+    (out / "utt2spk").write_text("".join(f"{i} {i.split('-')[0]}\n" for i in ids))
+    if seconds is not None:
+        (out / "segments").write_text("".join(f"{i} {i} 0.0 {seconds}\n" for i in ids))
+    return out
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """Data dirs over the mini subsets, a k-means unit model and a tiny (untrained) codec, and their units."""
+    import yaml
+
+    from vqaudio.config import from_dict
+    from vqaudio.models.codec import Codec, CodecConfig
+    from vqaudio.units.extract import extract_units
+    from vqaudio.units.kmeans import KMeansConfig, train_kmeans
+
+    tmp = tmp_path_factory.mktemp("speech")
+    corpus = _corpus(tmp)
+    train_files = sorted((corpus / "train-clean-5").rglob("*.flac"))
+    dev_files = sorted((corpus / "dev-clean-2").rglob("*.flac"))
+    train = _data_dir(tmp / "data" / "train", train_files)
+    short = _data_dir(tmp / "data" / "short", train_files[:6], seconds=2.0)  # little audio for pYIN
+    train_kmeans(train, tmp / "km.pt", KMeansConfig(k=16), iters=3, progress=False)
+    codec_cfg = yaml.safe_load((TINY.parent / "codec_tiny.yaml").read_text())["model"]
+    Codec(from_dict(CodecConfig, codec_cfg)).save_pretrained(tmp / "codec.pt")
+    extract_units(tmp / "km.pt", train, tmp / "units_km", progress=False)
+    extract_units(tmp / "codec.pt", short, tmp / "units_codec", progress=False)
+    return dict(
+        tmp=tmp,
+        train=train,
+        short=short,
+        km=tmp / "km.pt",
+        codec=tmp / "codec.pt",
+        units_km=tmp / "units_km",
+        units_codec=tmp / "units_codec",
+        dev=dev_files,
+    )
+
+
+def _config(tmp: pathlib.Path, name: str, **model) -> pathlib.Path:
+    import yaml
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["model"].update(model)
+    cfg["loss"]["adversarial_start"] = 2  # the adversarial phase runs too
+    cfg["trainer"].update(val_every=2, checkpoint_every=2, log_every=1)
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _train(conf, units, data, unit_model, exp, *extra) -> int:
+    from vqaudio.cli.main import main
+
+    argv = ["train-vocoder", "--config", str(conf), "--units", str(units), "--data", str(data)]
+    return main([*argv, "--unit-model", str(unit_model), "--exp-dir", str(exp), *extra])
+
+
+def _steps(exp: pathlib.Path) -> int:
+    ckpt = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    return int(ckpt["state_dict"]["gen_steps"])
+
+
+def test_train_vocoder_on_kmeans_units_resumes_and_resynthesizes_a_training_speaker(speech, capsys):
+    from vqaudio.cli.main import main
+
+    tmp = speech["tmp"]
+    exp = tmp / "exp_km"
+    conf = _config(tmp, "km.yaml", speaker="table")
+    assert _train(conf, speech["units_km"], speech["train"], speech["km"], exp, "--max-steps", "3") == 0
+    assert _steps(exp) == 3
+    for name in ("config.yaml", "log/train.log", "model.pt/config.json", "model.pt/unit_model/config.json"):
+        assert (exp / name).is_file(), name
+    assert _train(conf, speech["units_km"], speech["train"], speech["km"], exp, "--max-steps", "3") == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert _train(conf, speech["units_km"], speech["train"], speech["km"], exp, "--max-steps", "5", "--resume") == 0
+    assert _steps(exp) == 5
+    vocoder = Vocoder.from_pretrained(exp / "model.pt")
+    speakers = vocoder.config.speakers
+    assert vocoder.config.levels == [0] and len(speakers) >= 2 and vocoder.config.codebook_size == 16
+    out = tmp / "resynth_km"
+    units = ["--units", str(speech["units_km"])]
+    argv = ["resynth", "--vocoder", str(exp / "model.pt"), *units, "--out", str(out)]
+    assert main([*argv, "--speaker", speakers[0]]) == 0
+    scp = (out / "wav.scp").read_text().splitlines()
+    assert len(scp) == len((speech["train"] / "wav.scp").read_text().splitlines())
+    utt, path = scp[0].split()
+    wav, sr = sf.read(path)
+    frames = len((speech["units_km"] / "units").read_text().splitlines()[0].split()) - 1
+    assert sr == 16000 and wav.shape == (frames * 320,) and np.abs(wav).max() > 0
+    capsys.readouterr()
+    assert main([*argv[:-1], str(tmp / "unknown"), "--speaker", "nobody"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"unknown speaker 'nobody'; this vocoder knows: {speakers[0]}, " in err
+    assert not (tmp / "unknown").exists()
+
+
+def test_units_of_another_unit_model_or_outside_the_vocabulary_are_refused(speech, capsys):
+    from vqaudio.cli.main import main
+
+    tmp = speech["tmp"]
+    conf = _config(tmp, "other.yaml")
+    assert _train(conf, speech["units_km"], speech["train"], speech["codec"], tmp / "exp_other") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "were made by another unit model" in err
+    assert not (tmp / "exp_other" / "model.pt").exists()
+    # a vocoder of the k-means units: the codec's units are refused, and units beyond its 16
+    km = Vocoder(VocoderConfig(**{**SMALL, "speaker": "none"}), unit_model=speech["km"])
+    km.config.unit_model = model_checksum(speech["km"])
+    km.save_pretrained(tmp / "voc_small")
+    argv = ["resynth", "--vocoder", str(tmp / "voc_small"), "--out", str(tmp / "r_other")]
+    assert main([*argv, "--units", str(speech["units_codec"])]) == 2
+    assert "were made by another unit model than" in capsys.readouterr().err
+    bad = tmp / "units_oov"
+    bad.mkdir()
+    (bad / "units.json").write_text((speech["units_km"] / "units.json").read_text())
+    lines = (speech["units_km"] / "units").read_text().splitlines()
+    (bad / "units").write_text("\n".join([lines[0] + " 16", *lines[1:]]) + "\n")
+    assert main([*argv, "--units", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "has unit 16, outside" in err and "vocabulary [0, 15]" in err
+    assert not (tmp / "r_other").exists() or not list((tmp / "r_other").glob("*.wav"))

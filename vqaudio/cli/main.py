@@ -9,7 +9,7 @@ import sys
 from vqaudio import __version__
 from vqaudio.errors import UserError
 
-from . import data, kmeans, prior, ssl, train_codec, units
+from . import data, kmeans, prior, ssl, train_codec, units, vocoder
 from .options import apply_pipe_timeout
 
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vqaudio {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train_codec, units, kmeans, ssl, prior, data):
+    for module in (train_codec, units, kmeans, ssl, prior, data, vocoder):
         module.register(sub)
     return parser
 

@@ -61,6 +61,21 @@ examples:
 """
 
 
+RESYNTH_HELP = """Turn units (a units dir, its units file, or a fairseq .km) into wav files and a wav.scp.
+
+--model: the codec that made the units decodes them with its own decoder (--n-q levels). --vocoder: a
+unit vocoder (train-vocoder) decodes units of its unit model (units of another are refused), in the
+voice of a training speaker (--speaker ID), of a reference utterance (--reference WAV), or with no
+speaker; an F0 vocoder takes the source audio's F0 from --data (--f0 source), moved to the reference's
+statistics with --reference. Resumable: existing wavs are kept; each file is written whole or not at all.
+
+examples:
+  vqaudio resynth --model exp/codec/model.pt --units exp/units/dev_clean_2 --out exp/resynth/dev_clean_2
+  vqaudio resynth --vocoder exp/vocoder/model.pt --units exp/units/dev_clean_2 --reference target.flac \\
+      --data data/dev_clean_2 --out exp/resynth_vocoder/dev_clean_2
+"""
+
+
 EVALUATE_UNITS_HELP = """How much phonetic information units carry, against forced phone alignments.
 
 Writes OUT/unit_quality.json (pnmi, phone_purity, cluster_purity, abx_within, abx_across,
@@ -124,11 +139,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "resynth",
-        help="units -> wav files + wav.scp",
-        description="Decode units (a units dir, its units file, or a fairseq .km) to wav files "
-        "and a wav.scp. Resumable: existing wavs are kept.",
+        help="units -> wav files + wav.scp (a codec's decoder, or a unit vocoder)",
+        description=RESYNTH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="the codec that made the units (decodes with its own decoder)")
+    p.add_argument("--vocoder", help="a train-vocoder model folder (instead of --model)")
+    p.add_argument("--speaker", help="with --vocoder: a training speaker's id (table vocoders)")
+    p.add_argument("--reference", help="with --vocoder: an audio file whose voice is used")
+    p.add_argument(
+        "--f0",
+        choices=["source", "none"],
+        help="with --vocoder: F0 of the source audio in --data, or none (default: source for an F0 vocoder "
+        "when --data is given)",
+    )
+    p.add_argument("--data", help="with --vocoder: Kaldi data dir of the units' source audio (for --f0 source)")
     p.add_argument("--units", required=True, help="OUT_DIR/units of extract-units, the dir, or a .km file")
     p.add_argument("--n-q", type=int, help="residual levels to decode (default all written)")
     p.add_argument("--out", required=True)
@@ -273,9 +298,31 @@ def run_evaluate_units(args: argparse.Namespace) -> int:
 
 
 def run_resynth(args: argparse.Namespace) -> int:
-    from ..units.resynth import resynthesize
+    from ..units.resynth import resynthesize, resynthesize_with_vocoder
 
     check_device(args.device)
+    if (args.model is None) == (args.vocoder is None):
+        raise UserError("give --model (a codec's decoder) or --vocoder (a unit vocoder), one of them")
+    if args.vocoder is not None:
+        if args.n_q is not None or args.any_model:
+            raise UserError("--n-q and --any-model go with --model; a vocoder reads its own levels and unit model")
+        scp, failed = resynthesize_with_vocoder(
+            args.vocoder,
+            args.units,
+            args.out,
+            speaker=args.speaker,
+            reference=args.reference,
+            f0=args.f0,
+            data=args.data,
+            device=args.device,
+        )
+        print(
+            f"wrote {scp}" + (f"; {len(failed)} utterance(s) failed, listed in failed.txt beside it" if failed else "")
+        )
+        return 1 if failed else 0
+    given = [f for f, v in (("--speaker", args.speaker), ("--reference", args.reference), ("--f0", args.f0)) if v]
+    if given or args.data is not None:
+        raise UserError(f"{(given or ['--data'])[0]} goes with --vocoder, not with --model")
     scp = resynthesize(args.model, args.units, args.out, n_q=args.n_q, device=args.device, any_model=args.any_model)
     print(f"wrote {scp}")
     return 0

@@ -34,6 +34,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import check_state, existing_model, load_model, model_checksum, save_model
@@ -240,6 +241,15 @@ class ReferenceEncoder(nn.Module):
         return self.out(torch.cat([mean, std], dim=1))
 
 
+@dataclass
+class Voice:
+    """A reference voice, computed once (:meth:`Vocoder.voice`): the speaker input of :meth:`Vocoder.generate`
+    ``(1, ...)`` and the reference's log-F0 statistics (``None`` without F0 or without a voiced frame)."""
+
+    speaker: Tensor
+    f0: F0Stats | None
+
+
 class Vocoder(nn.Module):
     """Units ``(B, S, T')`` (+ speaker, + F0 bins) -> waveform ``(B, 1, T' * hop)``.
 
@@ -416,35 +426,41 @@ class Vocoder(nn.Module):
 
     # the API of resynthesis and conversion ----------------------------------------------------------------
 
-    def _speaker_input(self, speaker=None, reference=None):
-        """The speaker input of one utterance from a training speaker id, an external embedding or a reference
-        waveform, for :meth:`generate`."""
+    def voice(self, reference) -> Voice:
+        """The voice of a reference waveform ``(T,)`` at ``sample_rate``, computed once for many utterances: its
+        speaker input (``reference``: the waveform for the reference encoder; ``external``: its Resemblyzer GE2E
+        embedding) and, with ``f0``, its log-F0 statistics. Too short or silent: one :class:`UserError` line."""
         mode = self.config.speaker
+        if mode in ("table", "none"):
+            what = "a table of training speakers; give a speaker id" if mode == "table" else "no speaker input"
+            raise UserError(f"this vocoder has {what}, not a reference voice")
+        ref = self.check_reference(reference)
+        samples = ref[0, 0].cpu().numpy()
+        if mode == "reference":
+            speaker = ref.to(_device_of(self))
+        else:
+            from ..scoring.speaker import SpeakerEncoder
+
+            emb = SpeakerEncoder().embed(samples, self.sample_rate, name="reference")
+            speaker = torch.from_numpy(np.asarray(emb, dtype=np.float32))[None].to(_device_of(self))
+        stats = f0_stats([frame_log_f0(samples, self.sample_rate, self.hop_length)]) if self.config.f0 else None
+        return Voice(speaker, stats)
+
+    def _speaker_input(self, speaker=None, reference=None):
+        """The speaker input of :meth:`generate` for one utterance."""
         if speaker is not None and reference is not None:
             raise UserError("give a speaker or a reference voice, not both")
-        if mode == "none":
-            if speaker is not None or reference is not None:
-                raise UserError("this vocoder was trained without a speaker input (speaker: none)")
-            return None
         if reference is not None:
-            wav = self.check_reference(reference)
-            if mode == "reference":
-                return wav.to(_device_of(self))
-            if mode == "external":
-                from ..scoring.speaker import SpeakerEncoder
-
-                emb = SpeakerEncoder().embed(wav[0, 0].cpu().numpy(), self.sample_rate, name="reference")
-                return torch.from_numpy(np.asarray(emb, dtype=np.float32))[None]
-            raise UserError(
-                "this vocoder's speakers are a table of training speakers; give a speaker id, not a reference"
-            )
+            return (reference if isinstance(reference, Voice) else self.voice(reference)).speaker
         if speaker is None:
             return None
+        mode = self.config.speaker
         if mode == "table":
-            return torch.tensor([self.speaker_index(speaker)])
-        if mode == "external":
-            return torch.as_tensor(np.asarray(speaker, dtype=np.float32)).reshape(1, -1)
-        raise UserError("this vocoder takes its voice from a reference utterance; give a reference, not a speaker id")
+            return torch.tensor([self.speaker_index(speaker)], device=_device_of(self))
+        if mode == "external" and not isinstance(speaker, str):
+            return torch.as_tensor(np.asarray(speaker, dtype=np.float32), device=_device_of(self)).reshape(1, -1)
+        needs = {"external": "a reference or an embedding", "reference": "a reference", "none": "no speaker"}[mode]
+        raise UserError(f"this vocoder's speaker input is {mode!r}: it takes {needs}, not a speaker id")
 
     @torch.no_grad()
     def resynthesize(self, units, speaker=None, reference=None, f0=None, length: int | None = None) -> Tensor:
@@ -452,9 +468,8 @@ class Vocoder(nn.Module):
 
         Args:
             units: ``(S, T')`` (or ``(T',)`` with one stream) integer units of the config's ``levels``.
-            speaker: a training speaker id (``table``) or an embedding (``external``).
-            reference: a reference waveform ``(T,)`` at ``sample_rate`` whose voice is used (``reference``, or
-                ``external``, embedded with Resemblyzer's GE2E).
+            speaker: a training speaker id (``table``) or an embedding (``external``); ``None``: no speaker.
+            reference: a reference waveform ``(T,)`` at ``sample_rate``, or its :meth:`voice`.
             f0: ``(T',)`` F0 bins (:func:`quantize_f0`); ``None`` for "not given".
         """
         device = _device_of(self)
@@ -465,37 +480,40 @@ class Vocoder(nn.Module):
             f0 = torch.as_tensor(f0, dtype=torch.long, device=device)[None]
         wav = self.generate(units, spk, f0)[0, 0]
         if length is not None:
-            wav = wav[:length] if wav.shape[-1] >= length else torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
-        return wav.clamp(-1, 1)
+            wav = wav[:length] if wav.shape[-1] >= length else F.pad(wav, (0, length - wav.shape[-1]))
+        return wav.clamp(-1, 1).cpu()
 
     @torch.no_grad()
     def encode_units(self, wav) -> Tensor:
         """``(T,)`` waveform at ``sample_rate`` -> ``(S, T')`` units of the config's levels, from the unit model."""
         model = self.unit_model()
         x = torch.as_tensor(wav, dtype=torch.float32).reshape(1, 1, -1)
-        codes = model.encode(x.to(_device_of(model)))[0]
+        codes = model.encode_chunked(x.to(_device_of(model)))[0]
         return codes[self.config.levels].cpu()
+
+    def source_f0(self, wav, frames: int, target: F0Stats | None = None) -> Tensor:
+        """``(frames,)`` F0 bins of a waveform ``(T,)``, normalised by its own voiced log-F0 statistics; with
+        ``target``, its log-F0 first moved to the target's mean and standard deviation (the conversion of Polyak
+        et al. 2021 sec. 4.3; the bins are then normalised by ``target``). No voiced frame: all unvoiced."""
+        track = frame_log_f0(np.asarray(wav, dtype=np.float32), self.sample_rate, self.hop_length)[:frames]
+        track = np.pad(track, (0, frames - track.shape[0]), constant_values=np.nan)
+        source = f0_stats([track])
+        target = target or source
+        return quantize_f0(rescale_f0(track, source, target), target, self.config.f0_bins, self.config.f0_range)
 
     @torch.no_grad()
     def convert(self, wav, reference) -> Tensor:
-        """Voice conversion: ``wav`` ``(T,)`` spoken in the voice of ``reference`` ``(T_ref,)``, both at
-        ``sample_rate``; returns ``(T,)`` in [-1, 1].
+        """Voice conversion: ``wav`` ``(T,)`` spoken in the voice of ``reference`` (a waveform ``(T_ref,)`` or its
+        :meth:`voice`), both at ``sample_rate``; returns ``(T,)`` in [-1, 1].
 
         The units come from the vocoder's unit model; with ``f0``, the source's log-F0 is rescaled to the
-        reference's mean and standard deviation (Polyak et al. 2021 sec. 4.3).
+        reference's statistics (:meth:`source_f0`).
         """
-        wav = np.asarray(torch.as_tensor(wav, dtype=torch.float32).reshape(-1).cpu())
-        ref = np.asarray(torch.as_tensor(reference, dtype=torch.float32).reshape(-1).cpu())
-        self.check_reference(torch.from_numpy(ref))
+        wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1).cpu().numpy()
+        voice = reference if isinstance(reference, Voice) else self.voice(reference)
         units = self.encode_units(wav)
-        f0 = None
-        if self.config.f0:
-            source_f0 = frame_log_f0(wav, self.sample_rate, self.hop_length)[: units.shape[-1]]
-            source_f0 = np.pad(source_f0, (0, units.shape[-1] - source_f0.shape[0]), constant_values=np.nan)
-            source = f0_stats([source_f0])
-            target = f0_stats([frame_log_f0(ref, self.sample_rate, self.hop_length)]) or source
-            f0 = quantize_f0(rescale_f0(source_f0, source, target), target, self.config.f0_bins, self.config.f0_range)
-        return self.resynthesize(units, reference=ref, f0=f0, length=wav.shape[0])
+        f0 = self.source_f0(wav, units.shape[-1], voice.f0) if self.config.f0 else None
+        return self.resynthesize(units, reference=voice, f0=f0, length=wav.shape[0])
 
     # files ------------------------------------------------------------------------------------------------
 
