@@ -340,3 +340,69 @@ def test_units_of_another_unit_model_or_outside_the_vocabulary_are_refused(speec
     err = capsys.readouterr().err
     assert "has unit 16, outside" in err and "vocabulary [0, 15]" in err
     assert not (tmp / "r_other").exists() or not list((tmp / "r_other").glob("*.wav"))
+
+
+def test_codec_level0_vocoder_with_reference_voice_and_f0_resynthesizes_and_converts(speech, capsys):
+    from vqaudio.cli.main import main
+    from vqaudio.data.audio import load_audio
+
+    tmp = speech["tmp"]
+    exp = tmp / "exp_codec"
+    conf = _config(tmp, "codec.yaml", speaker="reference", f0=True, reference_seconds=1.5)
+    args = (conf, speech["units_codec"], speech["short"], speech["codec"], exp)
+    assert _train(*args, "--levels", "0", "--max-steps", "2") == 0
+    log = (exp / "log" / "train.log").read_text()
+    assert "F0 cache" in log and "0 reused, 6 computed" in log
+    # a resumed run reads the F0 tracks from the cache instead of running pYIN again
+    assert _train(*args, "--max-steps", "3", "--resume") == 0
+    assert _steps(exp) == 3
+    assert "6 reused, 0 computed" in (exp / "log" / "train.log").read_text()
+    model = exp / "model.pt"
+    vocoder = Vocoder.from_pretrained(model)
+    assert (
+        vocoder.config.levels == [0]
+        and vocoder.config.f0
+        and vocoder.config.unit_model == model_checksum(speech["codec"])
+    )
+    reference = speech["dev"][0]
+    out = tmp / "resynth_codec"
+    argv = ["resynth", "--vocoder", str(model), "--units", str(speech["units_codec"]), "--reference", str(reference)]
+    assert main([*argv, "--data", str(speech["short"]), "--f0", "source", "--out", str(out)]) == 0
+    wavs = sorted(out.glob("*.wav"))
+    assert len(wavs) == 6 and all(sf.info(w).frames == 100 * 320 for w in wavs)  # 2 s = 100 frames
+    # a rerun keeps what is there
+    stamp = wavs[0].stat().st_mtime_ns
+    assert main([*argv, "--data", str(speech["short"]), "--out", str(out)]) == 0
+    assert wavs[0].stat().st_mtime_ns == stamp
+    # --f0 source without the source audio, and a reference too short: one line, nothing written
+    capsys.readouterr()
+    assert main([*argv, "--f0", "source", "--out", str(tmp / "no_data")]) == 2
+    assert "--f0 source needs the source audio: give --data" in capsys.readouterr().err
+    short_ref = tmp / "short_ref.wav"
+    sf.write(short_ref, load_audio(str(reference), 16000)[:8000], 16000)
+    argv[-1] = str(short_ref)
+    assert main([*argv, "--out", str(tmp / "short_out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "0.50 s of audio; the speaker encoder needs at least 1.00 s" in err
+    assert not (tmp / "short_out").exists()
+
+    # convert: one file, a directory with an unreadable file among good ones, and the Python API
+    source = speech["dev"][1]
+    conv = ["convert", "--vocoder", str(model), "--reference", str(reference)]
+    assert main([*conv, "--source", str(source), "-o", str(tmp / "converted.wav")]) == 0
+    src = load_audio(str(source), 16000)
+    assert sf.info(tmp / "converted.wav").frames == src.shape[0]
+    sources = tmp / "sources"
+    sources.mkdir()
+    sf.write(sources / "a.wav", src[:32000], 16000)
+    (sources / "broken.wav").write_bytes(b"RIFF not audio")
+    capsys.readouterr()
+    assert main([*conv, "--source", str(sources), "-o", str(tmp / "converted")]) == 1
+    captured = capsys.readouterr()
+    assert "broken.wav" in captured.err and "converted 1 file(s)" in captured.out
+    assert sorted(p.name for p in (tmp / "converted").iterdir()) == ["a.wav"]
+    api = vocoder.convert(src[:32000], load_audio(str(reference), 16000))
+    assert api.shape == (32000,) and float(api.abs().max()) <= 1.0
+    assert torch.allclose(api, torch.from_numpy(sf.read(tmp / "converted" / "a.wav", dtype="float32")[0]), atol=1e-3)
+    with pytest.raises(UserError, match="silent"):
+        vocoder.convert(src[:32000], np.zeros(32000, dtype=np.float32))
