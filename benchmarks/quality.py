@@ -70,6 +70,7 @@ from vqaudio.data import read_data_dir
 from vqaudio.data.audio import load_audio
 from vqaudio.features import MelSpectrogram
 from vqaudio.metrics import log_mel_distance, pesq_wb, si_sdr, stoi
+from vqaudio.quantize.residual import latent_errors
 from vqaudio.train.codec_task import CodecTask
 from vqaudio.train.config import TrainCodecConfig
 from vqaudio.train.run_codec import _loaders
@@ -87,6 +88,9 @@ ARCHS = (
     "ours_lstm",
     "ours_lstm512",
     "ours_dil13_lstm512",
+    "ours_dropout_half",
+    "ours_no_dropout",
+    "ours_adv_early",
 )
 THREE_UNITS = {"dilations": [1, 3, 9], "lstm": 0}  # the default before 2026-11-30
 OURS = {  # our variants: overrides of codec_base.yaml's model section
@@ -98,7 +102,13 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours_lstm": {**THREE_UNITS, "lstm": 2, "lstm_dim": None},
     "ours_lstm512": {**THREE_UNITS, "lstm": 2, "lstm_dim": 512},
     "ours_dil13_lstm512": {"dilations": [1, 3]},
+    # training-schedule rows: the default model, another quantizer dropout or discriminator schedule
+    "ours_dropout_half": {"quantizer": {"dropout_fraction": 0.5}},  # DAC's quantizer_dropout = 0.5
+    "ours_no_dropout": {"quantizer": {"dropout": False}},
+    "ours_adv_early": {},
 }
+SCHEDULES = {"ours_adv_early": {"adversarial_at": 0.2}}  # rows whose budget schedule differs from the options'
+DEPTHS = (1, 2, 4, 8)  # residual depths scored after training: 0.5 to 4 kbps
 # Model fields that rows may set differently; the rest of the training config is the same in every row.
 ARCH_FIELDS = (
     "channels",
@@ -146,7 +156,9 @@ class Foreign(nn.Module):
 def build_task(arch: str, cfg: dict, dac_dims: tuple[int, int]) -> CodecTask:
     cfg = json.loads(json.dumps(cfg))
     # a peer's encoder and decoder replace ours whole, our latent LSTMs included
-    cfg["model"].update(OURS[arch] if arch in OURS else {"lstm": 0})
+    overrides = dict(OURS[arch]) if arch in OURS else {"lstm": 0}
+    cfg["model"]["quantizer"].update(overrides.pop("quantizer", {}))
+    cfg["model"].update(overrides)
     task = CodecTask(cfg)
     dim = task.codec.config.latent_dim
     if arch.startswith("encodec"):
@@ -203,9 +215,13 @@ class Budget(pl.Callback):
         if self.train_time >= self.next_eval or self.train_time >= self.seconds:
             quantized = steps > task.cfg.loss.quantizer_start  # a training step has initialised the codebooks
             point = {"minutes": self.train_time / 60, "steps": steps, "quantized": quantized}
-            point["val_mel"] = self.evaluate(task, quantized)
+            point.update(self.evaluate(task, quantized))
             self.curve.append(point)
-            print(f"  {point['minutes']:6.1f} min {steps:6d} steps  val log-mel {point['val_mel']:.3f}", flush=True)
+            print(
+                f"  {point['minutes']:6.1f} min {steps:6d} steps  val log-mel {point['val_mel']:.3f}"
+                f"  (1 level {point['val_mel_q1']:.3f}, unquantized {point['val_mel_continuous']:.3f})",
+                flush=True,
+            )
             self.next_eval += self.eval_seconds
         if self.train_time >= self.seconds:
             trainer.should_stop = True
@@ -213,35 +229,56 @@ class Budget(pl.Callback):
         self.last = time.perf_counter()
 
     @torch.no_grad()
-    def evaluate(self, task: CodecTask, quantized: bool) -> float:
-        task.codec.eval()
-        total = 0.0
+    def evaluate(self, task: CodecTask, quantized: bool) -> dict[str, float]:
+        """Validation log-mel distance at full depth (``val_mel``), at one level (``val_mel_q1``) and of the
+        unquantized latents (``val_mel_continuous``: the ceiling of any bitrate); the three are equal before
+        quantization starts."""
+        codec = task.codec.eval()
+        totals = {"val_mel": 0.0, "val_mel_q1": 0.0, "val_mel_continuous": 0.0}
         for wav in self.curve_wavs:
             wav = wav.to(task.device)
-            out = task.codec(wav, quantize=quantized).wav
-            total += float(F.l1_loss(self.mel(out.float()), self.mel(wav)))
-        task.codec.train()
-        return total / len(self.curve_wavs)
+            outs = {"val_mel_continuous": codec(wav, quantize=False).wav}
+            if quantized:
+                codes = codec.encode(wav)
+                outs["val_mel"] = codec.decode(codes, length=wav.shape[-1])
+                outs["val_mel_q1"] = codec.decode(codes[:, :1], length=wav.shape[-1])
+            for key in totals:
+                out = outs.get(key, outs["val_mel_continuous"])
+                totals[key] += float(F.l1_loss(self.mel(out.float()), self.mel(wav)))
+        codec.train()
+        return {k: v / len(self.curve_wavs) for k, v in totals.items()}
 
 
 @torch.no_grad()
 def score(codec, test_dir: pathlib.Path, device: str) -> dict[str, dict[str, float]]:
-    """Mean log-mel distance, STOI, PESQ-WB and SI-SDR over the held-out utterances at n_q = 2 and 8."""
+    """Mean log-mel distance, STOI, PESQ-WB and SI-SDR over the held-out utterances at every n_q of
+    :data:`DEPTHS` and of the unquantized latents (key ``continuous``: what the decoder makes of the encoder's
+    own latents, the ceiling of any bitrate), and the mean relative latent error after each level
+    (``latent_error``)."""
     codec.eval()
     sr = codec.sample_rate
-    rows: dict[int, list[list[float]]] = {2: [], 8: []}
+    rows: dict[str, list[list[float]]] = {str(q): [] for q in DEPTHS if q <= codec.n_q}
+    rows["continuous"] = []
+    errors = []
     for utt in read_data_dir(test_dir):
         ref = load_audio(utt.source, sr, utt.start, utt.end, name=utt.utt_id)
         wav = torch.from_numpy(ref)[None, None].to(device)
-        codes = codec.encode(wav)
-        for n_q in rows:
-            hyp = codec.decode(codes[:, :n_q], length=len(ref))[0, 0].clamp(-1, 1).float().cpu().numpy()
+        z = codec.level0(wav, quantize=False)
+        codes = codec.quantizer.encode(z)
+        errors.append(latent_errors(codec.quantizer, z, codes)[0].cpu().numpy())
+        for key in rows:
+            if key == "continuous":
+                hyp = codec(wav, quantize=False).wav
+            else:
+                hyp = codec.decode(codes[:, : int(key)], length=len(ref))
+            hyp = hyp[0, 0].clamp(-1, 1).float().cpu().numpy()
             pesq = pesq_wb(ref, hyp, sr) if HAVE_PESQ else math.nan
-            scores = [log_mel_distance(ref, hyp, sr), stoi(ref, hyp, sr), pesq, si_sdr(ref, hyp)]
-            rows[n_q].append(scores)
+            rows[key].append([log_mel_distance(ref, hyp, sr), stoi(ref, hyp, sr), pesq, si_sdr(ref, hyp)])
     names = ("log_mel", "stoi", "pesq_wb", "si_sdr")
-    means = {n_q: np.nanmean(np.array(r), axis=0).tolist() for n_q, r in rows.items()}
-    return {str(n_q): dict(zip(names, m, strict=True)) for n_q, m in means.items()}
+    means = {key: np.nanmean(np.array(r), axis=0).tolist() for key, r in rows.items()}
+    out: dict = {key: dict(zip(names, m, strict=True)) for key, m in means.items()}
+    out["latent_error"] = np.mean(errors, axis=0).tolist()
+    return out
 
 
 @torch.no_grad()
@@ -267,8 +304,9 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
     pl.seed_everything(args.seed, workers=True)
     task = build_task(arch, cfg, tuple(args.dac_dims))
     train_loader, _ = _loaders(task, str(work / "data" / "train"), str(work / "data" / "dev"))
+    adversarial_at = SCHEDULES.get(arch, {}).get("adversarial_at", args.adversarial_at)
     budget = Budget(
-        args.minutes * 60, args.warmup_fraction, args.adversarial_at, args.eval_minutes * 60, curve_wavs, args.device
+        args.minutes * 60, args.warmup_fraction, adversarial_at, args.eval_minutes * 60, curve_wavs, args.device
     )
     cuda = args.device == "cuda"
     trainer = pl.Trainer(
@@ -302,6 +340,7 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
         "test": score(codec, work / "data" / "test", args.device),
         "rtf_1_thread": real_time_factors(codec, args.rtf_seconds) if args.device == "cpu" else None,
         "model": {k: v for k, v in to_dict(task.codec.config).items() if k in ARCH_FIELDS} if arch in OURS else None,
+        "quantizer": to_dict(task.codec.config.quantizer),
     }
     if arch.startswith("ours"):
         codec.save_pretrained(work / arch / "model.pt")
@@ -322,6 +361,9 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
         "dac": f"DAC ({args.dac_dims[0]} / {args.dac_dims[1]})",
         "encodec_zero_bias": "EnCodec SEANet + LSTM, conv biases zeroed at init",
         "encodec_zero_bias_no_lstm": "EnCodec SEANet without LSTM, conv biases zeroed at init",
+        "ours_dropout_half": "vqaudio default, quantizer dropout on half the examples (DAC)",
+        "ours_no_dropout": "vqaudio default, no quantizer dropout",
+        "ours_adv_early": "vqaudio default, discriminators from 20 % of the budget",
     }
     lines = [
         "| architecture | params | steps | steps/s | log-mel 1 kbps | STOI 1 kbps | PESQ 1 kbps | SI-SDR 1 kbps "
@@ -335,6 +377,7 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
             + " | ".join(f"{v:.3f}" if i % 4 != 3 else f"{v:.1f}" for i, v in enumerate(q))
             + (" | {encode:.1f} | {decode:.1f} |".format(**r["rtf_1_thread"]) if r["rtf_1_thread"] else " | | |")
         )
+    lines += ["", *depth_table(results, names)]
     (work / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     import matplotlib
@@ -352,6 +395,44 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, fontsize=8, frameon=False)
     fig.savefig(work / "quality_curves.png", dpi=110, bbox_inches="tight")  # the legend below, uncut
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    for r in results:
+        depths = [q for q in DEPTHS if str(q) in r["test"]]
+        for ax, key in zip(axes, ("log_mel", "stoi", "pesq_wb"), strict=True):
+            (line,) = ax.plot(depths, [r["test"][str(q)][key] for q in depths], marker="o", ms=3)
+            line.set_label(names.get(r["arch"], r["arch"]))
+            if "continuous" in r["test"]:  # the unquantized latents: the ceiling of any bitrate
+                ax.axhline(r["test"]["continuous"][key], color=line.get_color(), ls="--", lw=0.8)
+    for ax, label in zip(axes, ("log-mel distance (lower)", "STOI (higher)", "PESQ-WB (higher)"), strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(DEPTHS), [f"{q}\n{q / 2:g} kbps" for q in DEPTHS])
+        ax.set_xlabel("residual levels n_q")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("dashed: unquantized latents", fontsize=9)
+    axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, fontsize=8, frameon=False)
+    fig.savefig(work / "quality_by_n_q.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def depth_table(results: list[dict], names: dict[str, str]) -> list[str]:
+    """Markdown rows: log-mel / STOI / PESQ at every scored depth and of the unquantized latents, and the
+    relative latent error after levels 1, 2, 4 and 8, for the rows scored at every depth."""
+    keys = [*(str(q) for q in DEPTHS), "continuous"]
+    head = " | ".join(f"n_q {k}" if k != "continuous" else "unquantized" for k in keys)
+    lines = [
+        f"| row (log-mel / STOI / PESQ) | {head} | latent error after 1, 2, 4, 8 levels |",
+        "|---|" + "---:|" * (len(keys) + 1),
+    ]
+    for r in results:
+        if not all(k in r["test"] for k in keys):
+            continue  # scored at 1 and 4 kbps only, before the depth curve
+        cells = ["{log_mel:.3f} / {stoi:.3f} / {pesq_wb:.2f}".format(**r["test"][k]) for k in keys]
+        errors = r["test"]["latent_error"]
+        error = " / ".join(f"{errors[q - 1]:.3f}" for q in DEPTHS if q <= len(errors))
+        lines.append(f"| {names.get(r['arch'], r['arch'])} | " + " | ".join(cells) + f" | {error} |")
+    return lines
 
 
 def settings(options: argparse.Namespace) -> dict:

@@ -425,3 +425,18 @@ def test_import_bounds_onednn_primitive_cache_unless_the_user_set_it():
 
     assert run(env).stdout.strip() == "512"  # room for every window shape of batch-1 encode and decode
     assert run({**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "32"}).stdout.strip() == "32"
+
+
+def test_a_codec_saved_before_quantization_started_is_flagged(tmp_path, caplog):
+    codec = tiny(nq=3)
+    for stage in codec.quantizer.stages:  # k-means init: codebooks are random until a quantized training step
+        stage.initted.fill_(False)
+    fresh = codec.save_pretrained(tmp_path / "fresh.pt")
+    codec.train()
+    codec(torch.randn(2, 1, 8000) * 0.1)
+    trained = codec.save_pretrained(tmp_path / "trained.pt")
+    with caplog.at_level("WARNING", logger="vqaudio.models.codec"):
+        Codec.from_pretrained(trained)
+        assert not caplog.records
+        Codec.from_pretrained(fresh)
+    assert "level(s) 0, 1, 2 were never initialised" in caplog.text

@@ -12,6 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from vqaudio.errors import UserError
 from vqaudio.quantize import FSQ, EMAVectorQuantizer, ResidualQuantizer, VectorQuantizer, ops
 
 D, K = 8, 16
@@ -276,6 +277,38 @@ def test_quantizer_dropout_uses_fewer_stages_for_some_examples():
     assert len(set(kept)) > 1 and max(kept) == 4
     rq.eval()
     assert torch.equal(rq(z).quantized, full)
+
+
+def _depths(rq: ResidualQuantizer, z: torch.Tensor) -> list[int]:
+    """How many stages each example of a training pass kept (the prefix its output equals)."""
+    out = rq(z)
+    return [
+        next(
+            n
+            for n in range(1, rq.n_q + 1)
+            if torch.allclose(out.quantized[b], rq.decode(out.indices[b : b + 1, :n])[0], atol=1e-6)
+        )
+        for b in range(z.shape[0])
+    ]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_dropout_fraction_spares_the_rest_of_the_batch(fraction):
+    torch.manual_seed(4)
+    rq = ResidualQuantizer.alike(4, lambda: VectorQuantizer(D, K), dropout=True, dropout_fraction=fraction).train()
+    depths = _depths(rq, latents(b=256))
+    full = sum(d == 4 for d in depths) / len(depths)
+    # a dropped example keeps all 4 stages with probability 1/4: P(full) = (1 - f) + f / 4
+    assert abs(full - ((1 - fraction) + fraction / 4)) < 0.1
+    if fraction == 0.0:
+        assert set(depths) == {4}
+    else:
+        assert set(depths) == {1, 2, 3, 4}
+
+
+def test_dropout_fraction_out_of_range_is_refused():
+    with pytest.raises(UserError, match="dropout_fraction must lie in"):
+        ResidualQuantizer.alike(2, lambda: VectorQuantizer(D, K), dropout=True, dropout_fraction=1.5)
 
 
 def test_dead_codes_come_back_after_restart():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import pathlib
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from ..errors import UserError
 from ..quantize import QuantizerConfig, build_quantizer
 from .context import LatentLSTM, LSTMState
 from .seanet import Decoder, Encoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -498,7 +501,20 @@ class Codec(nn.Module):
         model = cls.from_config(config)
         check_state(model, state)
         model.load_state_dict(state)
+        fresh = uninitialised_levels(model.quantizer)
+        if fresh:
+            log.warning(
+                "the codebooks of level(s) %s were never initialised: the model was saved before its training "
+                "reached loss.quantizer_start, so its codes are random and its units meaningless",
+                ", ".join(map(str, fresh)),
+            )
         return model.eval()
+
+
+def uninitialised_levels(quantizer: nn.Module) -> list[int]:
+    """Levels (from 0) of a quantizer whose k-means codebook initialisation never ran (``initted`` still off)."""
+    stages = getattr(quantizer, "stages", [quantizer])
+    return [i for i, stage in enumerate(stages) if hasattr(stage, "initted") and not bool(stage.initted)]
 
 
 def _check_finite_output(wav: Tensor) -> None:

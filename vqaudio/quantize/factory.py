@@ -26,6 +26,8 @@ class QuantizerConfig:
         codebook_size: codes per stage (VQ kinds); FSQ's size is ``prod(levels)``.
         levels: FSQ levels per channel.
         dropout: quantizer dropout in a residual stack (one model, every bitrate from 1 to Q stages).
+        dropout_fraction: the share of training examples dropout applies to (uniform depth in [1, Q]); the
+            rest train at full depth. 1.0 is SoundStream's rule, DAC's ``quantizer_dropout`` is 0.5.
         beta: commitment weight.
         decay: EMA decay (``ema``).
         distance: ``"l2"`` or ``"cosine"`` (``vq``).
@@ -45,6 +47,7 @@ class QuantizerConfig:
     codebook_size: int = 1024
     levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
     dropout: bool = True
+    dropout_fraction: float = 1.0
     beta: float = 0.25
     decay: float = 0.99
     distance: str = "l2"
@@ -87,4 +90,6 @@ def build_quantizer(cfg: QuantizerConfig, dim: int) -> Quantizer:
         if cfg.normalize_first:
             raise UserError("normalize_first needs a residual stack (n_q > 1): level 0 alone would lose the speaker")
         return make()
-    return ResidualQuantizer.alike(cfg.n_q, make, dropout=cfg.dropout, normalize_first=cfg.normalize_first)
+    return ResidualQuantizer.alike(
+        cfg.n_q, make, dropout=cfg.dropout, normalize_first=cfg.normalize_first, dropout_fraction=cfg.dropout_fraction
+    )

@@ -19,8 +19,10 @@ class ResidualQuantizer(Quantizer):
     has no gradient to ``z`` and the sum passes the upstream gradient to ``z`` exactly once, while every
     stage's own parameters (codebook through its loss, projections through the output) still learn.
 
-    With ``dropout=True``, each training example keeps a random number of stages, uniform in
-    [1, Q] (SoundStream's quantizer dropout), so one model serves every bitrate from 1 to Q stages.
+    With ``dropout=True``, a training example keeps a random number of stages, uniform in [1, Q]
+    (SoundStream's quantizer dropout), so one model serves every bitrate from 1 to Q stages. Only a
+    ``dropout_fraction`` of the examples are dropped so; the others keep all Q stages (DAC's
+    ``quantizer_dropout`` probability, 0.5 there; 1.0 is SoundStream's every example).
     All stages still run and see their residuals, so every parameter is used on every rank (DDP-safe).
 
     With ``normalize_first=True`` the first stage quantizes the latents normalised per channel over time
@@ -32,11 +34,20 @@ class ResidualQuantizer(Quantizer):
     Args:
         quantizers: the stages, all with the same ``dim`` and ``codebook_size``.
         dropout: quantizer dropout in training.
+        dropout_fraction: the share of training examples that dropout applies to, in [0, 1].
         normalize_first: instance-normalise the first stage's input.
     """
 
-    def __init__(self, quantizers: Sequence[Quantizer], dropout: bool = False, normalize_first: bool = False) -> None:
+    def __init__(
+        self,
+        quantizers: Sequence[Quantizer],
+        dropout: bool = False,
+        normalize_first: bool = False,
+        dropout_fraction: float = 1.0,
+    ) -> None:
         super().__init__()
+        if not 0.0 <= dropout_fraction <= 1.0:
+            raise UserError(f"dropout_fraction must lie in [0, 1], got {dropout_fraction}")
         quantizers = list(quantizers)
         if not quantizers:
             raise ValueError("ResidualQuantizer needs at least one quantizer, got an empty list")
@@ -52,6 +63,7 @@ class ResidualQuantizer(Quantizer):
         self.dim = quantizers[0].dim
         self.codebook_size = quantizers[0].codebook_size
         self.dropout = dropout
+        self.dropout_fraction = dropout_fraction
         self.normalize_first = normalize_first
 
     def _first_input(self, z: Tensor) -> Tensor:
@@ -62,7 +74,12 @@ class ResidualQuantizer(Quantizer):
 
     @classmethod
     def alike(
-        cls, n_q: int, make: Callable[[], Quantizer], dropout: bool = False, normalize_first: bool = False
+        cls,
+        n_q: int,
+        make: Callable[[], Quantizer],
+        dropout: bool = False,
+        normalize_first: bool = False,
+        dropout_fraction: float = 1.0,
     ) -> ResidualQuantizer:
         """A stack of ``n_q`` stages built by calling ``make()`` once per stage.
 
@@ -70,7 +87,8 @@ class ResidualQuantizer(Quantizer):
         """
         if n_q < 1:
             raise UserError(f"n_q must be >= 1, got {n_q}")
-        return cls([make() for _ in range(n_q)], dropout=dropout, normalize_first=normalize_first)
+        stages = [make() for _ in range(n_q)]
+        return cls(stages, dropout=dropout, normalize_first=normalize_first, dropout_fraction=dropout_fraction)
 
     @property
     def n_q(self) -> int:
@@ -97,6 +115,9 @@ class ResidualQuantizer(Quantizer):
         if self.training and self.dropout:
             # keep[b] = number of stages example b uses; stage i contributes where i < keep[b].
             keep = torch.randint(1, n_q + 1, (z.shape[0], 1, 1), device=z.device)
+            if self.dropout_fraction < 1.0:
+                spared = torch.rand(z.shape[0], 1, 1, device=z.device) >= self.dropout_fraction
+                keep = torch.where(spared, torch.full_like(keep, n_q), keep)
         residual = z
         quantized = torch.zeros_like(z, dtype=torch.float32)
         indices, metrics = [], {}
