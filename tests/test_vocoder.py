@@ -149,6 +149,7 @@ def test_f0_of_a_tone_and_of_silence():
     assert voiced.mean() > 0.8 and np.allclose(np.exp(track[voiced]), 200, rtol=0.03)
     silence = frame_log_f0(np.zeros(sr // 2, dtype=np.float32), sr, 320)  # no voiced frame: unvoiced, not an error
     assert silence.shape == (25,) and np.isnan(silence).all()
+    assert small(f0=True, speaker="none").source_f0(np.zeros(sr // 2, dtype=np.float32), 25).tolist() == [0] * 25
 
 
 def test_f0_cache_reuses_its_files(tmp_path):
@@ -406,3 +407,46 @@ def test_codec_level0_vocoder_with_reference_voice_and_f0_resynthesizes_and_conv
     assert torch.allclose(api, torch.from_numpy(sf.read(tmp / "converted" / "a.wav", dtype="float32")[0]), atol=1e-3)
     with pytest.raises(UserError, match="silent"):
         vocoder.convert(src[:32000], np.zeros(32000, dtype=np.float32))
+
+
+def test_external_speaker_embeddings_from_a_table_or_computed_with_ge2e(speech, capsys, monkeypatch):
+    import sys
+
+    import yaml
+
+    from vqaudio.cli.main import main
+
+    tmp = speech["tmp"]
+    units, data, km = speech["units_km"], speech["train"], speech["km"]
+    speakers = sorted({line.split()[1] for line in (data / "utt2spk").read_text().splitlines()})
+    table = tmp / "xvector.txt"
+    table.write_text("".join(f"{s} {' '.join(str(i + k) for k in range(4))}\n" for i, s in enumerate(speakers)))
+    conf = _config(tmp, "ext.yaml", speaker="external", external_dim=4)
+    cfg = yaml.safe_load(conf.read_text())
+    cfg["data"]["speaker_embeddings"] = str(table)
+    conf.write_text(yaml.safe_dump(cfg))
+    exp = tmp / "exp_ext_table"
+    assert _train(conf, units, data, km, exp, "--max-steps", "2") == 0
+    vocoder = Vocoder.from_pretrained(exp / "model.pt")
+    wav = vocoder.resynthesize(torch.zeros(1, 10, dtype=torch.long), speaker=np.arange(4, dtype=np.float32))
+    assert wav.shape == (10 * 320,)
+
+    # without a table, Resemblyzer's GE2E speaker embeddings are computed (256-d), and a missing package is a line
+    conf = _config(tmp, "ge2e.yaml", speaker="external")
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)
+    capsys.readouterr()
+    assert _train(conf, units, data, km, tmp / "exp_ge2e", "--max-steps", "2") == 2
+    err = capsys.readouterr().err
+    line = err.splitlines()[-1]  # after the audio-reading progress bar
+    assert "Traceback" not in err and line.startswith("vqaudio train-vocoder: error: external speaker embeddings")
+    assert line.endswith(
+        "needs the resemblyzer package (import of resemblyzer halted; None in sys.modules): pip install 'vqaudio[eval]'"
+    )
+    monkeypatch.delitem(sys.modules, "resemblyzer")
+    assert _train(conf, units, data, km, tmp / "exp_ge2e2", "--max-steps", "2") == 0
+    computed = read_embeddings(tmp / "exp_ge2e2" / "speaker_embeddings.txt")
+    assert sorted(computed) == speakers and all(v.shape == (256,) for v in computed.values())
+    out = tmp / "resynth_ge2e"
+    argv = ["resynth", "--vocoder", str(tmp / "exp_ge2e2" / "model.pt"), "--units", str(units), "--out", str(out)]
+    assert main([*argv, "--reference", str(speech["dev"][0])]) == 0
+    assert len(list(out.glob("*.wav"))) == len((data / "wav.scp").read_text().splitlines())

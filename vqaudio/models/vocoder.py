@@ -439,9 +439,7 @@ class Vocoder(nn.Module):
         if mode == "reference":
             speaker = ref.to(_device_of(self))
         else:
-            from ..scoring.speaker import SpeakerEncoder
-
-            emb = SpeakerEncoder().embed(samples, self.sample_rate, name="reference")
+            emb = ge2e_encoder().embed(samples, self.sample_rate, name="reference")
             speaker = torch.from_numpy(np.asarray(emb, dtype=np.float32))[None].to(_device_of(self))
         stats = f0_stats([frame_log_f0(samples, self.sample_rate, self.hop_length)]) if self.config.f0 else None
         return Voice(speaker, stats)
@@ -552,7 +550,9 @@ class Vocoder(nn.Module):
         """Load a vocoder folder written by :meth:`save_pretrained` (``weights_only`` safetensors, no pickled
         code); its unit model is ``path/unit_model``."""
         path = pathlib.Path(path)
-        if path.is_dir() and not (path / UNIT_MODEL_DIR).is_dir():
+        if not path.is_dir():
+            raise UserError(f"{path}: not a vocoder model folder (train-vocoder writes EXP/model.pt as one)")
+        if not (path / UNIT_MODEL_DIR).is_dir():
             raise UserError(f"{path}: a vocoder folder holds its unit model in {UNIT_MODEL_DIR}/, which is missing")
         config, state = load_model(path, "vocoder", map_location)
         try:
@@ -569,6 +569,16 @@ def _device_of(model: nn.Module) -> torch.device:
     if tensor is None:
         tensor = next(model.buffers())
     return tensor.device
+
+
+def ge2e_encoder():
+    """Resemblyzer's GE2E speaker encoder (:class:`vqaudio.scoring.speaker.SpeakerEncoder`) for ``external``
+    speaker embeddings; a missing package is one line saying what to install."""
+    from ..scoring.packages import require
+    from ..scoring.speaker import SpeakerEncoder
+
+    require("resemblyzer", "external speaker embeddings (model.speaker: external, Resemblyzer's GE2E)")
+    return SpeakerEncoder()
 
 
 def check_unit_model(config: VocoderConfig, unit_model, where: str) -> None:

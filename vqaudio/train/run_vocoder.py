@@ -23,6 +23,7 @@ from ..models.vocoder import (
     VocoderConfig,
     check_unit_model,
     f0_stats,
+    ge2e_encoder,
     quantize_f0,
     read_embeddings,
     write_embeddings,
@@ -214,9 +215,9 @@ def _speaker_embeddings(
     elif out.is_file():
         embeddings = read_embeddings(out)
     else:
-        from ..scoring.speaker import SpeakerEncoder, mean_embedding
+        from ..scoring.speaker import mean_embedding
 
-        encoder = SpeakerEncoder()
+        encoder = ge2e_encoder()
         per_speaker: dict[str, list[np.ndarray]] = {}
         for ex, wav in zip(tqdm(examples, desc="GE2E speaker embeddings", unit="utt"), audio, strict=True):
             try:
