@@ -106,12 +106,17 @@ def test_evaluate_a_codec_at_each_depth(tmp_path, capsys):
     assert all(1 < p <= 16 for p in summary["perplexity_by_level"])
     # depth 2 decodes both levels: the two depths' resyntheses differ
     rows = (out / "per_utterance.csv").read_text().splitlines()
-    assert rows[0].startswith("utt,n_q,seconds,") and len(rows) == 1 + 3 * 2
+    assert rows[0].startswith("utt,n_q,seconds,") and len(rows) == 1 + 3 * 3
     by_depth = {line.split(",")[1]: line.split(",")[3] for line in rows[1:] if line.startswith("spk-u0,")}
-    assert by_depth["1"] != by_depth["2"]
+    assert len({by_depth["1"], by_depth["2"], by_depth["unquantized"]}) == 3
+    # the ceiling is the decoder on the encoder's own latents: its log-mel distance is the mean of those rows
+    ceiling = [float(line.split(",")[3]) for line in rows[1:] if line.split(",")[1] == "unquantized"]
+    assert summary["unquantized"]["log_mel_distance"] == pytest.approx(sum(ceiling) / 3)
+    assert "bitrate_bps" not in summary["unquantized"]
     assert len((out / "latent_error.csv").read_text().splitlines()) == 4
     results = (out / "RESULTS.md").read_text()
     assert "| 1 | 200 |" in results and "| 2 | 400 |" in results and "(quality_by_n_q.png)" in results
+    assert "| unquantized | |" in results
     assert results in capsys.readouterr().out
     assert (out / "quality_by_n_q.png").stat().st_size > 0 and len(list(out.glob("spectrogram_*.png"))) == 3
     assert "evaluated 3 utterances" in (out / "evaluate.log").read_text()

@@ -23,6 +23,7 @@ from .units.formats import read_info, read_levels
 
 log = logging.getLogger(__name__)
 COLUMNS = ("log_mel_distance", "stft_distance", "si_sdr", "stoi", "pesq_wb")
+UNQUANTIZED = "unquantized"  # the per_utterance.csv n_q of the decoder fed the encoder's own latents
 ASR_NUMBERS = (
     "wer",
     "cer",
@@ -410,10 +411,12 @@ def evaluate_levels(
 
     Each utterance is encoded once at full depth; depth q decodes its first q levels (residual codes are
     chosen greedily, so they are the codes an encoder keeping q levels writes). Writes ``metrics.json``
-    (``by_n_q``: bitrate and the means of :data:`COLUMNS` per depth; ``latent_error``: the mean over utterances
+    (``by_n_q``: bitrate and the means of :data:`COLUMNS` per depth; ``unquantized``: the same means for the
+    decoder fed the encoder's own latents, the ceiling no depth can pass; ``latent_error``: the mean over utterances
     of ``||z - sum of the first q levels|| / ||z||`` for q = 1..n_q; ``usage_by_level`` and
     ``perplexity_by_level``: code use of each level over the data), ``RESULTS.md`` (a table per depth, one
-    per level), ``quality_by_n_q.png`` (the curves), ``per_utterance.csv`` (a row per utterance and depth),
+    per level), ``quality_by_n_q.png`` (the curves), ``per_utterance.csv`` (a row per utterance and depth, and
+    one with ``n_q`` = ``unquantized``),
     ``latent_error.csv`` (a row per utterance), ``spectrogram_<utt>.png`` and ``evaluate.log``.
     """
     import matplotlib.pyplot as plt
@@ -459,13 +462,14 @@ def evaluate_levels(
                 codes = codec.quantizer.encode(z) if top > 1 else codec.quantizer.encode(z)[:, None]
                 error = latent_errors(codec.quantizer, z, codes)[0].cpu().numpy()
                 hyps = {q: codec.decode_utterance(codes[0, :q], length=r.shape[0]).cpu().numpy() for q in depths}
+                ceiling = codec(wav, quantize=False).wav[0, 0].float().clamp(-1, 1).cpu().numpy()
             seconds += r.shape[0] / sr
             scored.append(u.utt_id)
             errors.append(error)
             for level in range(top):
                 counts[level] += np.bincount(codes[0, level].cpu().numpy(), minlength=codec.codebook_size)
-            for q in depths:
-                rows.append({"utt": u.utt_id, "n_q": q, "seconds": r.shape[0] / sr, **score(r, hyps[q], sr)})
+            for q, hyp in [*hyps.items(), (UNQUANTIZED, ceiling)]:
+                rows.append({"utt": u.utt_id, "n_q": q, "seconds": r.shape[0] / sr, **score(r, hyp, sr)})
             if len(errors) <= num_plots:
                 with torch.no_grad():
                     mels = [mel(torch.from_numpy(x)[None, None]).squeeze(0).numpy() for x in (r, *hyps.values())]
@@ -486,13 +490,14 @@ def evaluate_levels(
         writer.writerows([utt, *(float(e) for e in error)] for utt, error in zip(scored, errors, strict=True))
         atomic_write_text(out / "latent_error.csv", buf.getvalue())
         by_n_q = {}
-        for q in depths:
+        for q in [*depths, UNQUANTIZED]:
             at_q = [r for r in rows if r["n_q"] == q]
-            entry = {"bitrate_bps": codec.bitrate * q / top}
+            entry = {"bitrate_bps": codec.bitrate * q / top} if q != UNQUANTIZED else {}
             for c in COLUMNS:
                 values = [r[c] for r in at_q if not math.isnan(r[c])]
                 entry[c] = _nan_to_none(float(np.mean(values))) if values else None
             by_n_q[str(q)] = entry
+        unquantized = by_n_q.pop(UNQUANTIZED)
         errors = np.stack(errors)
         summary = {
             "model": str(model),
@@ -505,6 +510,7 @@ def evaluate_levels(
             "n_q": top,
             "codebook_size": codec.codebook_size,
             "by_n_q": by_n_q,
+            "unquantized": unquantized,
             "latent_error": [_nan_to_none(float(np.nanmean(e))) if not np.isnan(e).all() else None for e in errors.T],
             "usage_by_level": [float((c > 0).mean()) for c in counts],
             "perplexity_by_level": [_perplexity(c) for c in counts],
@@ -513,6 +519,7 @@ def evaluate_levels(
             depths,
             {LABELS[c]: [by_n_q[str(q)][c] for q in depths] for c in COLUMNS},
             summary["latent_error"],
+            ceiling={LABELS[c]: unquantized[c] for c in COLUMNS},
         )
         fig.savefig(out / "quality_by_n_q.png", dpi=100)
         plt.close(fig)
@@ -550,9 +557,14 @@ def levels_markdown(summary: dict) -> str:
     ]
     for q, entry in summary["by_n_q"].items():
         lines.append(f"| {q} | {entry['bitrate_bps']:.0f} | " + " | ".join(_cell(entry[c]) for c in COLUMNS) + " |")
+    ceiling = summary.get("unquantized")
+    if ceiling:
+        lines.append("| unquantized | | " + " | ".join(_cell(ceiling[c]) for c in COLUMNS) + " |")
     lines += [
         "",
         "log-mel and MR-STFT distances: lower is better; SI-SDR, STOI and wide-band PESQ: higher is better.",
+        "unquantized: the decoder fed the encoder's own latents, the ceiling no depth can pass; where the depths"
+        " reach it, more bits cannot buy more until the encoder and decoder improve.",
         "",
         "| level | relative latent error after levels 0..level (lower) | code usage | perplexity |",
         "|---:|---:|---:|---:|",

@@ -51,9 +51,16 @@ def heatmap_figure(matrix: np.ndarray, row_labels: Sequence[str], xlabel: str, t
     return fig
 
 
-def level_curves_figure(depths: Sequence[int], curves: dict[str, Sequence[float | None]], latent_error: Sequence):
+def level_curves_figure(
+    depths: Sequence[int],
+    curves: dict[str, Sequence[float | None]],
+    latent_error: Sequence,
+    ceiling: dict[str, float | None] | None = None,
+):
     """One panel per metric against the residual depth n_q, and the relative latent error against the level
-    (from 0); ``None`` values are gaps."""
+    (from 0); ``None`` values are gaps. ``ceiling`` (per metric, optional): the unquantized latents' score, a
+    dashed line."""
+    ceiling = ceiling or {}
     panels = [(label, list(depths), values, "n_q", "tab:blue") for label, values in curves.items()]
     levels = list(range(len(latent_error)))
     panels.append(("relative latent error after the level (lower)", levels, latent_error, "level", "tab:red"))
@@ -62,6 +69,9 @@ def level_curves_figure(depths: Sequence[int], curves: dict[str, Sequence[float 
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for ax, (label, x, values, xlabel, color) in zip(axes.ravel(), panels, strict=False):
         ax.plot(x, [np.nan if v is None else v for v in values], marker="o", color=color)
+        if ceiling.get(label) is not None:
+            ax.axhline(ceiling[label], color="gray", ls="--", lw=1, label="unquantized")
+            ax.legend(fontsize=7)
         ax.set_xticks(x)
         ax.set_xlabel(xlabel)
         ax.set_title(label, fontsize=9)

@@ -100,7 +100,8 @@ STOI, wide-band PESQ; with --units also bitrate, token rate, codebook usage and 
 --asr, --speaker-sim and --f0 add scores from pretrained models (pip install 'vqaudio[eval]').
 
 --model M --data D: resynthesizes every utterance of D with the codec at each --n-q depth and scores it:
-metrics.json holds by_n_q (every metric per depth), latent_error (the mean relative latent error
+metrics.json holds by_n_q (every metric per depth), unquantized (the decoder fed the encoder's own
+latents: the ceiling no depth can pass), latent_error (the mean relative latent error
 ||z - sum of the first q levels|| / ||z|| after each level) and each level's code usage and perplexity;
 RESULTS.md a table per depth and per level, quality_by_n_q.png the curves; the job logs to OUT/evaluate.log.
 
