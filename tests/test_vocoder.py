@@ -450,3 +450,27 @@ def test_external_speaker_embeddings_from_a_table_or_computed_with_ge2e(speech, 
     argv = ["resynth", "--vocoder", str(tmp / "exp_ge2e2" / "model.pt"), "--units", str(units), "--out", str(out)]
     assert main([*argv, "--reference", str(speech["dev"][0])]) == 0
     assert len(list(out.glob("*.wav"))) == len((data / "wav.scp").read_text().splitlines())
+
+
+def test_codec_levels_choose_the_streams_and_a_unit_model_of_another_hop_is_refused(speech, capsys):
+    from vqaudio.cli.main import main
+    from vqaudio.units.kmeans import KMeansConfig, KMeansUnitModel
+
+    tmp = speech["tmp"]
+    conf = _config(tmp, "levels.yaml", speaker="none")
+    exp = tmp / "exp_levels"
+    args = (conf, speech["units_codec"], speech["short"], speech["codec"])
+    assert _train(*args, exp, "--levels", "0,1", "--max-steps", "1") == 0
+    vocoder = Vocoder.from_pretrained(exp / "model.pt")
+    assert vocoder.config.levels == [0, 1] and len(vocoder.embeddings) == 2
+    out = tmp / "resynth_levels"
+    argv = ["resynth", "--vocoder", str(exp / "model.pt"), "--units", str(speech["units_codec"]), "--out", str(out)]
+    assert main(argv) == 0 and len(list(out.glob("*.wav"))) == 6
+    capsys.readouterr()
+    assert _train(*args, tmp / "exp_level2", "--levels", "0,2") == 2
+    assert "has 2 level(s) of units; levels [0, 2] asked for" in capsys.readouterr().err
+    cfg = KMeansConfig(k=16, frame_rate=100.0)
+    KMeansUnitModel(cfg, torch.randn(16, cfg.dim)).save_pretrained(tmp / "km100.pt")
+    assert _train(conf, speech["units_km"], speech["train"], tmp / "km100.pt", tmp / "exp_hop") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "hop 160 (100 frames/s at 16000 Hz), but the vocoder's decoder strides" in err

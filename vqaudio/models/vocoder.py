@@ -582,14 +582,17 @@ def ge2e_encoder():
 
 
 def check_unit_model(config: VocoderConfig, unit_model, where: str) -> None:
-    """Refuse, in one line, a unit model whose sample rate, hop or levels do not fit ``config``."""
-    if unit_model.sample_rate != config.sample_rate or unit_model.hop_length != config.hop_length:
+    """Refuse, in one line, a unit model whose hop is not the decoder's (``prod(strides)``) or that has fewer
+    levels than ``config.levels`` asks for."""
+    hop = math.prod(config.strides)
+    if unit_model.hop_length != hop:
         raise UserError(
-            f"{where}: runs at {unit_model.sample_rate} Hz with hop {unit_model.hop_length}; the vocoder needs "
-            f"{config.sample_rate} Hz with hop {config.hop_length} (its decoder's strides multiply to the hop)"
+            f"{where}: hop {unit_model.hop_length} ({unit_model.frame_rate:g} frames/s at {unit_model.sample_rate} "
+            f"Hz), but the vocoder's decoder strides {config.strides} give hop {hop}; the vocoder runs at the unit "
+            "frame rate, so set model.strides to multiply to the unit model's hop"
         )
     if max(config.levels) >= unit_model.n_q:
-        raise UserError(f"{where}: has {unit_model.n_q} level(s); levels {config.levels} asked for")
+        raise UserError(f"{where}: has {unit_model.n_q} level(s) of units; levels {config.levels} asked for")
 
 
 # F0 -------------------------------------------------------------------------------------------------------

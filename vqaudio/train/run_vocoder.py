@@ -294,10 +294,10 @@ def train_vocoder(
         save_yaml(cfg, exp / "config.yaml")
     model = load_unit_model(unit_model)
     checksum = model_checksum(unit_model)
+    check_unit_model(cfg.model, model, str(unit_model))
     unit_cfg = dataclasses.replace(
         cfg.model, sample_rate=model.sample_rate, hop_length=model.hop_length, codebook_size=model.codebook_size
     )
-    check_unit_model(unit_cfg, model, str(unit_model))
     hop, sr = unit_cfg.hop_length, unit_cfg.sample_rate
     table = read_units(units, unit_cfg.levels, unit_model, checksum, model.codebook_size)
     train, audio = _examples(table, data, hop, sr, progress)
