@@ -533,8 +533,9 @@ class Vocoder(nn.Module):
         return self._unit_model
 
     def save_pretrained(self, path: str | pathlib.Path, overwrite: bool = False) -> pathlib.Path:
-        """Write a model folder: ``config.json``, ``model.safetensors`` and the unit model in ``unit_model/``
-        (each file atomically; the weights last). A model already at ``path`` is refused unless ``overwrite``."""
+        """Write a model folder: the unit model in ``unit_model/``, then ``model.safetensors`` and ``config.json``
+        (each file atomically); a config without the unit model's identity gets it. A model already at ``path`` is
+        refused unless ``overwrite``."""
         path = pathlib.Path(path)
         if existing_model(path) and not overwrite:
             raise UserError(
@@ -543,6 +544,7 @@ class Vocoder(nn.Module):
         unit_model = self.unit_model()
         make_dirs(path, "vocoder")
         unit_model.save_pretrained(path / UNIT_MODEL_DIR, overwrite=True)
+        self.config.unit_model = self.config.unit_model or model_checksum(path / UNIT_MODEL_DIR)
         return save_model(path, "vocoder", to_dict(self.config), self, overwrite=True, folder=True)
 
     @classmethod

@@ -187,15 +187,16 @@ def resynthesize_with_vocoder(
     if f0 == "source" and todo:
         cache = F0Cache(out / ".f0_cache", voc.sample_rate, voc.hop_length)
         utt2spk = pathlib.Path(data) / "utt2spk"
-        spk_of = speakers_of(todo, utt2spk if utt2spk.is_file() else None)
+        spk_of = speakers_of(utts, utt2spk if utt2spk.is_file() else None)
         tracks = {}
-        for utt in tqdm(todo, desc="F0 (pYIN, cached)", unit="utt", disable=not progress):
+        for utt in tqdm(utts, desc="F0 (pYIN, cached)", unit="utt", disable=not progress):  # each speaker's stats
             u = sources[utt]
             try:
                 tracks[utt] = cache(load_audio(u.source, voc.sample_rate, u.start, u.end, name=utt))
             except AudioError as err:
                 log.warning("%s: %s", utt, err)
-                failed.append(utt)
+                if utt in todo:
+                    failed.append(utt)
         stats = {s: f0_stats([t for u, t in tracks.items() if spk_of[u] == s]) for s in set(spk_of.values())}
         for utt, track in tracks.items():
             frames = len(table[utt][0][0])
