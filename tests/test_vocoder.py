@@ -420,13 +420,14 @@ def test_external_speaker_embeddings_from_a_table_or_computed_with_ge2e(speech, 
     speakers = sorted({line.split()[1] for line in (data / "utt2spk").read_text().splitlines()})
     table = tmp / "xvector.txt"
     table.write_text("".join(f"{s} {' '.join(str(i + k) for k in range(4))}\n" for i, s in enumerate(speakers)))
-    conf = _config(tmp, "ext.yaml", speaker="external", external_dim=4)
+    conf = _config(tmp, "ext.yaml", speaker="external")  # external_dim comes from the table
     cfg = yaml.safe_load(conf.read_text())
     cfg["data"]["speaker_embeddings"] = str(table)
     conf.write_text(yaml.safe_dump(cfg))
     exp = tmp / "exp_ext_table"
     assert _train(conf, units, data, km, exp, "--max-steps", "2") == 0
     vocoder = Vocoder.from_pretrained(exp / "model.pt")
+    assert vocoder.config.external_dim == 4
     wav = vocoder.resynthesize(torch.zeros(1, 10, dtype=torch.long), speaker=np.arange(4, dtype=np.float32))
     assert wav.shape == (10 * 320,)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import pathlib
 from collections.abc import Sequence
@@ -45,8 +44,6 @@ from ..fileio import atomic_output, make_dirs
 from .layers import PaddedConv1d, ResidualUnit, make_activation
 from .seanet import Decoder
 
-log = logging.getLogger(__name__)
-
 SPEAKER_MODES = ("table", "reference", "external", "none")
 UNIT_MODEL_DIR = "unit_model"
 NO_SPEAKER = -1  # a table index that means "no speaker" (the learned null vector)
@@ -55,7 +52,8 @@ NO_SPEAKER = -1  # a table index that means "no speaker" (the learned null vecto
 @dataclass
 class VocoderConfig:
     """Architecture of a unit vocoder. ``train-vocoder`` fills the unit fields (``sample_rate``, ``hop_length``,
-    ``codebook_size``, ``unit_model``) from the unit model and ``speakers`` from the training data.
+    ``codebook_size``, ``unit_model``) from the unit model, and ``speakers`` and ``external_dim`` from the training
+    data.
 
     Attributes:
         sample_rate: Hz, the unit model's.
@@ -75,7 +73,8 @@ class VocoderConfig:
         speaker: ``"table"``, ``"reference"``, ``"external"`` or ``"none"``.
         speakers: ``table``: the training speakers' ids, in table order.
         speaker_dim: width of the speaker vector.
-        external_dim: ``external``: width of the embeddings in the table (Resemblyzer's GE2E: 256).
+        external_dim: ``external``: width of the embeddings in the table (Resemblyzer's GE2E: 256); ``train-vocoder``
+            sets it from the table.
         speaker_dropout: training probability of replacing the speaker by the learned "no speaker" vector.
         reference_mels, reference_channels: ``reference``: mel bands and conv width of the reference encoder.
         reference_seconds: ``reference``: length of the reference crops seen in training.
@@ -403,7 +402,7 @@ class Vocoder(nn.Module):
             if vec is None:
                 vec = null
             elif self.training and self.config.speaker_dropout > 0:
-                # speaker dropout to a learned null vector, as classifier-free guidance drops its condition
+                # dropout to a learned null condition, as classifier-free guidance trains (Ho and Salimans 2022)
                 drop = torch.rand(vec.shape[0], device=vec.device) < self.config.speaker_dropout
                 vec = torch.where(drop[:, None], null, vec)
             h = h + self.speaker_proj(vec)[:, :, None]
@@ -492,7 +491,7 @@ class Vocoder(nn.Module):
     def source_f0(self, wav, frames: int, target: F0Stats | None = None) -> Tensor:
         """``(frames,)`` F0 bins of a waveform ``(T,)``, normalised by its own voiced log-F0 statistics; with
         ``target``, its log-F0 first moved to the target's mean and standard deviation (the conversion of Polyak
-        et al. 2021 sec. 4.3; the bins are then normalised by ``target``). No voiced frame: all unvoiced."""
+        et al. 2021, voice conversion; the bins are then normalised by ``target``). No voiced frame: all unvoiced."""
         track = frame_log_f0(np.asarray(wav, dtype=np.float32), self.sample_rate, self.hop_length)[:frames]
         track = np.pad(track, (0, frames - track.shape[0]), constant_values=np.nan)
         source = f0_stats([track])
@@ -639,7 +638,7 @@ def f0_stats(tracks: Sequence[np.ndarray]) -> F0Stats | None:
 
 def rescale_f0(log_f0: np.ndarray, source: F0Stats | None, target: F0Stats | None) -> np.ndarray:
     """Log-F0 of a ``source`` speaker moved to a ``target`` speaker's mean and standard deviation (the
-    conversion of Polyak et al. 2021 sec. 4.3); unchanged when either is unknown."""
+    conversion of Polyak et al. 2021); unchanged when either is unknown."""
     if source is None or target is None:
         return np.asarray(log_f0, dtype=np.float32)
     return (target.mean + (np.asarray(log_f0, dtype=np.float64) - source.mean) * target.std / source.std).astype(

@@ -18,6 +18,7 @@ from ..data.audio import AudioError, load_audio
 from ..data.kaldi import Utterance, read_data_dir, speakers_of
 from ..errors import UserError
 from ..models.vocoder import (
+    NO_SPEAKER,
     F0Cache,
     Vocoder,
     VocoderConfig,
@@ -86,7 +87,7 @@ class VocoderCrops(Dataset):
     last unit, audio with zeros, F0 as unvoiced).
 
     Args:
-        speaker: the vocoder's speaker mode; ``speaker_ids`` (table: name -> index, an unknown name is -1),
+        speaker: the vocoder's speaker mode; ``speaker_ids`` (table: name -> index, an unknown name is ``NO_SPEAKER``),
             ``embeddings`` (external: utterance or speaker -> vector), ``reference_samples`` (reference: crop
             length of another utterance of the same speaker).
     """
@@ -137,7 +138,7 @@ class VocoderCrops(Dataset):
         if ex.f0 is not None:
             item["f0"] = torch.nn.functional.pad(ex.f0[first : first + frames], (0, pad))
         if self.speaker == "table":
-            item["speaker"] = torch.tensor(self.speaker_ids.get(ex.speaker, -1))
+            item["speaker"] = torch.tensor(self.speaker_ids.get(ex.speaker, NO_SPEAKER))
         elif self.speaker == "external":
             item["speaker"] = torch.from_numpy(self.embeddings.get(ex.utt, self.embeddings.get(ex.speaker)))
         elif self.speaker == "reference":
@@ -321,6 +322,7 @@ def train_vocoder(
         embeddings = _speaker_embeddings(
             train + valid, audio + valid_audio, cfg.data.speaker_embeddings, exp / "speaker_embeddings.txt", sr
         )
+        cfg.model = dataclasses.replace(cfg.model, external_dim=next(iter(embeddings.values())).shape[0])
     del audio, valid_audio
     ids = {name: i for i, name in enumerate(speakers)}
     common = dict(speaker=cfg.model.speaker, speaker_ids=ids, embeddings=embeddings)
