@@ -309,7 +309,13 @@ def test_train_vocoder_on_kmeans_units_resumes_and_resynthesizes_a_training_spea
     wav, sr = sf.read(path)
     frames = len((speech["units_km"] / "units").read_text().splitlines()[0].split()) - 1
     assert sr == 16000 and wav.shape == (frames * 320,) and np.abs(wav).max() > 0
+    # conversion into a training speaker's voice
+    conv = ["convert", "--vocoder", str(exp / "model.pt"), "--source", str(speech["dev"][0])]
+    assert main([*conv, "--speaker", speakers[-1], "-o", str(tmp / "to_speaker.wav")]) == 0
+    assert sf.info(tmp / "to_speaker.wav").frames == sf.info(speech["dev"][0]).frames
     capsys.readouterr()
+    assert main([*conv, "--speaker", "nobody", "-o", str(tmp / "nobody.wav")]) == 2
+    assert "unknown speaker 'nobody'" in capsys.readouterr().err and not (tmp / "nobody.wav").exists()
     assert main([*argv[:-1], str(tmp / "unknown"), "--speaker", "nobody"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"unknown speaker 'nobody'; this vocoder knows: {speakers[0]}, " in err

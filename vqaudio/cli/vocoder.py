@@ -35,8 +35,9 @@ examples:
 """
 
 CONVERT_HELP = """Voice conversion with a unit vocoder: each source utterance's units (from the vocoder's own unit
-model), spoken in the voice of --reference; with an F0 vocoder the source's log-F0 is moved to the
-reference's mean and standard deviation.
+model), spoken in the voice of --reference (or of a training speaker, --speaker, for vocoders with a
+speaker table); with an F0 vocoder the source's log-F0 is moved to the reference's mean and standard
+deviation.
 
 --source is one audio file (then -o is the output file) or a directory (searched recursively; -o is a
 directory where each file keeps its relative path, as .wav). Outputs already there are kept (a rerun
@@ -47,6 +48,7 @@ refused before anything is written.
 examples:
   vqaudio convert --vocoder exp/vocoder_l0/model.pt --source source.wav --reference target_voice.flac -o out.wav
   vqaudio convert --vocoder exp/vocoder_l0/model.pt --source data/dev_wavs --reference target.flac -o exp/converted
+  vqaudio convert --vocoder exp/vocoder_km/model.pt --source source.wav --speaker 1272 -o out.wav
 """
 
 
@@ -77,7 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--vocoder", required=True, help="a train-vocoder model folder (EXP/model.pt)")
     p.add_argument("--source", required=True, help="an audio file or a directory of audio files")
-    p.add_argument("--reference", required=True, help="an audio file of the target voice")
+    voice = p.add_mutually_exclusive_group(required=True)
+    voice.add_argument("--reference", help="an audio file of the target voice")
+    voice.add_argument("--speaker", help="a training speaker's id (vocoders with a speaker table)")
     p.add_argument("-o", "--out", required=True, help="output file (one source file) or directory")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("-f", "--force", action="store_true", help="redo outputs already there (else kept)")
@@ -118,12 +122,16 @@ def run_convert(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     vocoder = Vocoder.from_pretrained(args.vocoder, map_location=args.device).to(args.device)
-    voice = vocoder.voice(load_audio(args.reference, vocoder.sample_rate))
+    if args.reference is not None:
+        voice = vocoder.voice(load_audio(args.reference, vocoder.sample_rate))
+    else:
+        vocoder.speaker_index(args.speaker)  # an unknown id: one line listing the known ones, before any output
     todo = plan([args.source], args.out, AUDIO_SUFFIXES, ".wav", args.force)
     failed = []
     for job in tqdm(todo.jobs, desc="convert", unit="file", disable=len(todo.jobs) < 2):
         try:
-            wav = vocoder.convert(load_audio(str(job.src), vocoder.sample_rate), voice)
+            source = load_audio(str(job.src), vocoder.sample_rate)
+            wav = vocoder.convert(source, voice) if args.reference else vocoder.convert(source, speaker=args.speaker)
         except UserError as err:
             failed.append(f"{job.src}: {err}")
             continue

@@ -499,18 +499,21 @@ class Vocoder(nn.Module):
         return quantize_f0(rescale_f0(track, source, target), target, self.config.f0_bins, self.config.f0_range)
 
     @torch.no_grad()
-    def convert(self, wav, reference) -> Tensor:
-        """Voice conversion: ``wav`` ``(T,)`` spoken in the voice of ``reference`` (a waveform ``(T_ref,)`` or its
-        :meth:`voice`), both at ``sample_rate``; returns ``(T,)`` in [-1, 1].
+    def convert(self, wav, reference=None, speaker: str | None = None) -> Tensor:
+        """Voice conversion: ``wav`` ``(T,)`` at ``sample_rate`` spoken in the voice of ``reference`` (a waveform
+        ``(T_ref,)`` or its :meth:`voice`) or of a training ``speaker`` (``table`` vocoders); returns ``(T,)`` in
+        [-1, 1].
 
         The units come from the vocoder's unit model; with ``f0``, the source's log-F0 is rescaled to the
-        reference's statistics (:meth:`source_f0`).
+        reference's statistics (:meth:`source_f0`; a training speaker: normalised by the source's own).
         """
+        if (reference is None) == (speaker is None):
+            raise UserError("convert into the voice of a reference or of a training speaker: give one of them")
         wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1).cpu().numpy()
-        voice = reference if isinstance(reference, Voice) else self.voice(reference)
+        voice = None if reference is None else reference if isinstance(reference, Voice) else self.voice(reference)
         units = self.encode_units(wav)
-        f0 = self.source_f0(wav, units.shape[-1], voice.f0) if self.config.f0 else None
-        return self.resynthesize(units, reference=voice, f0=f0, length=wav.shape[0])
+        f0 = self.source_f0(wav, units.shape[-1], voice and voice.f0) if self.config.f0 else None
+        return self.resynthesize(units, speaker=speaker, reference=voice, f0=f0, length=wav.shape[0])
 
     # files ------------------------------------------------------------------------------------------------
 
