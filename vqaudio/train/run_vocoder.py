@@ -29,6 +29,7 @@ from ..models.vocoder import (
     read_embeddings,
     write_embeddings,
 )
+from ..scoring.speaker import mean_embedding
 from ..units.model import load_unit_model
 from ..units.resynth import load_unit_set
 from .config import TrainVocoderConfig
@@ -158,11 +159,32 @@ class VocoderCrops(Dataset):
         return torch.from_numpy(np.pad(crop, (0, n - crop.shape[0])))[None]
 
 
+class AudioPass:
+    """What one read of each utterance's audio gives besides the check of its length: its log-F0 track
+    (``f0_cache``) and its Resemblyzer GE2E embedding (``ge2e``), so the audio is never held in memory."""
+
+    def __init__(self, f0_cache: F0Cache | None = None, ge2e=None, sample_rate: int = 16000) -> None:
+        self.f0_cache, self.ge2e, self.sample_rate = f0_cache, ge2e, sample_rate
+        self.tracks: dict[str, np.ndarray] = {}
+        self.embeddings: dict[str, list[np.ndarray]] = {}  # speaker -> its utterances' embeddings
+
+    def __call__(self, ex: Example, wav: np.ndarray) -> None:
+        if self.f0_cache is not None:
+            self.tracks[ex.utt] = self.f0_cache(wav)
+        if self.ge2e is not None:
+            try:
+                emb = self.ge2e.embed(wav, self.sample_rate, name=ex.utt)
+            except UserError as err:
+                log.warning("no speaker embedding from %s: %s", ex.utt, err)
+            else:
+                self.embeddings.setdefault(ex.speaker, []).append(emb)
+
+
 def _examples(
-    units: dict[str, torch.Tensor], data_dir: str | pathlib.Path, hop: int, sample_rate: int, progress: bool
-) -> tuple[list[Example], list[np.ndarray]]:
+    units: dict[str, torch.Tensor], data_dir: str | pathlib.Path, hop: int, sample_rate: int, audio: AudioPass
+) -> list[Example]:
     """The utterances in both ``units`` and the data dir whose audio reads and fits their units (within a frame),
-    with their audio read once (for F0 and speaker embeddings)."""
+    each read once, streaming, through ``audio``."""
     data_dir = pathlib.Path(data_dir)
     utts = {u.utt_id: u for u in read_data_dir(data_dir)}
     utt2spk = data_dir / "utt2spk"
@@ -173,10 +195,13 @@ def _examples(
     if missing:
         log.warning("%d utterance(s) with units are not in %s; training without them", missing, data_dir)
     speakers = speakers_of(common, utt2spk if utt2spk.is_file() else None)
-    examples, audio = [], []
-    for utt in tqdm(common, desc="reading audio", unit="utt", disable=not progress):
+    examples = []
+    parts = [what for what, on in (("F0", audio.f0_cache), ("GE2E", audio.ge2e)) if on is not None]
+    desc = f"reading {data_dir.name}" + (f" ({', '.join(parts)})" if parts else "")
+    for utt in tqdm(common, desc=desc, unit="utt"):
+        u = utts[utt]
         try:
-            wav = load_audio(utts[utt].source, sample_rate, utts[utt].start, utts[utt].end, name=utt)
+            wav = load_audio(u.source, sample_rate, u.start, u.end, name=utt)
         except AudioError as err:
             log.warning("dropping %s: %s", utt, err)
             continue
@@ -186,50 +211,30 @@ def _examples(
                 f"{data_dir}: utterance {utt!r} has {wav.shape[0]} samples ({frames} frames of {hop}), but "
                 f"{units[utt].shape[1]} frames of units; are the units from this audio?"
             )
-        examples.append(Example(utt, units[utt], utts[utt], speakers[utt]))
-        audio.append(wav)
+        examples.append(Example(utt, units[utt], u, speakers[utt]))
+        audio(examples[-1], wav)
     if not examples:
         raise UserError(f"{data_dir}: no readable utterance with units")
-    return examples, audio
+    return examples
 
 
-def _add_f0(examples: list[Example], audio: list[np.ndarray], cache: F0Cache, cfg: VocoderConfig, progress: bool):
+def _add_f0(examples: list[Example], tracks: dict[str, np.ndarray], cfg: VocoderConfig) -> None:
     """F0 bins of each example, normalised by its speaker's voiced log-F0 statistics over all the examples."""
-    tracks = [cache(wav) for wav in tqdm(audio, desc="F0 (pYIN, cached)", unit="utt", disable=not progress)]
     by_speaker: dict[str, list[np.ndarray]] = {}
-    for ex, track in zip(examples, tracks, strict=True):
-        by_speaker.setdefault(ex.speaker, []).append(track)
+    for ex in examples:
+        by_speaker.setdefault(ex.speaker, []).append(tracks[ex.utt])
     stats = {spk: f0_stats(t) for spk, t in by_speaker.items()}
-    for ex, track in zip(examples, tracks, strict=True):
-        track = np.pad(track, (0, max(0, ex.units.shape[1] - track.shape[0])), constant_values=np.nan)
-        ex.f0 = quantize_f0(track[: ex.units.shape[1]], stats[ex.speaker], cfg.f0_bins, cfg.f0_range)
-    log.info("F0 cache %s: %d reused, %d computed", cache.folder, cache.hits, cache.misses)
+    for ex in examples:
+        frames = ex.units.shape[1]
+        track = tracks[ex.utt][:frames]
+        track = np.pad(track, (0, frames - track.shape[0]), constant_values=np.nan)
+        ex.f0 = quantize_f0(track, stats[ex.speaker], cfg.f0_bins, cfg.f0_range)
 
 
-def _speaker_embeddings(
-    examples: list[Example], audio: list[np.ndarray], table: str | None, out: pathlib.Path, sample_rate: int
-) -> dict[str, np.ndarray]:
-    """The external speaker table: read from ``table``, or Resemblyzer GE2E speaker embeddings (the mean of each
-    speaker's utterance embeddings) written to ``out``; every example needs a row (its utterance or speaker)."""
-    if table is not None:
-        embeddings = read_embeddings(table)
-    elif out.is_file():
-        embeddings = read_embeddings(out)
-    else:
-        from ..scoring.speaker import mean_embedding
-
-        encoder = ge2e_encoder()
-        per_speaker: dict[str, list[np.ndarray]] = {}
-        for ex, wav in zip(tqdm(examples, desc="GE2E speaker embeddings", unit="utt"), audio, strict=True):
-            try:
-                per_speaker.setdefault(ex.speaker, []).append(encoder.embed(wav, sample_rate, name=ex.utt))
-            except UserError as err:
-                log.warning("no speaker embedding from %s: %s", ex.utt, err)
-        embeddings = {spk: mean_embedding(e) for spk, e in per_speaker.items()}
-        write_embeddings(out, embeddings)
+def _speaker_table(examples: list[Example], embeddings: dict[str, np.ndarray], where) -> dict[str, np.ndarray]:
+    """``embeddings`` once every example has a row (its utterance or its speaker); else one line naming one."""
     lacking = [ex.utt for ex in examples if ex.utt not in embeddings and ex.speaker not in embeddings]
     if lacking:
-        where = table or out
         raise UserError(f"{where}: no embedding for {len(lacking)} utterance(s) or their speakers, e.g. {lacking[0]!r}")
     return embeddings
 
@@ -269,7 +274,6 @@ def train_vocoder(
     resume: bool = False,
     overrides: dict | None = None,
     allow_config_change: bool = False,
-    progress: bool = True,
 ) -> pathlib.Path:
     """Train a unit vocoder; returns the exported ``EXP/model.pt`` folder (best validation mel distance).
 
@@ -301,29 +305,38 @@ def train_vocoder(
     )
     hop, sr = unit_cfg.hop_length, unit_cfg.sample_rate
     table = read_units(units, unit_cfg.levels, unit_model, checksum, model.codebook_size)
-    train, audio = _examples(table, data, hop, sr, progress)
+    f0_cache = F0Cache(cfg.data.f0_cache or exp / "f0_cache", sr, hop) if cfg.model.f0 else None
+    computed = exp / "speaker_embeddings.txt"
+    embeddings = None
+    if cfg.model.speaker == "external":
+        table_file = cfg.data.speaker_embeddings or (computed if computed.is_file() else None)
+        embeddings = None if table_file is None else read_embeddings(table_file)
+    audio = AudioPass(f0_cache, ge2e_encoder() if cfg.model.speaker == "external" and embeddings is None else None, sr)
+    train = _examples(table, data, hop, sr, audio)
     if valid_units is not None:
         vtable = read_units(valid_units, unit_cfg.levels, unit_model, checksum, model.codebook_size)
-        valid, valid_audio = _examples(vtable, valid_data, hop, sr, progress)
+        valid = _examples(vtable, valid_data, hop, sr, audio)
     else:
         if len(train) < 2:
             raise UserError(f"{data}: one utterance; give --valid-units/--valid-data or more training data")
         n = min(cfg.data.holdout, len(train) - 1)
-        train, valid, audio, valid_audio = train[:-n], train[-n:], audio[:-n], audio[-n:]
+        held = set(range(len(train) - 1, -1, -max(1, len(train) // n))[:n])  # spread over the sorted ids
+        valid = [ex for i, ex in enumerate(train) if i in held]
+        train = [ex for i, ex in enumerate(train) if i not in held]
         log.info("holding out %d training utterance(s) for validation: %s", n, [ex.utt for ex in valid])
-    valid, valid_audio = valid[: cfg.data.valid_max_utts], valid_audio[: cfg.data.valid_max_utts]
+    valid = valid[: cfg.data.valid_max_utts]
     speakers = sorted({ex.speaker for ex in train}, key=str.encode) if unit_cfg.speaker == "table" else []
     cfg.model = dataclasses.replace(unit_cfg, unit_model=checksum, speakers=speakers)
-    if cfg.model.f0:
-        cache = F0Cache(cfg.data.f0_cache or exp / "f0_cache", sr, hop)
-        _add_f0(train + valid, audio + valid_audio, cache, cfg.model, progress)
-    embeddings = None
+    if f0_cache is not None:
+        _add_f0(train + valid, audio.tracks, cfg.model)
+        log.info("F0 cache %s: %d reused, %d computed", f0_cache.folder, f0_cache.hits, f0_cache.misses)
     if cfg.model.speaker == "external":
-        embeddings = _speaker_embeddings(
-            train + valid, audio + valid_audio, cfg.data.speaker_embeddings, exp / "speaker_embeddings.txt", sr
-        )
+        if embeddings is None:
+            embeddings = {spk: mean_embedding(e) for spk, e in audio.embeddings.items()}
+            write_embeddings(computed, embeddings)
+            log.info("Resemblyzer GE2E embeddings of %d speakers written to %s", len(embeddings), computed)
+        embeddings = _speaker_table(train + valid, embeddings, cfg.data.speaker_embeddings or computed)
         cfg.model = dataclasses.replace(cfg.model, external_dim=next(iter(embeddings.values())).shape[0])
-    del audio, valid_audio
     ids = {name: i for i, name in enumerate(speakers)}
     common = dict(speaker=cfg.model.speaker, speaker_ids=ids, embeddings=embeddings)
     reference = round(cfg.model.reference_seconds * sr)
