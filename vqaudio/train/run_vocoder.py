@@ -181,7 +181,12 @@ class AudioPass:
 
 
 def _examples(
-    units: dict[str, torch.Tensor], data_dir: str | pathlib.Path, hop: int, sample_rate: int, audio: AudioPass
+    units: dict[str, torch.Tensor],
+    data_dir: str | pathlib.Path,
+    hop: int,
+    sample_rate: int,
+    audio: AudioPass,
+    progress: bool = True,
 ) -> list[Example]:
     """The utterances in both ``units`` and the data dir whose audio reads and fits their units (within a frame),
     each read once, streaming, through ``audio``."""
@@ -198,7 +203,7 @@ def _examples(
     examples = []
     parts = [what for what, on in (("F0", audio.f0_cache), ("GE2E", audio.ge2e)) if on is not None]
     desc = f"reading {data_dir.name}" + (f" ({', '.join(parts)})" if parts else "")
-    for utt in tqdm(common, desc=desc, unit="utt"):
+    for utt in tqdm(common, desc=desc, unit="utt", disable=not progress):
         u = utts[utt]
         try:
             wav = load_audio(u.source, sample_rate, u.start, u.end, name=utt)
@@ -274,6 +279,7 @@ def train_vocoder(
     resume: bool = False,
     overrides: dict | None = None,
     allow_config_change: bool = False,
+    progress: bool = True,
 ) -> pathlib.Path:
     """Train a unit vocoder; returns the exported ``EXP/model.pt`` folder (best validation mel distance).
 
@@ -285,6 +291,7 @@ def train_vocoder(
         valid_units, valid_data: a validation set; without it ``data.holdout`` training utterances are held out.
         levels: residual levels of the units to read (sets ``model.levels``).
         resume, overrides, allow_config_change: as :func:`vqaudio.train.run_codec.train_codec`.
+        progress: progress bars over the audio pass.
     """
     exp = pathlib.Path(exp_dir)
     if (exp / "model.pt").exists() and not resume:
@@ -312,10 +319,10 @@ def train_vocoder(
         table_file = cfg.data.speaker_embeddings or (computed if computed.is_file() else None)
         embeddings = None if table_file is None else read_embeddings(table_file)
     audio = AudioPass(f0_cache, ge2e_encoder() if cfg.model.speaker == "external" and embeddings is None else None, sr)
-    train = _examples(table, data, hop, sr, audio)
+    train = _examples(table, data, hop, sr, audio, progress)
     if valid_units is not None:
         vtable = read_units(valid_units, unit_cfg.levels, unit_model, checksum, model.codebook_size)
-        valid = _examples(vtable, valid_data, hop, sr, audio)
+        valid = _examples(vtable, valid_data, hop, sr, audio, progress)
     else:
         if len(train) < 2:
             raise UserError(f"{data}: one utterance; give --valid-units/--valid-data or more training data")
