@@ -43,6 +43,7 @@ COVERED = {  # script -> the test that runs it
     "speech_mini.py": "test_speech_mini_subset",
     "train_speed.py": "test_gpu_dry_run",
     "unit_quality.py": "test_unit_quality",
+    "vocoder.py": "test_vocoder",
 }
 NUMBER = re.compile(r"-?(?:\d[\d,]*\.?\d*|nan|inf)")
 
@@ -228,3 +229,58 @@ def test_gpu_dry_run(background):
         cells = [c.strip().rstrip("M") for c in row.strip("|").split("|")[1:]]
         finite([float(c) for c in cells], row)
     assert (out / "quality_curves.png").stat().st_size > 0
+
+
+def test_vocoder(corpus, tmp_path):
+    """Every row (the codec's decoder at two depths and five vocoders trained for 3 s each) on an untrained tiny
+    codec, with the conversion matrix and the targets, then a rerun that skips every row, --report, and a run
+    with other settings, refused."""
+    import yaml
+
+    from vqaudio.config import from_dict
+    from vqaudio.models.codec import Codec, CodecConfig
+
+    codec = tmp_path / "codec.pt"
+    config = yaml.safe_load((ROOT / "recipes" / "librispeech" / "conf" / "codec_tiny.yaml").read_text())["model"]
+    Codec(from_dict(CodecConfig, config)).save_pretrained(codec)
+    work = tmp_path / "work"
+    args = ["vocoder.py", "--codec", str(codec), "--corpus", str(corpus), "--work", str(work), "--threads", "1"]
+    args += ["--minutes-per-row", "0.05", "--max-test-utts", "2", "--conversion-sources", "1"]
+    args += ["--conversion-targets", "1", "--kmeans-k", "16"]
+    out = run(*args, timeout=300)
+    rows = ("codec_all", "codec_l0", "voc_l0_ref_f0", "voc_l0_ref", "voc_km_ref_f0", "voc_km_ref", "voc_l0_ge2e_f0")
+    for row in rows:
+        result = json.loads((work / "rows" / row / "result.json").read_text())
+        assert len(result["utterances"]) == 2, row
+        for r in result["utterances"]:
+            finite([r["log_mel"], r["stoi"], r["word_errors"] / r["ref_words"]], f"{row} {r['utt']}")
+        vocoder = row.startswith("voc")
+        assert len(result["conversions"]) == (1 if vocoder else 0), row
+        assert (result["train"]["steps"] > 0) if vocoder else result["train"] is None, row
+        assert (work / "rows" / row / "wav").is_dir()
+    assert (work / "rows" / "voc_l0_ref_f0" / "exp" / "model.pt" / "unit_model").is_dir()
+    originals = json.loads((work / "originals.json").read_text())["utterances"]
+    finite([r["secs"] for r in originals] + [r["word_errors"] / r["ref_words"] for r in originals], "originals")
+    table = (work / "RESULTS.md").read_text()
+    assert table in out
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert sum(line.startswith(("| codec decoder", "| vocoder")) for line in lines) == 7 + 5, table
+    originals_row = next(line for line in lines if line.startswith("| originals"))
+    finite(numbers(originals_row), originals_row)
+    verdicts = re.findall(r"\*\*(MET|MISSED)\*\*", table)
+    assert len(verdicts) == 3 * 2 + 5 * 3, table  # 2 WER/STOI lines for each level-0 vocoder, 3 conversion lines
+    assert "circular" in table
+    assert (work / "conversion_matrix.png").stat().st_size > 0
+    stamp = (work / "rows" / "codec_all" / "result.json").stat().st_mtime_ns
+    assert run(*args).count("done before, skipped") == 7
+    assert (work / "rows" / "codec_all" / "result.json").stat().st_mtime_ns == stamp
+    assert run(*args, "--report").count("| vocoder") >= 5
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "vocoder.py"), *args[1:], "--seed", "1"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "come from other settings" in proc.stderr, proc.stderr[-2000:]
