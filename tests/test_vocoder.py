@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import numpy as np
@@ -480,3 +481,80 @@ def test_codec_levels_choose_the_streams_and_a_unit_model_of_another_hop_is_refu
     assert _train(conf, speech["units_km"], speech["train"], tmp / "km100.pt", tmp / "exp_hop") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "hop 160 (100 frames/s at 16000 Hz), but the vocoder's decoder strides" in err
+
+
+def test_own_voice_resynthesis_and_conversions_of_a_data_dir_scored_as_conversions(speech, capsys):
+    import csv
+
+    from vqaudio.cli.main import main
+    from vqaudio.data.audio import load_audio
+    from vqaudio.scoring.speaker import SpeakerEncoder, cosine, mean_embedding
+
+    tmp = speech["tmp"]
+    exp = tmp / "exp_voice"
+    conf = _config(tmp, "voice.yaml", speaker="reference", reference_seconds=1.5)
+    short = speech["short"]  # the first 2 s of six training utterances
+    spk = dict(line.split() for line in (short / "utt2spk").read_text().splitlines())
+    by_spk: dict[str, list[str]] = {}
+    for utt in sorted(spk):
+        by_spk.setdefault(spk[utt], []).append(utt)
+    assert _train(conf, speech["units_codec"], short, speech["codec"], exp, "--max-steps", "2") == 0
+    model = str(exp / "model.pt")
+    out = tmp / "own_voice"
+    argv = ["resynth", "--vocoder", model, "--units", str(speech["units_codec"]), "--own-voice"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "--own-voice takes each speaker's voice from its other utterances: give --data" in capsys.readouterr().err
+    assert main([*argv, "--data", str(short), "--out", str(out)]) == 0
+    chosen = dict(line.split() for line in (out / "utt2reference").read_text().splitlines())
+    assert len(list(out.glob("*.wav"))) == 6 and sorted(chosen) == sorted(spk)
+    for utt, ref in chosen.items():  # another utterance of the speaker, or itself when the speaker has no other
+        assert spk[ref] == spk[utt] and (ref != utt) == (len(by_spk[spk[utt]]) > 1)
+
+    (s1, first), (s2, second) = list(by_spk.items())[:2]
+    a, b = first[0], second[0]
+    pairs = tmp / "pairs"
+    pairs.write_text(f"{a} {second[0]}\n{b} {first[-1]}\n")
+    conv = tmp / "conversions"
+    assert main(["convert", "--vocoder", model, "--data", str(short), "--pairs", str(pairs), "-o", str(conv)]) == 0
+    assert sorted(p.stem for p in conv.glob("*.wav")) == sorted([a, b])
+    assert (conv / "utt2target").read_text() == "".join(sorted([f"{a} {s2}\n", f"{b} {s1}\n"]))
+    assert sorted((conv / "utt2reference").read_text().splitlines()) == sorted(pairs.read_text().splitlines())
+    bad = tmp / "bad_pairs"
+    bad.write_text(f"{a} {b}\n{first[-1]} nobody\n")
+    capsys.readouterr()
+    assert main(["convert", "--vocoder", model, "--data", str(short), "--pairs", str(bad), "-o", str(tmp / "x")]) == 2
+    assert f"{bad}:2: 'nobody' is not an utterance of {short}" in capsys.readouterr().err
+    assert not (tmp / "x").exists()
+
+    # scoring conversions: hypotheses that are the target speakers' own audio (a perfect conversion), so the
+    # figures are real speech; utt2target and utt2reference as convert wrote them
+    sources = dict(line.split() for line in (short / "wav.scp").read_text().splitlines())
+    perfect = tmp / "perfect_conversions"
+    perfect.mkdir()
+    for name in ("utt2target", "utt2reference"):
+        (perfect / name).write_text((conv / name).read_text())
+    (perfect / "wav.scp").write_text(f"{a} {sources[second[-1]]}\n{b} {sources[first[0]]}\n")
+    scored = tmp / "eval_conversions"
+    assert main(["evaluate", "--ref", str(short), "--hyp", str(perfect), "--speaker-sim", "--out", str(scored)]) == 0
+    summary = json.loads((scored / "metrics.json").read_text())
+    rows = {r["utt"]: r for r in csv.DictReader((scored / "per_utterance.csv").open())}
+    assert summary["conversions"] == 2 and rows[b]["target_speaker"] == s1 and rows[a]["target_speaker"] == s2
+    # SECS to the target: its utterances but the copied reference (all of them if none is left); to the source:
+    # the source speaker's other utterances (the utterance itself if there is none)
+    encoder = SpeakerEncoder()
+
+    def embed(utt, whole=False):
+        return encoder.embed(load_audio(sources[utt], 16000, 0.0, None if whole else 2.0))
+
+    hyp = embed(first[0], whole=True)
+    voice = [u for u in first if u != first[-1]] or first
+    assert float(rows[b]["speaker_similarity"]) == pytest.approx(
+        cosine(hyp, mean_embedding(list(map(embed, voice)))), abs=1e-4
+    )
+    own = [u for u in second if u != b] or [b]
+    assert float(rows[b]["speaker_similarity_source"]) == pytest.approx(
+        cosine(hyp, mean_embedding(list(map(embed, own)))), abs=1e-4
+    )
+    margins = [float(r["speaker_similarity"]) - float(r["speaker_similarity_source"]) for r in rows.values()]
+    assert summary["conversion_margin"] == pytest.approx(sum(margins) / 2)
+    assert summary["conversion_closer_to_target"] == 1.0 and min(margins) > 0  # real voices of the targets

@@ -50,8 +50,12 @@ LABELS = {
     "wer_reference": "word error rate of the references, pocketsphinx (the ceiling)",
     "cer": "character error rate, pocketsphinx (lower)",
     "cer_reference": "character error rate of the references (the ceiling)",
-    "speaker_similarity": "speaker similarity, GE2E cosine to the speaker's other utterances (higher)",
+    "speaker_similarity": "speaker similarity, GE2E cosine to the speaker's other utterances (conversions: the "
+    "target's) (higher)",
     "speaker_similarity_reference": "speaker similarity of the references (the ceiling)",
+    "speaker_similarity_source": "conversions: speaker similarity to the source speaker (lower)",
+    "conversion_closer_to_target": "conversions closer to the target voice than to the source (share)",
+    "conversion_margin": "conversions: similarity to the target minus to the source (higher)",
     "gross_pitch_error": "gross pitch error, pYIN F0 off by > 20 % (lower)",
     "voicing_decision_error": "voicing decision error (lower)",
 }
@@ -83,10 +87,19 @@ def evaluate(
     same figure for the references themselves. With ``f0``, ``gross_pitch_error`` and
     ``voicing_decision_error`` of the hypotheses' pYIN F0 against the references' (frame totals). These need
     ``pip install 'vqaudio[eval]'`` (pocketsphinx, Resemblyzer); undefined figures are ``null``.
+
+    Voice conversions (``vqaudio convert --data``) are hypotheses whose ``hyp`` dir has ``utt2target`` (``utt
+    target_speaker``): their ``speaker_similarity`` is to the target speaker's reference utterances (those in
+    ``hyp/utt2reference``, the clips the conversion copied the voice from, left out), ``speaker_similarity_source``
+    to the source speaker's other utterances; the summary adds ``conversion_closer_to_target`` (the share of
+    conversions closer to the target than to the source) and ``conversion_margin`` (the mean difference). Their
+    F0 is not compared with the source's (another voice).
     """
     import matplotlib.pyplot as plt
 
-    scorers = _Scorers(ref, asr, speaker_sim, f0)  # packages and transcripts checked before anything is written
+    conversions, copied = _conversions(pathlib.Path(hyp))
+    # packages and transcripts checked before anything is written
+    scorers = _Scorers(ref, asr, speaker_sim, f0, conversions, copied)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     refs = {u.utt_id: u for u in read_data_dir(ref)}
@@ -189,11 +202,28 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
+def _conversions(hyp: pathlib.Path) -> tuple[dict[str, str], set[str]]:
+    """``hyp/utt2target`` (conversion -> target speaker) and the utterances of ``hyp/utt2reference`` (the
+    references the conversions copied), empty where ``hyp`` has none."""
+    folder = hyp if hyp.is_dir() else hyp.parent
+    targets = read_table(folder / "utt2target") if (folder / "utt2target").is_file() else {}
+    copied = set(read_table(folder / "utt2reference").values()) if (folder / "utt2reference").is_file() else set()
+    return targets, copied
+
+
 class _Scorers:
     """The optional scores of :func:`evaluate` (``--asr``, ``--speaker-sim``, ``--f0``): per-utterance columns
     while the audio is loaded, speaker similarities once every embedding is known, corpus figures at the end."""
 
-    def __init__(self, ref: str | pathlib.Path, asr: bool, speaker_sim: bool, f0: bool) -> None:
+    def __init__(
+        self,
+        ref: str | pathlib.Path,
+        asr: bool,
+        speaker_sim: bool,
+        f0: bool,
+        conversions: dict[str, str] | None = None,
+        copied: set[str] | None = None,
+    ) -> None:
         from . import scoring
 
         ref = pathlib.Path(ref)
@@ -211,11 +241,15 @@ class _Scorers:
         self.pitch: dict[str, scoring.PitchErrors] = {}
         self.words: dict[str, tuple] = {}
         self.self_reference = 0
+        self.conversions = conversions or {}
+        self.copied = copied or set()
         self.columns: list[str] = []
         if asr:
             self.columns += [*ASR_NUMBERS, "asr_text", "asr_text_reference"]
         if speaker_sim:
             self.columns += ["speaker", "speaker_similarity", "speaker_similarity_reference"]
+            if self.conversions:
+                self.columns += ["target_speaker", "speaker_similarity_source"]
         if f0:
             self.columns += ["gross_pitch_error", "voicing_decision_error"]
 
@@ -257,7 +291,9 @@ class _Scorers:
                     table[utt] = self.encoder.embed(wav, name=name)
                 except UserError as err:
                     log.warning("no speaker embedding: %s", err)
-        if self.f0:
+        if self.f0 and utt in self.conversions:  # another voice: its F0 is not the source's to match
+            row.update({"gross_pitch_error": float("nan"), "voicing_decision_error": float("nan")})
+        elif self.f0:
             counts = scoring.pitch_errors(scoring.f0_track(ref), scoring.f0_track(hyp))
             self.pitch[utt] = counts
             row.update(
@@ -278,7 +314,12 @@ class _Scorers:
         speakers = speakers_of(sorted(refs), self.utt2spk)
         if self.utt2spk is None:
             log.info("no utt2spk in the reference data dir: speakers are the utterance ids' prefixes before '-'")
-        wanted = {speakers[r["utt"]] for r in rows}
+        wanted = {speakers[r["utt"]] for r in rows} | {
+            self.conversions[r["utt"]] for r in rows if r["utt"] in self.conversions
+        }
+        unknown = sorted(wanted - set(speakers.values()))
+        if unknown:
+            raise UserError(f"utt2target names speaker {unknown[0]!r}, who has no utterance in the reference data dir")
         tried = {r["utt"] for r in rows}
         todo = [u for u in sorted(refs) if speakers[u] in wanted and u not in tried]
         for utt in tqdm(todo, desc="speaker embeddings", unit="utt", disable=not progress or not todo):
@@ -305,6 +346,13 @@ class _Scorers:
                 target = self.ref_embeddings[utt]
                 self.self_reference += 1
             hyp = self.hyp_embeddings.get(utt)
+            if utt in self.conversions:
+                row["target_speaker"] = goal = self.conversions[utt]
+                row["speaker_similarity_source"] = (
+                    cosine(hyp, target) if hyp is not None and target is not None else float("nan")
+                )
+                voice = [u for u in by_speaker.get(goal, []) if u not in self.copied] or by_speaker.get(goal, [])
+                target = mean_embedding([self.ref_embeddings[u] for u in voice]) if voice else None
             row["speaker_similarity"] = cosine(hyp, target) if hyp is not None and target is not None else float("nan")
 
     def summary(self, rows: list[dict]) -> dict:
@@ -335,6 +383,19 @@ class _Scorers:
                 out[key] = float(np.mean(values)) if values else None
             out["speaker_similarity_unscored"] = sum(math.isnan(r["speaker_similarity"]) for r in rows)
             out["speaker_similarity_self_reference"] = self.self_reference
+            pairs = [
+                (r["speaker_similarity"], r["speaker_similarity_source"])
+                for r in rows
+                if r["utt"] in self.conversions
+                and not math.isnan(r["speaker_similarity"])
+                and not math.isnan(r["speaker_similarity_source"])
+            ]
+            if self.conversions:
+                # SECS to the target and to the source: the usual voice-conversion figures (e.g. Polyak et al. 2021)
+                out["conversions"] = len(pairs)
+                out["speaker_similarity_source"] = float(np.mean([p[1] for p in pairs])) if pairs else None
+                out["conversion_closer_to_target"] = float(np.mean([t > s for t, s in pairs])) if pairs else None
+                out["conversion_margin"] = float(np.mean([t - s for t, s in pairs])) if pairs else None
         if self.f0:
             total = sum((v for u, v in self.pitch.items() if u in scored), PitchErrors(0, 0, 0, 0))
             out.update(

@@ -65,14 +65,18 @@ RESYNTH_HELP = """Turn units (a units dir, its units file, or a fairseq .km) int
 
 --model: the codec that made the units decodes them with its own decoder (--n-q levels). --vocoder: a
 unit vocoder (train-vocoder) decodes units of its unit model (units of another are refused), in the
-voice of a training speaker (--speaker ID), of a reference utterance (--reference WAV), or with no
-speaker; an F0 vocoder takes the source audio's F0 from --data (--f0 source), moved to the reference's
-statistics with --reference. Resumable: existing wavs are kept; each file is written whole or not at all.
+voice of a training speaker (--speaker ID), of a reference utterance (--reference WAV), of each
+utterance's own speaker (--own-voice: the longest other utterance of that speaker in --data is the
+reference; OUT/utt2reference says which), or with no speaker; an F0 vocoder takes the source audio's F0
+from --data (--f0 source), moved to the reference's statistics. Resumable: existing wavs are kept; each
+file is written whole or not at all.
 
 examples:
   vqaudio resynth --model exp/codec/model.pt --units exp/units/dev_clean_2 --out exp/resynth/dev_clean_2
   vqaudio resynth --vocoder exp/vocoder/model.pt --units exp/units/dev_clean_2 --reference target.flac \\
       --data data/dev_clean_2 --out exp/resynth_vocoder/dev_clean_2
+  vqaudio resynth --vocoder exp/vocoder/model.pt --units exp/units/dev_clean_2 --own-voice \
+      --data data/dev_clean_2 --out exp/resynth_vocoder/dev_clean_2      # unseen speakers, each in its voice
 """
 
 
@@ -149,6 +153,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speaker", help="with --vocoder: a training speaker's id (table vocoders)")
     p.add_argument("--reference", help="with --vocoder: an audio file whose voice is used")
     p.add_argument(
+        "--own-voice",
+        action="store_true",
+        help="with --vocoder and --data: each utterance in its speaker's voice, from another of its utterances",
+    )
+    p.add_argument(
         "--f0",
         choices=["source", "none"],
         help="with --vocoder: F0 of the source audio in --data, or none (default: source for an F0 vocoder "
@@ -193,7 +202,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--speaker-sim",
         action="store_true",
         help="speaker_similarity: GE2E (Resemblyzer) cosine of each hypothesis to its speaker's other reference "
-        "utterances (REF/utt2spk)",
+        "utterances (REF/utt2spk); for conversions (HYP/utt2target, written by convert --data) to the target's, "
+        "with speaker_similarity_source, conversion_closer_to_target and conversion_margin",
     )
     p.add_argument(
         "--f0",
@@ -316,12 +326,14 @@ def run_resynth(args: argparse.Namespace) -> int:
             f0=args.f0,
             data=args.data,
             device=args.device,
+            own_voice=args.own_voice,
         )
         print(
             f"wrote {scp}" + (f"; {len(failed)} utterance(s) failed, listed in failed.txt beside it" if failed else "")
         )
         return 1 if failed else 0
-    given = [f for f, v in (("--speaker", args.speaker), ("--reference", args.reference), ("--f0", args.f0)) if v]
+    options = (("--speaker", args.speaker), ("--reference", args.reference), ("--f0", args.f0))
+    given = [f for f, v in (*options, ("--own-voice", args.own_voice)) if v]
     if given or args.data is not None:
         raise UserError(f"{(given or ['--data'])[0]} goes with --vocoder, not with --model")
     scp = resynthesize(args.model, args.units, args.out, n_q=args.n_q, device=args.device, any_model=args.any_model)

@@ -40,15 +40,20 @@ speaker table); with an F0 vocoder the source's log-F0 is moved to the reference
 deviation.
 
 --source is one audio file (then -o is the output file) or a directory (searched recursively; -o is a
-directory where each file keeps its relative path, as .wav). Outputs already there are kept (a rerun
-resumes; -f redoes them); each file is written whole or not at all, and a source that fails is reported
-in one line while the others are converted (exit status 1). A reference that is too short or silent is
-refused before anything is written.
+directory where each file keeps its relative path, as .wav). --data D --pairs FILE converts utterances
+of a Kaldi data dir, each into the voice of another of its utterances (a line 'utt reference_utt' per
+conversion): -o is a directory that receives <utt>.wav, wav.scp, utt2target (the reference's speaker)
+and utt2reference, which `vqaudio evaluate --ref D --hyp OUT --speaker-sim --asr` scores as conversions.
+Outputs already there are kept (a rerun resumes; -f redoes them); each file is written whole or not at
+all, and a source that fails is reported in one line while the others are converted (exit status 1). A
+reference that is too short or silent is refused before anything is written.
 
 examples:
   vqaudio convert --vocoder exp/vocoder_l0/model.pt --source source.wav --reference target_voice.flac -o out.wav
   vqaudio convert --vocoder exp/vocoder_l0/model.pt --source data/dev_wavs --reference target.flac -o exp/converted
   vqaudio convert --vocoder exp/vocoder_km/model.pt --source source.wav --speaker 1272 -o out.wav
+  vqaudio convert --vocoder exp/vocoder_l0/model.pt --data data/dev_clean_2 --pairs exp/convert/pairs \
+      -o exp/convert/dev_clean_2
 """
 
 
@@ -78,10 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--vocoder", required=True, help="a train-vocoder model folder (EXP/model.pt)")
-    p.add_argument("--source", required=True, help="an audio file or a directory of audio files")
-    voice = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--source", help="an audio file or a directory of audio files")
+    voice = p.add_mutually_exclusive_group()
     voice.add_argument("--reference", help="an audio file of the target voice")
     voice.add_argument("--speaker", help="a training speaker's id (vocoders with a speaker table)")
+    p.add_argument("--data", help="a Kaldi data dir whose utterances --pairs converts (instead of --source)")
+    p.add_argument("--pairs", help="with --data: a file of 'utt reference_utt' lines, both utterances of --data")
     p.add_argument("-o", "--out", required=True, help="output file (one source file) or directory")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("-f", "--force", action="store_true", help="redo outputs already there (else kept)")
@@ -121,6 +128,10 @@ def run_convert(args: argparse.Namespace) -> int:
     from ..units.files import AUDIO_SUFFIXES, plan
 
     check_device(args.device)
+    if args.data is not None or args.pairs is not None:
+        return _convert_pairs(args)
+    if args.source is None or (args.reference is None and args.speaker is None):
+        raise UserError("give --source with --reference or --speaker, or --data with --pairs")
     vocoder = Vocoder.from_pretrained(args.vocoder, map_location=args.device).to(args.device)
     if args.reference is not None:
         voice = vocoder.voice(load_audio(args.reference, vocoder.sample_rate))
@@ -143,4 +154,17 @@ def run_convert(args: argparse.Namespace) -> int:
         print(f"failed: {line}", file=sys.stderr)
     kept = f" ({len(todo.kept)} kept from an earlier run)" if todo.kept else ""
     print(f"converted {len(todo.jobs) - len(failed)} file(s){kept}, {len(failed)} failed, into {args.out}")
+    return 1 if failed else 0
+
+
+def _convert_pairs(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..units.resynth import convert_data_dir
+
+    if args.data is None or args.pairs is None:
+        raise UserError("--data and --pairs go together: the data dir's utterances and the conversions")
+    if args.source is not None or args.reference is not None or args.speaker is not None:
+        raise UserError("--data/--pairs name sources and references themselves; drop --source, --reference, --speaker")
+    scp, failed = convert_data_dir(args.vocoder, args.data, args.pairs, args.out, device=args.device, force=args.force)
+    print(f"wrote {scp}" + (f"; {len(failed)} utterance(s) failed, listed in failed.txt beside it" if failed else ""))
     return 1 if failed else 0

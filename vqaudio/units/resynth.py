@@ -110,6 +110,7 @@ def resynthesize_with_vocoder(
     data: str | pathlib.Path | None = None,
     device: str = "cpu",
     progress: bool = True,
+    own_voice: bool = False,
 ) -> tuple[pathlib.Path, list[str]]:
     """Turn every utterance of a unit set into ``out_dir/<utt>.wav`` with a unit vocoder; write ``out_dir/wav.scp``.
 
@@ -126,7 +127,10 @@ def resynthesize_with_vocoder(
         f0: ``"source"``: F0 of the source audio in ``data`` (normalised by each speaker's statistics over ``data``,
             by ``utt2spk``; moved to the reference's with ``reference``); ``"none"``: F0 not given. Default:
             ``"source"`` for a vocoder with F0 when ``data`` is given, else ``"none"``.
-        data: Kaldi data dir of the units' source audio (for ``f0="source"``).
+        data: Kaldi data dir of the units' source audio (for ``f0="source"`` and ``own_voice``).
+        own_voice: each utterance in its own speaker's voice (``reference`` and ``external`` vocoders): the
+            reference is the longest other utterance of its speaker in ``data`` (by ``utt2spk``), or the
+            utterance itself when its speaker has no other; ``out_dir/utt2reference`` records which.
 
     Returns:
         ``wav.scp``'s path and the utterances that failed.
@@ -137,8 +141,10 @@ def resynthesize_with_vocoder(
 
     voc = Vocoder.from_pretrained(vocoder, map_location=device).to(device)
     cfg = voc.config
-    if speaker is not None and reference is not None:
-        raise UserError("give --speaker or --reference, not both")
+    if sum(x is not None and x is not False for x in (speaker, reference, own_voice)) > 1:
+        raise UserError("give one of --speaker, --reference and --own-voice")
+    if own_voice and data is None:
+        raise UserError("--own-voice takes each speaker's voice from its other utterances: give --data")
     if f0 not in (None, "source", "none"):
         raise UserError(f"--f0 must be source or none, got {f0!r}")
     f0 = f0 or ("source" if cfg.f0 and data is not None else "none")
@@ -170,16 +176,21 @@ def resynthesize_with_vocoder(
     if speaker is not None:
         voc.resynthesize([[0]] * len(cfg.levels), speaker=speaker)  # an unknown id: one line before any output
     sources = {}
-    if f0 == "source":
+    if f0 == "source" or own_voice:
         sources = {u.utt_id: u for u in read_data_dir(data)}
         missing = sorted(set(table) - set(sources), key=str.encode)
         if missing:
             raise UserError(
                 f"--data {data}: no audio for {len(missing)} utterance(s) of the units, e.g. {missing[0]!r}"
             )
+    utts = sorted(table, key=str.encode)
+    references = own_references(utts, data, sources) if own_voice else {}
+    voices = {}
+    for ref in tqdm(sorted(set(references.values())), desc="reference voices", unit="utt", disable=not progress):
+        u = sources[ref]
+        voices[ref] = voc.voice(load_audio(u.source, voc.sample_rate, u.start, u.end, name=ref))
     out = pathlib.Path(out_dir)
     make_dirs(out)
-    utts = sorted(table, key=str.encode)
     paths = {utt: path_inside(out, utt, ".wav") for utt in utts}
     todo = [utt for utt in utts if not paths[utt].exists()]
     failed: list[str] = []
@@ -202,19 +213,135 @@ def resynthesize_with_vocoder(
             frames = len(table[utt][0][0])
             track = np.pad(track[:frames], (0, max(0, frames - track.shape[0])), constant_values=np.nan)
             source = stats[spk_of[utt]]
-            target = voice.f0 if voice is not None and voice.f0 is not None else source
+            goal = voices[references[utt]] if own_voice else voice
+            target = goal.f0 if goal is not None and goal.f0 is not None else source
             bins[utt] = quantize_f0(rescale_f0(track, source, target), target, cfg.f0_bins, cfg.f0_range)
     for utt in tqdm(todo, desc="resynth (vocoder)", unit="utt", disable=not progress):
         if utt in failed:
             continue
         codes, num_samples = table[utt]
         idx = torch.tensor([codes[q] for q in cfg.levels], dtype=torch.long)
-        wav = voc.resynthesize(idx, speaker=speaker, reference=voice, f0=bins.get(utt), length=num_samples)
+        goal = voices[references[utt]] if own_voice else voice
+        wav = voc.resynthesize(idx, speaker=speaker, reference=goal, f0=bins.get(utt), length=num_samples)
         with atomic_output(paths[utt]) as tmp:
             sf.write(tmp, wav.numpy(), voc.sample_rate, format="WAV", subtype="PCM_16")
     scp = [f"{utt} {paths[utt].resolve()}\n" for utt in utts if utt not in failed]
     atomic_write_text(out / "wav.scp", "".join(scp))
+    if own_voice:
+        atomic_write_text(out / "utt2reference", "".join(f"{u} {references[u]}\n" for u in utts if u not in failed))
     if failed:
         atomic_write_text(out / "failed.txt", "".join(f"{utt}\n" for utt in failed))
     log.info("resynthesized %d utterances into %s with %s (%d failed)", len(scp), out, vocoder, len(failed))
+    return out / "wav.scp", failed
+
+
+def own_references(utts: list[str], data: str | pathlib.Path, sources: dict) -> dict[str, str]:
+    """For each utterance, the longest other utterance of its speaker in the data dir ``data`` (by ``utt2spk``,
+    durations from ``utt2dur`` or the audio files' headers), or the utterance itself when it is its speaker's
+    only one."""
+    from ..data.audio import AudioError, load_audio
+    from ..data.kaldi import read_table, speakers_of
+
+    data = pathlib.Path(data)
+    utt2spk = data / "utt2spk"
+    spk_of = speakers_of(sorted(sources), utt2spk if utt2spk.is_file() else None)
+    durations = {u: float(d) for u, d in read_table(data / "utt2dur").items()} if (data / "utt2dur").is_file() else {}
+    wanted = {spk_of[x] for x in utts}
+    for utt, u in sources.items():
+        if utt not in durations and spk_of[utt] in wanted:
+            try:
+                durations[utt] = len(load_audio(u.source, 16000, u.start, u.end, name=utt)) / 16000
+            except AudioError as err:
+                log.warning("%s cannot be a reference: %s", utt, err)
+                durations[utt] = -1.0
+    by_speaker: dict[str, list[str]] = {}
+    for utt in sorted(sources, key=lambda x: (-durations.get(x, -1.0), x.encode())):
+        if durations.get(utt, -1.0) > 0:
+            by_speaker.setdefault(spk_of[utt], []).append(utt)
+    chosen = {}
+    for utt in utts:
+        others = [x for x in by_speaker.get(spk_of[utt], []) if x != utt]
+        chosen[utt] = others[0] if others else utt
+    return chosen
+
+
+def convert_data_dir(
+    vocoder: str | pathlib.Path,
+    data: str | pathlib.Path,
+    pairs: str | pathlib.Path,
+    out_dir: str | pathlib.Path,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+) -> tuple[pathlib.Path, list[str]]:
+    """Voice conversion of utterances of a Kaldi data dir, each into the voice of another utterance of it.
+
+    ``pairs`` has a line ``utt reference_utt`` per conversion (both in ``data``). Writes ``out_dir/<utt>.wav``,
+    ``wav.scp``, ``utt2target`` (the reference's speaker, by ``data/utt2spk``) and ``utt2reference``, which
+    ``vqaudio evaluate --speaker-sim`` reads to score conversions. Resumable (wav files already there are kept
+    unless ``force``); an utterance whose audio cannot be read is logged, listed in ``out_dir/failed.txt`` and
+    left out; a reference that cannot serve (unreadable, too short, silent) is one error before anything is
+    written. Returns ``wav.scp``'s path and the failed utterances.
+    """
+    from ..data.audio import AudioError, load_audio
+    from ..data.kaldi import read_data_dir, speakers_of
+    from ..models.vocoder import Vocoder
+
+    data, pairs = pathlib.Path(data), pathlib.Path(pairs)
+    sources = {u.utt_id: u for u in read_data_dir(data)}
+    if not pairs.is_file():
+        raise UserError(f"{pairs}: no such file (a line 'utt reference_utt' per conversion)")
+    plan: dict[str, str] = {}
+    for number, line in enumerate(pairs.read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise UserError(f"{pairs}:{number}: expected 'utt reference_utt', got {line!r}")
+        for utt in fields:
+            if utt not in sources:
+                raise UserError(f"{pairs}:{number}: {utt!r} is not an utterance of {data}")
+        if fields[0] in plan:
+            raise UserError(f"{pairs}:{number}: {fields[0]!r} is converted twice")
+        plan[fields[0]] = fields[1]
+    if not plan:
+        raise UserError(f"{pairs}: no conversions")
+    utt2spk = data / "utt2spk"
+    spk_of = speakers_of(sorted(sources), utt2spk if utt2spk.is_file() else None)
+    voc = Vocoder.from_pretrained(vocoder, map_location=device).to(device)
+    voices = {}
+    for ref in tqdm(sorted(set(plan.values())), desc="reference voices", unit="utt", disable=not progress):
+        u = sources[ref]
+        try:
+            audio = load_audio(u.source, voc.sample_rate, u.start, u.end, name=ref)
+        except AudioError as err:
+            raise UserError(f"reference {ref}: {err}") from None
+        try:
+            voices[ref] = voc.voice(audio)
+        except UserError as err:
+            raise UserError(f"reference {ref}: {err}") from None
+    out = pathlib.Path(out_dir)
+    make_dirs(out)
+    utts = sorted(plan, key=str.encode)
+    paths = {utt: path_inside(out, utt, ".wav") for utt in utts}
+    failed: list[str] = []
+    for utt in tqdm(utts, desc="convert", unit="utt", disable=not progress):
+        if paths[utt].exists() and not force:
+            continue
+        u = sources[utt]
+        try:
+            wav = voc.convert(load_audio(u.source, voc.sample_rate, u.start, u.end, name=utt), voices[plan[utt]])
+        except (AudioError, UserError) as err:
+            log.warning("%s: %s", utt, err)
+            failed.append(utt)
+            continue
+        with atomic_output(paths[utt]) as tmp:
+            sf.write(tmp, wav.numpy(), voc.sample_rate, format="WAV", subtype="PCM_16")
+    done = [utt for utt in utts if utt not in failed]
+    atomic_write_text(out / "wav.scp", "".join(f"{utt} {paths[utt].resolve()}\n" for utt in done))
+    atomic_write_text(out / "utt2target", "".join(f"{utt} {spk_of[plan[utt]]}\n" for utt in done))
+    atomic_write_text(out / "utt2reference", "".join(f"{utt} {plan[utt]}\n" for utt in done))
+    if failed:
+        atomic_write_text(out / "failed.txt", "".join(f"{utt}\n" for utt in failed))
+    log.info("converted %d utterances into %s with %s (%d failed)", len(done), out, vocoder, len(failed))
     return out / "wav.scp", failed
