@@ -3,6 +3,7 @@ same layout when they are absent; plus the recipe utilities (option parsing, val
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pathlib
@@ -51,8 +52,12 @@ def short_configs(rdir: pathlib.Path, codec_name: str = "codec_tiny") -> tuple[s
     codec["loss"]["adversarial_start"] = 20
     prior = yaml.safe_load((rdir / "conf" / "prior_tiny.yaml").read_text())
     prior["trainer"].update(max_steps=20, val_every=10, checkpoint_every=10)
+    vocoder = yaml.safe_load((rdir / "conf" / "vocoder_tiny.yaml").read_text())
+    vocoder["trainer"].update(max_steps=8, val_every=4, checkpoint_every=4)
+    vocoder["loss"]["adversarial_start"] = 6
     (rdir / "conf" / "codec_test.yaml").write_text(yaml.safe_dump(codec))
     (rdir / "conf" / "prior_test.yaml").write_text(yaml.safe_dump(prior))
+    (rdir / "conf" / "vocoder_test.yaml").write_text(yaml.safe_dump(vocoder))
     return "conf/codec_test.yaml", "conf/prior_test.yaml"
 
 
@@ -87,6 +92,8 @@ def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
         "2",
         "--sample_seconds",
         "1",
+        "--vocoder_config",
+        "conf/vocoder_test.yaml",
     ]
     # a stage run before its inputs exist says which stage to run first
     early = run(rdir, env, *args, "--stage", "3", "--stop_stage", "3")
@@ -116,6 +123,19 @@ def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
     assert (exp / "unit_quality" / "dev_clean_2" / "abx.item").is_file()
     assert sorted(p.name for p in (exp / "samples").glob("*.wav")) == ["sample_0000.wav", "sample_0001.wav"]
     assert (exp / "log" / "train_codec.log").is_file() and (exp / "log" / "train_prior.log").is_file()
+    # stage 7: the unit vocoder on level 0, each dev utterance in its speaker's voice, conversions, their scores
+    dev = read_table(rdir / "data" / "dev_clean_2" / "wav.scp")
+    voc = exp / "vocoder"
+    assert (voc / "model.pt" / "config.json").is_file() and (exp / "log" / "train_vocoder.log").is_file()
+    assert sorted(p.stem for p in (voc / "resynth" / "dev_clean_2").glob("*.wav")) == sorted(dev)
+    pairs = [line.split() for line in (voc / "convert" / "dev_clean_2" / "pairs").read_text().splitlines()]
+    dev_spk = read_table(rdir / "data" / "dev_clean_2" / "utt2spk")
+    assert pairs and all(dev_spk[u] != dev_spk[r] for u, r in pairs)
+    assert sorted(p.stem for p in (voc / "convert" / "dev_clean_2").glob("*.wav")) == sorted(u for u, _ in pairs)
+    converted = json.loads((voc / "eval_convert" / "dev_clean_2" / "metrics.json").read_text())
+    assert converted["conversions"] + converted["speaker_similarity_unscored"] == len(pairs)
+    assert "wer" in converted and "wer" in json.loads((voc / "eval" / "dev_clean_2" / "metrics.json").read_text())
+    assert "voice conversion" in (voc / "RESULTS.md").read_text()
     model = exp / "codec" / "model.pt"
     assert torch.load(model, weights_only=True)["config"]["content_objective"] == "kmeans"
     assert (rdir / "exp" / "kmeans" / "mfcc_cmvn_ctx2_256.pt").is_file()  # its targets, trained first

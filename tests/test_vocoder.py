@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -519,6 +521,14 @@ def test_own_voice_resynthesis_and_conversions_of_a_data_dir_scored_as_conversio
     assert sorted(p.stem for p in conv.glob("*.wav")) == sorted([a, b])
     assert (conv / "utt2target").read_text() == "".join(sorted([f"{a} {s2}\n", f"{b} {s1}\n"]))
     assert sorted((conv / "utt2reference").read_text().splitlines()) == sorted(pairs.read_text().splitlines())
+    # the Python API example converts one file the same way
+    example = pathlib.Path(__file__).resolve().parents[1] / "egs" / "voice_conversion.py"
+    sources = dict(line.split() for line in (short / "wav.scp").read_text().splitlines())
+    out_wav = tmp / "example.wav"
+    cmd = [sys.executable, str(example), "--vocoder", model, "--source", sources[a], "--reference", sources[b]]
+    proc = subprocess.run([*cmd, "--out", str(out_wav)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sf.info(out_wav).frames == sf.info(sources[a]).frames and "frames of 256-way units" in proc.stdout
     bad = tmp / "bad_pairs"
     bad.write_text(f"{a} {b}\n{first[-1]} nobody\n")
     capsys.readouterr()
@@ -528,7 +538,6 @@ def test_own_voice_resynthesis_and_conversions_of_a_data_dir_scored_as_conversio
 
     # scoring conversions: hypotheses that are the target speakers' own audio (a perfect conversion), so the
     # figures are real speech; utt2target and utt2reference as convert wrote them
-    sources = dict(line.split() for line in (short / "wav.scp").read_text().splitlines())
     perfect = tmp / "perfect_conversions"
     perfect.mkdir()
     for name in ("utt2target", "utt2reference"):

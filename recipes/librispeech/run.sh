@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# LibriSpeech recipe: data -> train codec -> extract units -> resynthesize and evaluate -> train prior -> sample.
+# LibriSpeech recipe: data -> train codec -> extract units -> resynthesize and evaluate -> train prior -> sample
+# -> unit vocoder and voice conversion.
 # Every stage is idempotent (a .done marker in its output dir) and logs to exp/<tag>/log/.
 set -euo pipefail
 caller_dir=$PWD                 # relative paths given as options are read from here (from_caller)
@@ -7,7 +8,7 @@ cd "$(dirname "$0")"
 
 # Options (each settable as --name value; see --help).
 stage=0
-stop_stage=6
+stop_stage=7
 corpus_dir=downloads          # holds LibriSpeech/<part>; pass an existing copy to skip the download
 subset=mini                   # mini (train-clean-5 + dev-clean-2), 100, 360 or 960
 codec_config=conf/codec_tiny.yaml
@@ -24,11 +25,17 @@ ssl_k=500
 ssl_iterations=0              # ssl: HuBERT iterations trained here first (train-ssl), instead of --ssl_model
 ssl_config=conf/ssl_tiny.yaml
 ssl_targets_k=100             # ssl: units each train-ssl iteration predicts
+vocoder_config=conf/vocoder_tiny.yaml  # stage 7 (conf/vocoder_base.yaml for GPUs)
+num_convert=2                 # stage 7: utterances of each dev speaker converted into the next one's voice
+vocoder_scores="--asr --speaker-sim"  # stage 7: evaluate's outside scorers; "" without pip install 'vqaudio[eval]'
 help_message="Usage: $0 [options]
-  --stage N / --stop_stage N   run stages N..M (default 0..6):
+  --stage N / --stop_stage N   run stages N..M (default 0..7):
         0 download (skipped when --corpus_dir already holds the parts)   1 data prep and validation
         2 train codec   3 extract units (--nj jobs, merged)   4 resynthesize dev/test and evaluate
         5 train the prior   6 sample speech and summarise it
+        7 train a unit vocoder on the content units (codec level 0 or SSL k-means), resynthesize dev/test
+          in each speaker's own voice, convert --num_convert utterances per speaker into another voice,
+          score both (WER, speaker similarity): exp/<tag>/vocoder/RESULTS.md
   --corpus_dir DIR             where LibriSpeech/<part> lives or is downloaded to (default $corpus_dir)
   --subset mini|100|360|960    mini = train-clean-5 + dev-clean-2 (openslr 31); others openslr 12
   --codec_config FILE          (default $codec_config; conf/codec_base.yaml for GPUs)
@@ -37,9 +44,12 @@ help_message="Usage: $0 [options]
   --tag NAME                   experiment name under exp/ (default $tag)
   --config FILE                a file of name=value lines, read before the other options
   --alignments CTM             a phone CTM (utt channel start dur phone): stage 4 also scores the units
+  --vocoder_config FILE        stage 7's train-vocoder YAML (default $vocoder_config); \"\" skips stage 7
+  --vocoder_scores \"...\"       stage 7's scorers (default \"$vocoder_scores\"; \"\" without the eval extra)
   --unit_model codec|ssl       ssl: stage 2 trains k-means (--ssl_k, default $ssl_k) on layer --ssl_layer
                                (default $ssl_layer) of --ssl_model, stage 3 extracts those units, stage 4
-                               scores them only, stage 5 trains the prior on them, stage 6 is skipped
+                               scores them only, stage 5 trains the prior on them, stage 6 is skipped,
+                               stage 7 gives them a voice (unit vocoder)
   --ssl_iterations N           with --unit_model ssl: first train N HuBERT iterations here (train-ssl with
                                --ssl_config, default $ssl_config), the first predicting MFCC k-means units
                                (--ssl_targets_k, default $ssl_targets_k), each next one k-means units of
@@ -53,8 +63,8 @@ Examples (offline copy of the mini subsets):
 . ./cmd.sh
 . utils/parse_options.sh
 . utils/recipe_lib.sh
-check_stages "$stage" "$stop_stage" 0 6
-from_caller corpus_dir codec_config prior_config alignments ssl_model ssl_config
+check_stages "$stage" "$stop_stage" 0 7
+from_caller corpus_dir codec_config prior_config alignments ssl_model ssl_config vocoder_config
 
 case "$subset" in
   mini) train_parts="train-clean-5"; dev_parts="dev-clean-2"; test_parts=""; url=https://www.openslr.org/resources/31 ;;
@@ -103,5 +113,6 @@ utils/codec_stages.sh --stage $stage --stop_stage $stop_stage --exp $exp --train
   --dev_set $dev_set --eval_sets "$eval_sets" --codec_config "$codec_config" --prior_config "$prior_config" \
   --nj $nj --num_samples $num_samples --sample_seconds $sample_seconds --alignments "$alignments" \
   --unit_model $unit_model --ssl_model "$ssl_model" --ssl_layer $ssl_layer --ssl_k $ssl_k \
-  --ssl_iterations $ssl_iterations --ssl_config "$ssl_config" --ssl_targets_k $ssl_targets_k
+  --ssl_iterations $ssl_iterations --ssl_config "$ssl_config" --ssl_targets_k $ssl_targets_k \
+  --vocoder_config "$vocoder_config" --num_convert $num_convert --vocoder_scores "$vocoder_scores"
 log done "stages $stage..$stop_stage finished"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Stages 2-6 shared by every recipe: train codec (or, with --unit_model ssl, the k-means model over an SSL
+# Stages 2-7 shared by every recipe: train codec (or, with --unit_model ssl, the k-means model over an SSL
 # layer, after --ssl_iterations HuBERT-style iterations trained here), extract units, resynthesize and
-# evaluate, train the prior, sample. Run from a recipe dir (it reads ./path.sh and ./cmd.sh) after the recipe's own stages 0-1:
+# evaluate, train the prior, sample, train a unit vocoder on the content units and convert voices. Run from a recipe dir (it reads ./path.sh and ./cmd.sh) after the recipe's own stages 0-1:
 #   utils/codec_stages.sh --exp exp/tiny --train_set train_clean_5 --dev_set dev_clean_2 \
 #       --eval_sets "dev_clean_2" --codec_config conf/codec_tiny.yaml --prior_config conf/prior_tiny.yaml
 # Each stage is idempotent (a .done marker in its output dir), launches its jobs through cmd.sh's
@@ -9,7 +9,7 @@
 set -euo pipefail
 
 stage=2
-stop_stage=6
+stop_stage=7
 exp=                # experiment dir (required)
 train_set=          # data/<train_set> trains the codec and the prior (required)
 dev_set=            # data/<dev_set> validates them (required)
@@ -28,25 +28,34 @@ ssl_k=500           # ssl: k-means units
 ssl_iterations=0    # ssl: train this many HuBERT iterations here first (vqaudio train-ssl), from MFCC k-means
 ssl_targets_k=100   # ssl: units each train-ssl iteration predicts
 ssl_config=         # ssl: YAML for vqaudio train-ssl (conf/ssl_tiny.yaml on CPUs)
+vocoder_config=     # stage 7: YAML for vqaudio train-vocoder (conf/vocoder_tiny.yaml on CPUs); empty: no stage 7
+num_convert=2       # stage 7: utterances of each eval-set speaker converted into the next speaker's voice
+vocoder_scores="--asr --speaker-sim"  # stage 7: vqaudio evaluate's outside scorers (pip install 'vqaudio[eval]')
 help_message="Usage: $0 --exp DIR --train_set SET --dev_set SET --eval_sets \"SET...\" \\
     --codec_config FILE --prior_config FILE [--stage N] [--stop_stage N] [--nj N] [--num_samples N]
     [--sample_seconds S] [--alignments PHONES.ctm] [--n_q_curve 1,2,4,8]
     [--unit_model codec|ssl] [--ssl_model PATH_OR_HUB_ID] [--ssl_layer N] [--ssl_k K]
     [--ssl_iterations N --ssl_config FILE [--ssl_targets_k K]]
+    [--vocoder_config FILE] [--num_convert N] [--vocoder_scores \"--asr --speaker-sim\"]
   Stages: 2 train codec  3 extract units (--nj jobs, merged)  4 resynthesize and evaluate, and score
           the codec at each depth of --n_q_curve (EXP/eval_n_q/SET; with --alignments also
           vqaudio evaluate-units: PNMI, purity, ABX)
           5 train the prior  6 sample speech and summarise it
+          7 train a unit vocoder on the content units (the codec's level 0, or the SSL k-means units),
+            resynthesize each eval set in its speakers' own voices (a reference utterance each), convert
+            --num_convert utterances of each speaker into the next speaker's voice, and score both
+            (EXP/vocoder/RESULTS.md; --vocoder_scores \"\" without the eval extra)
   With --unit_model ssl, stage 2 trains k-means (--ssl_k) on layer --ssl_layer of --ssl_model, or of the
   last of --ssl_iterations HuBERT models trained here (iteration 1 predicts MFCC k-means units, each next
   one k-means units of the previous model's layer); stage 3 extracts those units; stage 4 scores them
-  (--alignments) but resynthesizes nothing (the codec cannot decode them); stage 6 is skipped."
+  (--alignments) but resynthesizes nothing (the codec cannot decode them); stage 6 is skipped; stage 7
+  trains the unit vocoder on them, the way back to audio."
 
 . ./path.sh
 . ./cmd.sh
 . utils/parse_options.sh
 . utils/recipe_lib.sh
-check_stages "$stage" "$stop_stage" 0 6
+check_stages "$stage" "$stop_stage" 0 7
 for option in exp train_set dev_set eval_sets codec_config prior_config; do
   [ -n "${!option}" ] || { echo "$0: --$option is required (see --help)" >&2; exit 1; }
 done
@@ -193,4 +202,64 @@ elif [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       --num $num_samples --seconds $sample_seconds --out $exp/samples
     touch $exp/samples/.done
   fi
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ] && [ -z "$vocoder_config" ]; then
+  log 7 "no --vocoder_config: the unit vocoder is not trained"
+elif [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  need $exp/units/$train_set/.done 3
+  need $exp/units/$dev_set/.done 3
+  levels=""; [ "$unit_model" == codec ] && levels="--levels 0"  # content units: the codec's level 0
+  if done_or_run $exp/vocoder 7; then
+    resume=""; [ -f $exp/vocoder/checkpoints/last.ckpt ] && resume="--resume"
+    log 7 "training the unit vocoder on $units_model's units in $exp/vocoder ${resume:+(resuming)}; log: $exp/log/train_vocoder.log"
+    $cuda_cmd $exp/log/train_vocoder.log vqaudio train-vocoder --config "$vocoder_config" \
+      --units $exp/units/$train_set --data data/$train_set --unit-model $units_model $levels \
+      --valid-units $exp/units/$dev_set --valid-data data/$dev_set --exp-dir $exp/vocoder $resume
+    touch $exp/vocoder/.done
+  fi
+  for set in $eval_sets; do
+    need $exp/units/$set/.done 3
+    if done_or_run $exp/vocoder/resynth/$set 7; then
+      log 7 "resynthesizing $set with the vocoder, each utterance in its speaker's voice"
+      $decode_cmd $exp/log/resynth_vocoder_$set.log vqaudio resynth --vocoder $exp/vocoder/model.pt \
+        --units $exp/units/$set --own-voice --data data/$set --out $exp/vocoder/resynth/$set
+      touch $exp/vocoder/resynth/$set/.done
+    fi
+    if done_or_run $exp/vocoder/eval/$set 7; then
+      $train_cmd $exp/log/evaluate_vocoder_$set.log vqaudio evaluate --ref data/$set \
+        --hyp $exp/vocoder/resynth/$set $vocoder_scores --out $exp/vocoder/eval/$set
+      touch $exp/vocoder/eval/$set/.done
+    fi
+    if done_or_run $exp/vocoder/convert/$set 7; then
+      mkdir -p $exp/vocoder/convert/$set
+      # the first --num_convert utterances of each speaker, in the voice of the next speaker (in C order),
+      # whose last utterance is the reference
+      LC_ALL=C sort -k2,2 -k1,1 data/$set/utt2spk | awk -v n=$num_convert '
+        { if (!($2 in count)) spk[s++] = $2; utt[$2, count[$2]++] = $1 }
+        END { if (s < 2) exit; for (i = 0; i < s; i++) { t = spk[(i + 1) % s]; ref = utt[t, count[t] - 1]
+                for (j = 0; j < n && j < count[spk[i]]; j++) print utt[spk[i], j], ref } }' \
+        > $exp/vocoder/convert/$set/pairs
+      if [ -s $exp/vocoder/convert/$set/pairs ]; then
+        log 7 "converting $(wc -l < $exp/vocoder/convert/$set/pairs) utterances of $set into other speakers' voices"
+        $decode_cmd $exp/log/convert_$set.log vqaudio convert --vocoder $exp/vocoder/model.pt --data data/$set \
+          --pairs $exp/vocoder/convert/$set/pairs -o $exp/vocoder/convert/$set
+        $train_cmd $exp/log/evaluate_convert_$set.log vqaudio evaluate --ref data/$set \
+          --hyp $exp/vocoder/convert/$set $vocoder_scores --out $exp/vocoder/eval_convert/$set
+      else
+        log 7 "$set has fewer than two speakers: no conversions"
+      fi
+      touch $exp/vocoder/convert/$set/.done
+    fi
+  done
+  {
+    echo "# $(basename $exp): unit vocoder on $unit_model units"
+    for set in $eval_sets; do
+      echo; echo "## $set: resynthesis in each speaker's own voice"; tail -n +2 $exp/vocoder/eval/$set/RESULTS.md
+      if [ -f $exp/vocoder/eval_convert/$set/RESULTS.md ]; then
+        echo; echo "## $set: voice conversion"; tail -n +2 $exp/vocoder/eval_convert/$set/RESULTS.md
+      fi
+    done
+  } > $exp/vocoder/RESULTS.md
+  log 7 "results in $exp/vocoder/RESULTS.md"
 fi
