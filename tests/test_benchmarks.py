@@ -222,12 +222,16 @@ def test_gpu_dry_run(background):
     assert [r[0].split()[1] for r in rows] == ["vq", "ema", "fsq", "rvq8"]
     for r in rows:
         finite(numbers(r[1]) + (numbers(r[2]) if have_vqp else []), "|".join(r))
-    table = (out / "quality_RESULTS.md").read_text()
+    table, depths = (out / "quality_RESULTS.md").read_text().split("\n\n")  # 1 and 4 kbps; every depth
     rows = [line for line in table.splitlines() if line.startswith("| vqaudio")]
-    assert len(rows) == 2, table  # ours, ours_3units
+    assert len(rows) == 2, table  # ours, ours_dropout_half
     for row in rows:
         cells = [c.strip().rstrip("M") for c in row.strip("|").split("|")[1:]]
         finite([float(c) for c in cells], row)
+    rows = [line for line in depths.splitlines() if line.startswith("| vqaudio")]
+    assert len(rows) == 2 and "| unquantized |" in depths, depths
+    for row in rows:  # log-mel / STOI / PESQ at n_q 1, 2, 4, 8 and unquantized, then the latent errors
+        finite(numbers(row.split("|", 2)[2]), row)
     assert (out / "quality_curves.png").stat().st_size > 0
 
 
