@@ -773,14 +773,18 @@ def main() -> None:
         write_report(work, done(), json.loads((work / "originals.json").read_text()), plan, settings)
         return
     t0 = time.perf_counter()
-    scorer = Scorer(work, plan)
-    orig = originals(work, plan, scorer)
-    models = unit_models(args, work, args.rows)
+    todo = [name for name in args.rows if not (work / "rows" / name / "result.json").is_file()]
     for name in args.rows:
-        path = work / "rows" / name / "result.json"
-        if path.is_file():
+        if name not in todo:
             log(f"{name}: done before, skipped")
-            continue
+    if todo or not (work / "originals.json").is_file():
+        scorer = Scorer(work, plan)
+        orig = originals(work, plan, scorer)
+        models = unit_models(args, work, todo)
+    else:
+        orig = json.loads((work / "originals.json").read_text())
+    for name in todo:
+        path = work / "rows" / name / "result.json"
         log(f"{name}: {ROWS[name].label}")
         result = run_row(name, args, work, plan, scorer, models)
         write_json(path, result)
