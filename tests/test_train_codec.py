@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -87,6 +88,12 @@ def test_train_codec_cli_trains_checkpoints_and_exports(tmp_path):
     assert saved["loss"]["adversarial_start"] == 6 and saved["model"]["channels"] == 8
     ckpt = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert int(ckpt["state_dict"]["gen_steps"]) == 12
+    # progress in the log file itself: every log_every (2) codec updates, and each validation (every 6)
+    text = (exp / "log" / "train.log").read_text()
+    updates = [int(m) for m in re.findall(r"update (\d+)/12: ", text)]
+    assert updates == list(range(2, 13, 2)), updates
+    assert re.search(r"update 12/12: .*mel [\d.]+.*updates/s, 0\.0 min left", text), text[-2000:]
+    assert len(re.findall(r"validation at update (?:6|12): .*mel_distance [\d.]+", text)) == 2
     # the quantizer loss is exactly zero while warming up, then on; codebook metrics appear with it
     scalars = _scalars(exp, "train/quantizer")
     zero = [v == 0.0 for _, v in scalars]

@@ -118,6 +118,56 @@ def _strategy(t: TrainerConfig) -> str:
     return t.strategy
 
 
+class ProgressLog(pl.Callback):
+    """Every ``every`` updates, one log line (so in ``log/train.log`` under nohup or a batch system, where no
+    progress bar shows): the update count against ``total``, the step's losses, updates per second since the
+    previous line and the time left at that rate; after each validation, its figures.
+
+    Updates are the task's ``gen_steps`` where it counts them (GAN tasks step two optimisers per update),
+    else Lightning's ``global_step``.
+    """
+
+    def __init__(self, every: int, total: int) -> None:
+        self.every, self.total = max(1, every), total
+        self.last: tuple[int, float] | None = None
+
+    @staticmethod
+    def _updates(trainer: pl.Trainer, task: pl.LightningModule) -> int:
+        steps = getattr(task, "gen_steps", None)
+        return int(steps) if steps is not None else int(trainer.global_step)
+
+    @staticmethod
+    def _figures(trainer: pl.Trainer, prefix: str) -> str:
+        """Up to 8 scalars logged under ``prefix``: the total loss and the mel terms first, then by name."""
+        metrics = {
+            k[len(prefix) :]: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith(prefix) and k != f"{prefix}lr" and v.numel() == 1
+        }
+        names = sorted(metrics, key=lambda k: (k != "loss", "mel" not in k, k))
+        return ", ".join(f"{k} {metrics[k]:.4g}" for k in names[:8])
+
+    def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx) -> None:
+        import time
+
+        done = self._updates(trainer, task)
+        if not trainer.is_global_zero or done % self.every:
+            return
+        now = time.perf_counter()
+        rate = (done - self.last[0]) / (now - self.last[1]) if self.last and now > self.last[1] else None
+        self.last = (done, now)
+        pace = ""
+        if rate:
+            left = max(0, self.total - done) / rate if self.total > 0 else None
+            pace = f"; {rate:.3g} updates/s" + (f", {left / 60:.1f} min left" if left is not None else "")
+        total = f"/{self.total}" if self.total > 0 else ""
+        log.info("update %d%s: %s%s", done, total, self._figures(trainer, "train/"), pace)
+
+    def on_validation_end(self, trainer, task) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            log.info("validation at update %d: %s", self._updates(trainer, task), self._figures(trainer, "val/"))
+
+
 def fit(
     task: pl.LightningModule,
     train_loader,
@@ -158,7 +208,7 @@ def fit(
         default_root_dir=exp,
         num_sanity_val_steps=0,
         logger=TensorBoardLogger(exp, name="tb", version=""),
-        callbacks=[best, latest, LearningRateMonitor()],
+        callbacks=[best, latest, LearningRateMonitor(), ProgressLog(t.log_every, t.max_steps)],
         enable_model_summary=False,
     )
     trainer.fit(
