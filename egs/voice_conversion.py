@@ -6,7 +6,7 @@ each voice (speaker-encoder cosine similarity, SECS) when Resemblyzer is install
 
 The vocoder (``vqaudio train-vocoder``, or stage 7 of recipes/librispeech/run.sh) carries its unit model:
 the source's units come from it, the voice from the reference (a reference-encoder or GE2E-embedding
-vocoder), and with an F0 vocoder the source's pitch contour is moved to the reference's mean and spread.
+vocoder), and with an F0 vocoder the source's pitch contour, normalised per speaker, in the voice's range.
 """
 
 from __future__ import annotations

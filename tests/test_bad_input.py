@@ -97,14 +97,15 @@ def test_resume_with_a_changed_config_is_refused_naming_the_keys(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--stage", "9"], "both must lie in 0..6"),
-        (["--stage", "abc"], "must be integers in 0..6, got 'abc'"),
-        (["--stop_stage", "-1"], "must be integers in 0..6, got '-1'"),
+        (["--stage", "9"], "both must lie in 0..{last}"),
+        (["--stage", "abc"], "must be integers in 0..{last}, got 'abc'"),
+        (["--stop_stage", "-1"], "must be integers in 0..{last}, got '-1'"),
         (["--stage", "3", "--stop_stage", "1"], "stage <= stop_stage"),
     ],
 )
 @pytest.mark.parametrize("recipe", ["librispeech", "ljspeech", "vctk"])
 def test_recipes_reject_bad_stages(recipe, args, message):
+    message = message.format(last=7 if recipe == "librispeech" else 6)  # stage 7: LibriSpeech's unit vocoder
     res = subprocess.run(
         ["bash", "run.sh", *args], cwd=ROOT / "recipes" / recipe, capture_output=True, text=True, timeout=60
     )

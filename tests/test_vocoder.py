@@ -23,7 +23,6 @@ from vqaudio.models.vocoder import (
     frame_log_f0,
     quantize_f0,
     read_embeddings,
-    rescale_f0,
 )
 
 from .speech import SHARED, make_corpus
@@ -139,8 +138,9 @@ def test_f0_normalisation_and_quantisation_on_known_values():
     s = f0_stats([np.array([np.log(100.0), np.nan]), np.array([np.log(400.0)])])
     assert s.mean == pytest.approx(np.log(200.0)) and s.std == pytest.approx(np.log(2.0))
     assert f0_stats([np.full(3, np.nan)]) is None
-    moved = rescale_f0(np.array([np.log(100.0), np.log(400.0)]), s, F0Stats(np.log(150.0), np.log(2.0) / 2))
-    assert np.allclose(np.exp(moved), [150.0 / np.sqrt(2), 150.0 * np.sqrt(2)])
+    # speaker-normalised: the same contour an octave up gives the same bins
+    up = np.log(2.0) + log_f0
+    assert quantize_f0(up, F0Stats(stats.mean + np.log(2.0), stats.std), 4, 2.0).tolist() == bins.tolist()
 
 
 def test_f0_of_a_tone_and_of_silence():

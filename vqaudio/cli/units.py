@@ -67,9 +67,9 @@ RESYNTH_HELP = """Turn units (a units dir, its units file, or a fairseq .km) int
 unit vocoder (train-vocoder) decodes units of its unit model (units of another are refused), in the
 voice of a training speaker (--speaker ID), of a reference utterance (--reference WAV), of each
 utterance's own speaker (--own-voice: the longest other utterance of that speaker in --data is the
-reference; OUT/utt2reference says which), or with no speaker; an F0 vocoder takes the source audio's F0
-from --data (--f0 source), moved to the reference's statistics. Resumable: existing wavs are kept; each
-file is written whole or not at all.
+reference; OUT/utt2reference says which), or with no speaker; an F0 vocoder takes the source audio's
+pitch contour from --data (--f0 source; normalised per speaker, so the voice sets its level and range).
+Resumable: existing wavs are kept; each file is written whole or not at all.
 
 examples:
   vqaudio resynth --model exp/codec/model.pt --units exp/units/dev_clean_2 --out exp/resynth/dev_clean_2

@@ -36,8 +36,8 @@ examples:
 
 CONVERT_HELP = """Voice conversion with a unit vocoder: each source utterance's units (from the vocoder's own unit
 model), spoken in the voice of --reference (or of a training speaker, --speaker, for vocoders with a
-speaker table); with an F0 vocoder the source's log-F0 is moved to the reference's mean and standard
-deviation.
+speaker table); an F0 vocoder keeps the source's pitch contour (normalised by the source's own
+statistics), and the voice sets its level and range.
 
 --source is one audio file (then -o is the output file) or a directory (searched recursively; -o is a
 directory where each file keeps its relative path, as .wav). --data D --pairs FILE converts utterances

@@ -243,10 +243,9 @@ class ReferenceEncoder(nn.Module):
 @dataclass
 class Voice:
     """A reference voice, computed once (:meth:`Vocoder.voice`): the speaker input of :meth:`Vocoder.generate`
-    ``(1, ...)`` and the reference's log-F0 statistics (``None`` without F0 or without a voiced frame)."""
+    ``(1, ...)``. Its pitch level and range come with it: the F0 input is normalised per speaker."""
 
     speaker: Tensor
-    f0: F0Stats | None
 
 
 class Vocoder(nn.Module):
@@ -428,7 +427,7 @@ class Vocoder(nn.Module):
     def voice(self, reference) -> Voice:
         """The voice of a reference waveform ``(T,)`` at ``sample_rate``, computed once for many utterances: its
         speaker input (``reference``: the waveform for the reference encoder; ``external``: its Resemblyzer GE2E
-        embedding) and, with ``f0``, its log-F0 statistics. Too short or silent: one :class:`UserError` line."""
+        embedding). Too short or silent: one :class:`UserError` line."""
         mode = self.config.speaker
         if mode in ("table", "none"):
             what = "a table of training speakers; give a speaker id" if mode == "table" else "no speaker input"
@@ -438,10 +437,11 @@ class Vocoder(nn.Module):
         if mode == "reference":
             speaker = ref.to(_device_of(self))
         else:
-            emb = ge2e_encoder().embed(samples, self.sample_rate, name="reference")
+            if self.__dict__.get("_ge2e") is None:  # loaded once per vocoder, not per reference
+                self.__dict__["_ge2e"] = ge2e_encoder()
+            emb = self.__dict__["_ge2e"].embed(samples, self.sample_rate, name="reference")
             speaker = torch.from_numpy(np.asarray(emb, dtype=np.float32))[None].to(_device_of(self))
-        stats = f0_stats([frame_log_f0(samples, self.sample_rate, self.hop_length)]) if self.config.f0 else None
-        return Voice(speaker, stats)
+        return Voice(speaker)
 
     def _speaker_input(self, speaker=None, reference=None):
         """The speaker input of :meth:`generate` for one utterance."""
@@ -488,15 +488,14 @@ class Vocoder(nn.Module):
         codes = model.encode_chunked(x.to(_device_of(model)))[0]
         return codes[self.config.levels].cpu()
 
-    def source_f0(self, wav, frames: int, target: F0Stats | None = None) -> Tensor:
-        """``(frames,)`` F0 bins of a waveform ``(T,)``, normalised by its own voiced log-F0 statistics; with
-        ``target``, its log-F0 first moved to the target's mean and standard deviation (the conversion of Polyak
-        et al. 2021, voice conversion; the bins are then normalised by ``target``). No voiced frame: all unvoiced."""
+    def source_f0(self, wav, frames: int) -> Tensor:
+        """``(frames,)`` F0 bins of a waveform ``(T,)``, normalised by its own voiced log-F0 statistics: the
+        contour, not the pitch level, which comes with the speaker input (speaker-normalised F0, Polyak et al.
+        2021; so a conversion keeps the source's intonation in the target's range). No voiced frame: all
+        unvoiced."""
         track = frame_log_f0(np.asarray(wav, dtype=np.float32), self.sample_rate, self.hop_length)[:frames]
         track = np.pad(track, (0, frames - track.shape[0]), constant_values=np.nan)
-        source = f0_stats([track])
-        target = target or source
-        return quantize_f0(rescale_f0(track, source, target), target, self.config.f0_bins, self.config.f0_range)
+        return quantize_f0(track, f0_stats([track]), self.config.f0_bins, self.config.f0_range)
 
     @torch.no_grad()
     def convert(self, wav, reference=None, speaker: str | None = None) -> Tensor:
@@ -504,15 +503,15 @@ class Vocoder(nn.Module):
         ``(T_ref,)`` or its :meth:`voice`) or of a training ``speaker`` (``table`` vocoders); returns ``(T,)`` in
         [-1, 1].
 
-        The units come from the vocoder's unit model; with ``f0``, the source's log-F0 is rescaled to the
-        reference's statistics (:meth:`source_f0`; a training speaker: normalised by the source's own).
+        The units come from the vocoder's unit model; with ``f0``, the source's speaker-normalised pitch contour
+        (:meth:`source_f0`), whose level and range the voice sets.
         """
         if (reference is None) == (speaker is None):
             raise UserError("convert into the voice of a reference or of a training speaker: give one of them")
         wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1).cpu().numpy()
         voice = None if reference is None else reference if isinstance(reference, Voice) else self.voice(reference)
         units = self.encode_units(wav)
-        f0 = self.source_f0(wav, units.shape[-1], voice and voice.f0) if self.config.f0 else None
+        f0 = self.source_f0(wav, units.shape[-1]) if self.config.f0 else None
         return self.resynthesize(units, speaker=speaker, reference=voice, f0=f0, length=wav.shape[0])
 
     # files ------------------------------------------------------------------------------------------------
@@ -637,16 +636,6 @@ def f0_stats(tracks: Sequence[np.ndarray]) -> F0Stats | None:
     if values.size == 0:
         return None
     return F0Stats(float(values.mean()), max(float(values.std()), MIN_LOG_F0_STD))
-
-
-def rescale_f0(log_f0: np.ndarray, source: F0Stats | None, target: F0Stats | None) -> np.ndarray:
-    """Log-F0 of a ``source`` speaker moved to a ``target`` speaker's mean and standard deviation (the
-    conversion of Polyak et al. 2021); unchanged when either is unknown."""
-    if source is None or target is None:
-        return np.asarray(log_f0, dtype=np.float32)
-    return (target.mean + (np.asarray(log_f0, dtype=np.float64) - source.mean) * target.std / source.std).astype(
-        np.float32
-    )
 
 
 def quantize_f0(log_f0: np.ndarray, stats: F0Stats | None, bins: int, limit: float) -> Tensor:

@@ -10,6 +10,7 @@ test-other), same-speaker cosines are about 0.75-0.9 and different-speaker ones 
 
 from __future__ import annotations
 
+import importlib
 import pathlib
 from collections.abc import Sequence
 
@@ -50,7 +51,7 @@ class SpeakerEncoder:
             raise UserError(
                 f"{weights}: missing from the resemblyzer package; reinstall it (pip install -U resemblyzer)"
             )
-        hp = self.resemblyzer.hparams
+        hp = importlib.import_module("resemblyzer.hparams")  # not an attribute: a re-imported package lacks it
         self.lstm = torch.nn.LSTM(hp.mel_n_channels, hp.model_hidden_size, hp.model_num_layers, batch_first=True)
         self.linear = torch.nn.Linear(hp.model_hidden_size, hp.model_embedding_size)
         state = torch.load(weights, map_location="cpu", weights_only=True)["model_state"]

@@ -124,8 +124,8 @@ def resynthesize_with_vocoder(
         units: a units dir, its ``units`` file, or a ``.km``.
         speaker: a training speaker id (``table`` vocoders).
         reference: an audio file whose voice is used (``reference`` and ``external`` vocoders).
-        f0: ``"source"``: F0 of the source audio in ``data`` (normalised by each speaker's statistics over ``data``,
-            by ``utt2spk``; moved to the reference's with ``reference``); ``"none"``: F0 not given. Default:
+        f0: ``"source"``: F0 of the source audio in ``data``, normalised by each speaker's statistics over ``data``
+            (by ``utt2spk``): the contour, whose level and range the voice sets; ``"none"``: F0 not given. Default:
             ``"source"`` for a vocoder with F0 when ``data`` is given, else ``"none"``.
         data: Kaldi data dir of the units' source audio (for ``f0="source"`` and ``own_voice``).
         own_voice: each utterance in its own speaker's voice (``reference`` and ``external`` vocoders): the
@@ -137,7 +137,7 @@ def resynthesize_with_vocoder(
     """
     from ..data.audio import AudioError, load_audio
     from ..data.kaldi import read_data_dir, speakers_of
-    from ..models.vocoder import UNIT_MODEL_DIR, F0Cache, Vocoder, f0_stats, quantize_f0, rescale_f0
+    from ..models.vocoder import UNIT_MODEL_DIR, F0Cache, Vocoder, f0_stats, quantize_f0
 
     voc = Vocoder.from_pretrained(vocoder, map_location=device).to(device)
     cfg = voc.config
@@ -212,10 +212,8 @@ def resynthesize_with_vocoder(
         for utt, track in tracks.items():
             frames = len(table[utt][0][0])
             track = np.pad(track[:frames], (0, max(0, frames - track.shape[0])), constant_values=np.nan)
-            source = stats[spk_of[utt]]
-            goal = voices[references[utt]] if own_voice else voice
-            target = goal.f0 if goal is not None and goal.f0 is not None else source
-            bins[utt] = quantize_f0(rescale_f0(track, source, target), target, cfg.f0_bins, cfg.f0_range)
+            # speaker-normalised: the contour; the pitch level and range come with the speaker input
+            bins[utt] = quantize_f0(track, stats[spk_of[utt]], cfg.f0_bins, cfg.f0_range)
     for utt in tqdm(todo, desc="resynth (vocoder)", unit="utt", disable=not progress):
         if utt in failed:
             continue
