@@ -88,7 +88,7 @@ ARCHS = (
     "ours_lstm",
     "ours_lstm512",
     "ours_dil13_lstm512",
-    "ours_dropout_half",
+    "ours_dropout_all",
     "ours_no_dropout",
     "ours_adv_early",
 )
@@ -103,7 +103,7 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours_lstm512": {**THREE_UNITS, "lstm": 2, "lstm_dim": 512},
     "ours_dil13_lstm512": {"dilations": [1, 3]},
     # training-schedule rows: the default model, another quantizer dropout or discriminator schedule
-    "ours_dropout_half": {"quantizer": {"dropout_fraction": 0.5}},  # DAC's quantizer_dropout = 0.5
+    "ours_dropout_all": {"quantizer": {"dropout_fraction": 1.0}},  # SoundStream's rule, codec_base's until 2026-12-02
     "ours_no_dropout": {"quantizer": {"dropout": False}},
     "ours_adv_early": {},
 }
@@ -361,7 +361,7 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
         "dac": f"DAC ({args.dac_dims[0]} / {args.dac_dims[1]})",
         "encodec_zero_bias": "EnCodec SEANet + LSTM, conv biases zeroed at init",
         "encodec_zero_bias_no_lstm": "EnCodec SEANet without LSTM, conv biases zeroed at init",
-        "ours_dropout_half": "vqaudio default, quantizer dropout on half the examples (DAC)",
+        "ours_dropout_all": "vqaudio default, quantizer dropout on every example (SoundStream)",
         "ours_no_dropout": "vqaudio default, no quantizer dropout",
         "ours_adv_early": "vqaudio default, discriminators from 20 % of the budget",
     }
