@@ -35,19 +35,13 @@ class DataConfig:
 
 
 @dataclass
-class LossConfig:
-    """Loss weights (EnCodec/DAC-style) and when quantization and the adversarial terms switch on.
-
-    ``quantizer_start``: codec steps trained as a continuous autoencoder (latents straight to the
-    decoder) before the quantizer switches on and k-means-initialises its codes on the trained latents
-    (as Łańcucki et al. 2020 initialise codebooks from a trained encoder). Quantizing from step 0, a
-    fresh encoder's latents barely vary over time and training keeps them so: the tiny recipe codec ran
-    at codebook perplexity 1.3-3 out of 256; after a 60-step warm-up, 25-75.
-    """
+class ReconstructionLossConfig:
+    """Loss weights of anything that makes a waveform (EnCodec/DAC-style: L1, multi-resolution STFT,
+    multi-scale mel, adversarial with feature matching) and when the adversarial terms switch on. The
+    vocoder's ``loss`` section as it is; the codec's adds the quantizer (:class:`LossConfig`)."""
 
     RANGES: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(("waveform_l1", "stft", "mel", "quantizer", "adversarial", "feature_matching"), ">=0"),
-        "quantizer_start": ">=0",
+        **dict.fromkeys(("waveform_l1", "stft", "mel", "adversarial", "feature_matching"), ">=0"),
         "adversarial_start": ">=0",
         "stft_fft_sizes": ">=8",
         "mel_windows": ">=8",
@@ -57,14 +51,34 @@ class LossConfig:
     waveform_l1: float = 0.1
     stft: float = 1.0
     mel: float = 15.0
-    quantizer: float = 1.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
-    quantizer_start: int = 1000
     adversarial_start: int = 5000
     stft_fft_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])
     mel_windows: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
     mel_bands: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 128])
+
+
+@dataclass
+class LossConfig(ReconstructionLossConfig):
+    """The codec's loss weights: :class:`ReconstructionLossConfig`'s, the quantizer's, and when quantization
+    switches on.
+
+    ``quantizer_start``: codec steps trained as a continuous autoencoder (latents straight to the
+    decoder) before the quantizer switches on and k-means-initialises its codes on the trained latents
+    (as Łańcucki et al. 2020 initialise codebooks from a trained encoder). Quantizing from step 0, a
+    fresh encoder's latents barely vary over time and training keeps them so: the tiny recipe codec ran
+    at codebook perplexity 1.3-3 out of 256; after a 60-step warm-up, 25-75.
+    """
+
+    RANGES: ClassVar[dict[str, str]] = {
+        **ReconstructionLossConfig.RANGES,
+        "quantizer": ">=0",
+        "quantizer_start": ">=0",
+    }
+
+    quantizer: float = 1.0
+    quantizer_start: int = 1000
 
 
 @dataclass
@@ -401,35 +415,12 @@ class VocoderDataConfig:
 
 
 @dataclass
-class VocoderLossConfig:
-    """Loss weights of the vocoder (the codec's losses, EnCodec/DAC-style) and when the adversarial terms start."""
-
-    RANGES: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(("waveform_l1", "stft", "mel", "adversarial", "feature_matching"), ">=0"),
-        "adversarial_start": ">=0",
-        "stft_fft_sizes": ">=8",
-        "mel_windows": ">=8",
-        "mel_bands": ">=1",
-    }
-
-    waveform_l1: float = 0.1
-    stft: float = 1.0
-    mel: float = 15.0
-    adversarial: float = 1.0
-    feature_matching: float = 2.0
-    adversarial_start: int = 5000
-    stft_fft_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])
-    mel_windows: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
-    mel_bands: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 128])
-
-
-@dataclass
 class TrainVocoderConfig:
     """``vqaudio train-vocoder``: a unit vocoder (``model``) with the codec's discriminators, losses and optimiser."""
 
     model: VocoderConfig = field(default_factory=VocoderConfig)
     data: VocoderDataConfig = field(default_factory=VocoderDataConfig)
-    loss: VocoderLossConfig = field(default_factory=VocoderLossConfig)
+    loss: ReconstructionLossConfig = field(default_factory=ReconstructionLossConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
