@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 
-import pytorch_lightning as pl
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -19,13 +17,12 @@ from ..features import MelSpectrogram
 from ..models.codec import Codec
 from .config import TrainCodecConfig
 from .content import DISTILL_FORMS, OBJECTIVES, VOCAB, ContentHead, FeatureTeacher, ctc_loss, distill_loss, load_teacher
-from .discriminators import Discriminators, discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
+from .gan import WaveformGANTask
 
 log = logging.getLogger(__name__)
 
 
-class CodecTask(pl.LightningModule):
+class CodecTask(WaveformGANTask):
     """Trains a :class:`Codec` with reconstruction, quantizer (from ``quantizer_start``) and (from
     ``adversarial_start``) GAN losses.
 
@@ -43,7 +40,6 @@ class CodecTask(pl.LightningModule):
             raise UserError(f"content.head_kernel must be odd (frames centred on each one), got {content.head_kernel}")
         self.cfg.model.content_objective = content.objective  # recorded in the exported model
         self.save_hyperparameters({"config": to_dict(self.cfg)})  # plain dict: loads with weights_only=True
-        self.automatic_optimization = False
         self.codec = Codec(self.cfg.model)
         self.content_head = None
         self.__dict__["teacher"] = None  # not a submodule: never trained, never in checkpoints
@@ -75,40 +71,17 @@ class CodecTask(pl.LightningModule):
             self.content_head = ContentHead(
                 self.cfg.model.latent_dim, teacher.dim, kernel=content.head_kernel, lstm=content.head_lstm
             )
-        d = self.cfg.discriminator
-        self.disc = Discriminators(d.periods, d.period_channels, d.n_ffts, d.stft_channels)
-        lc = self.cfg.loss
-        sr = self.cfg.model.sample_rate
-        self.mel_loss = MultiScaleMelLoss(sr, lc.mel_windows, lc.mel_bands)
-        self.stft_loss = MultiResolutionSTFTLoss(lc.stft_fft_sizes)
-        self.val_mel = MelSpectrogram(sr, n_fft=1024, hop=256, n_mels=80)
-        self.register_buffer("gen_steps", torch.zeros((), dtype=torch.long))
+        self.setup_gan(self.cfg.model.sample_rate)
+        self.val_mel = MelSpectrogram(self.cfg.model.sample_rate, n_fft=1024, hop=256, n_mels=80)
         self._logged_references: set[int] = set()
 
     def configure_optimizers(self):
-        o = self.cfg.optim
-        params = list(self.codec.parameters()) + (
-            list(self.content_head.parameters()) if self.content_head is not None else []
-        )
-        opt_g = torch.optim.AdamW(params, o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        opt_d = torch.optim.AdamW(self.disc.parameters(), o.disc_lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-
-        def schedule(step: int) -> float:
-            warm = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else 1.0
-            return warm * o.lr_decay**step
-
-        return [opt_g, opt_d], [
-            torch.optim.lr_scheduler.LambdaLR(opt_g, schedule),
-            torch.optim.lr_scheduler.LambdaLR(opt_d, schedule),
-        ]
+        head = list(self.content_head.parameters()) if self.content_head is not None else []
+        return self.gan_optimizers(list(self.codec.parameters()) + head)
 
     @property
     def quantizing(self) -> bool:
         return int(self.gen_steps) >= self.cfg.loss.quantizer_start
-
-    @property
-    def adversarial(self) -> bool:
-        return int(self.gen_steps) >= self.cfg.loss.adversarial_start
 
     def _content_loss(self, batch, out) -> Tensor | None:
         """The level-0 content loss of this step, or ``None`` without an objective."""
@@ -129,54 +102,29 @@ class CodecTask(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         batch = batch if isinstance(batch, dict) else {"wav": batch}
         wav = batch["wav"]
-        opt_g, opt_d = self.optimizers()
-        sched_g, sched_d = self.lr_schedulers()
-        lc, clip = self.cfg.loss, self.cfg.optim.grad_clip
         out = self.codec(wav, quantize=self.quantizing)
         logs: dict[str, Tensor] = {}
-        if self.adversarial:
-            d_loss = discriminator_loss(self.disc(wav), self.disc(out.wav.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            self.clip_gradients(opt_d, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-            opt_d.step()
-            sched_d.step()
-            logs["train/disc"] = d_loss.detach()
-        l1 = F.l1_loss(out.wav, wav)
-        stft = self.stft_loss(out.wav, wav)
-        mel = self.mel_loss(out.wav, wav)
-        g_loss = lc.waveform_l1 * l1 + lc.stft * stft + lc.mel * mel + lc.quantizer * out.quantizer_loss
+        self.discriminator_step(wav, out.wav, logs)
+        g_loss = self.reconstruction_loss(out.wav, wav, logs) + self.cfg.loss.quantizer * out.quantizer_loss
         content = self._content_loss(batch, out)
         if content is not None:
             g_loss = g_loss + self.cfg.content.weight * content
             logs[f"train/content_{self.cfg.content.objective}"] = content.detach()
-        if self.adversarial:
-            fake, real = self.disc(out.wav), self.disc(wav)
-            adv, fm = generator_adversarial_loss(fake), feature_matching_loss(real, fake)
-            g_loss = g_loss + lc.adversarial * adv + lc.feature_matching * fm
-            logs.update({"train/adversarial": adv.detach(), "train/feature_matching": fm.detach()})
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        self.clip_gradients(opt_g, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-        opt_g.step()
-        sched_g.step()
-        self.gen_steps += 1
+        adversarial = self.adversarial_loss(out.wav, wav, logs)
+        if adversarial is not None:
+            g_loss = g_loss + adversarial
+        self.generator_step(g_loss, logs)
         logs.update(
             {
-                "train/loss": g_loss.detach(),
-                "train/l1": l1.detach(),
-                "train/stft": stft.detach(),
-                "train/mel": mel.detach(),
                 "train/quantizer": out.quantizer_loss.detach(),
                 "train/commitment": out.commitment.detach(),
                 "train/codebook": out.codebook.detach(),
-                "train/lr": torch.tensor(sched_g.get_last_lr()[0]),
             }
         )
         logs.update({f"codebook/{k}": v.detach() for k, v in out.metrics.items() if not k.startswith("latent_error")})
         logs.update(self._level_logs("train", out.metrics))
         self.log_dict(logs, on_step=True, prog_bar=False)
-        self.log("mel", mel.detach(), prog_bar=True, logger=False)
+        self.log("mel", logs["train/mel"], prog_bar=True, logger=False)
         if int(self.gen_steps) >= self.cfg.trainer.max_steps:
             self.trainer.should_stop = True
 
