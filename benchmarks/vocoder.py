@@ -70,6 +70,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from importlib.metadata import version
 from unittest import mock
 
 import numpy as np
@@ -592,6 +593,8 @@ def write_report(
         f"{settings['minutes_per_row']:g} min of training per vocoder row.",
         f"Scored: {n} held-out utterances of {len({r['speaker'] for r in ceiling})} speakers; "
         f"conversion: {len(plan['sources'])} sources x {len(plan['targets'])} target voices.",
+        f"Scorers: pocketsphinx {version('pocketsphinx')} (its en-US model) for WER, Resemblyzer "
+        f"{version('resemblyzer')} (its GE2E encoder) for SECS.",
         "",
         "| row | steps | log-mel (lower) | STOI (higher) | WER % (lower) | SECS own speaker (higher) |",
         "|---|---:|---:|---:|---:|---:|",
