@@ -91,6 +91,7 @@ ARCHS = (
     "ours_dropout_all",
     "ours_no_dropout",
     "ours_adv_early",
+    "istft",
 )
 THREE_UNITS = {"dilations": [1, 3, 9], "lstm": 0}  # the default before 2026-11-30
 OURS = {  # our variants: overrides of codec_base.yaml's model section
@@ -106,6 +107,10 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours_dropout_all": {"quantizer": {"dropout_fraction": 1.0}},  # SoundStream's rule, codec_base's until 2026-12-02
     "ours_no_dropout": {"quantizer": {"dropout": False}},
     "ours_adv_early": {},
+    # the default with the frame-rate iSTFT decoder (vqaudio.models.istft) in place of SEANet's
+    # (its decoder side without the LSTM: the ConvNeXt blocks see +-21 frames, and the LSTM would cost 5x
+    # the decoder's own inference)
+    "istft": {"decoder": "istft", "decoder_lstm": False},
 }
 SCHEDULES = {"ours_adv_early": {"adversarial_at": 0.2}}  # rows whose budget schedule differs from the options'
 DEPTHS = (1, 2, 4, 8)  # residual depths scored after training: 0.5 to 4 kbps
@@ -122,6 +127,12 @@ ARCH_FIELDS = (
     "weight_norm",
     "lstm",
     "lstm_dim",
+    "decoder_lstm",
+    "decoder",
+    "decoder_dim",
+    "decoder_blocks",
+    "decoder_hidden",
+    "decoder_kernel",
 )
 PER_RUN = ("archs", "report")  # options that may differ between the runs that fill one work dir
 HAVE_PESQ = importlib.util.find_spec("pesq") is not None  # a GPU image may lack it (benchmarks/gpu.sh)
@@ -342,7 +353,7 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
         "model": {k: v for k, v in to_dict(task.codec.config).items() if k in ARCH_FIELDS} if arch in OURS else None,
         "quantizer": to_dict(task.codec.config.quantizer),
     }
-    if arch.startswith("ours"):
+    if arch in OURS:
         codec.save_pretrained(work / arch / "model.pt")
     return result
 
@@ -364,6 +375,7 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
         "ours_dropout_all": "vqaudio default, quantizer dropout on every example (SoundStream)",
         "ours_no_dropout": "vqaudio default, no quantizer dropout",
         "ours_adv_early": "vqaudio default, discriminators from 20 % of the budget",
+        "istft": "vqaudio default encoder, iSTFT decoder (ConvNeXt 6 x 256 at 50 frames/s, no decoder LSTM)",
     }
     lines = [
         "| architecture | params | steps | steps/s | log-mel 1 kbps | STOI 1 kbps | PESQ 1 kbps | SI-SDR 1 kbps "

@@ -17,6 +17,8 @@ CONFIGS = [
     dict(strides=[4, 2, 2], kernel=5, residual_kernel=5, activation="leaky_relu"),
     dict(strides=[2, 3], dilations=[1], activation="snake", lstm=2),
     dict(strides=[2, 3], dilations=[1], activation="snake", lstm=1, lstm_dim=20),
+    dict(strides=[2, 3], decoder="istft", decoder_dim=12, decoder_blocks=2),
+    dict(strides=[4, 2, 2], decoder="istft", decoder_dim=8, decoder_blocks=3, decoder_kernel=5, lstm=1, lstm_dim=20),
 ]
 
 
@@ -82,8 +84,10 @@ def test_states_are_functional_and_the_context_manager_keeps_one(lstm):
 
 def test_what_cannot_stream_says_so():
     torch.manual_seed(0)
-    with pytest.raises(ValueError, match="causal"):
-        Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=16)).init_stream()
+    for decoder in ("seanet", "istft"):
+        cfg = CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, decoder=decoder)
+        with pytest.raises(ValueError, match="causal"):
+            Codec(cfg).init_stream()
     codec = causal_codec(0)
     with pytest.raises(ValueError, match="whole number of hops"):
         codec.encode_step(torch.zeros(1, 1, codec.hop_length + 1, dtype=torch.float64), codec.init_stream())

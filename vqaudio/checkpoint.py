@@ -28,11 +28,15 @@ KINDS = ("codec", "kmeans", "wavenet-prior", "vocoder")  # every kind of model f
 # The version this vqaudio writes. 2: residual depth is called ``n_q`` in every config (1 said
 # ``num_quantizers`` / ``num_levels``; such files still load, their configs read through the renames).
 # 3: the default codec gained 512-unit LSTMs (``lstm: 2``, ``lstm_dim: 512``).
-VERSION = 3
+# 4: codecs and vocoders name their decoder kind (``decoder: seanet | istft``); earlier files are SEANet.
+VERSION = 4
 
 # Per kind, the values that config keys missing from a file older than a version meant when it was written:
 # a later change of a default never changes what an older file holds.
-EARLIER_DEFAULTS: dict[str, dict[int, dict]] = {"codec": {3: {"lstm": 0, "lstm_dim": None}}}
+EARLIER_DEFAULTS: dict[str, dict[int, dict]] = {
+    "codec": {3: {"lstm": 0, "lstm_dim": None}, 4: {"decoder": "seanet"}},
+    "vocoder": {4: {"decoder": "seanet"}},
+}
 
 
 def existing_model(path: pathlib.Path) -> bool:

@@ -20,7 +20,8 @@ from ..config import from_dict, to_dict
 from ..errors import UserError
 from ..quantize import QuantizerConfig, build_quantizer
 from .context import LatentLSTM, LSTMState
-from .seanet import Decoder, Encoder
+from .decoders import build_decoder, check_decoder_kind, istft_options, istft_parameters
+from .seanet import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,19 @@ class CodecConfig:
         lstm_dim: units per LSTM layer; ``None`` means ``latent_dim``. EnCodec's LSTMs have 512 units (at its
             512-channel bottleneck); a wider LSTM here maps its outputs back to ``latent_dim``. At 128 units
             the LSTMs brought no gain at equal training time.
+        decoder_lstm: whether the decoder side has its LSTM (``lstm`` layers) too; off, only the encoder has one.
+            The iSTFT decoder's ConvNeXt blocks see +-21 frames on their own, and a 512-unit LSTM costs five
+            times that decoder's whole inference on one thread.
         weight_norm: weight normalisation on every conv.
         quantizer: see :class:`vqaudio.quantize.QuantizerConfig`.
         content_objective: what trained level 0 besides reconstruction: ``"none"``, ``"ctc"`` or ``"kmeans"``
             (recorded by ``train-codec``; it changes nothing at inference).
+        decoder: ``"seanet"`` (the mirror of the encoder, transposed convs up to the sample rate) or ``"istft"``
+            (ConvNeXt blocks at the frame rate and an inverse STFT, :mod:`vqaudio.models.istft`). Model files
+            written before this field existed are SEANet.
+        decoder_dim, decoder_blocks, decoder_hidden, decoder_kernel: ``istft``: the backbone's width, ConvNeXt
+            blocks, pointwise MLP width (``None``: 3 x ``decoder_dim``) and depthwise kernel. ``channels``,
+            ``kernel``, ``dilations`` and the other conv fields then shape the encoder only.
     """
 
     sample_rate: int = 16000
@@ -78,6 +88,12 @@ class CodecConfig:
     content_objective: str = "none"
     lstm: int = 2
     lstm_dim: int | None = 512
+    decoder_lstm: bool = True
+    decoder: str = "seanet"
+    decoder_dim: int = 256
+    decoder_blocks: int = 6
+    decoder_hidden: int | None = None
+    decoder_kernel: int = 7
 
     RANGES: ClassVar[dict[str, str]] = {
         "sample_rate": ">=1",
@@ -91,6 +107,10 @@ class CodecConfig:
         "residual_out_kernel": ">=1",
         "lstm": ">=0",
         "lstm_dim": ">=1",
+        "decoder_dim": ">=1",
+        "decoder_blocks": ">=1",
+        "decoder_hidden": ">=1",
+        "decoder_kernel": ">=1",
     }
 
 
@@ -104,7 +124,19 @@ def approx_parameters(config: CodecConfig) -> int:
     strides, dil, k = config.strides, len(config.dilations), config.kernel
     rk, ok = config.residual_kernel, config.residual_out_kernel
     total = 0
-    for ch in (config.channels, config.channels if config.encoder_channels is None else config.encoder_channels):
+    widths = [config.channels if config.encoder_channels is None else config.encoder_channels]
+    if config.decoder == "istft":
+        total += istft_parameters(
+            config.latent_dim,
+            config.decoder_dim,
+            config.decoder_blocks,
+            config.decoder_hidden,
+            config.decoder_kernel,
+            math.prod(config.strides),
+        )
+    else:
+        widths.append(config.channels)
+    for ch in widths:
         width = ch
         total += width * k  # the conv at the waveform end
         for s in strides:
@@ -116,8 +148,9 @@ def approx_parameters(config: CodecConfig) -> int:
         total += width * config.latent_dim * max(3, k)
     if config.lstm:
         hidden = config.lstm_dim or config.latent_dim
-        total += (
-            2 * config.lstm * 4 * hidden * (max(hidden, config.latent_dim) + hidden) + 2 * hidden * config.latent_dim
+        sides = 2 if config.decoder_lstm else 1
+        total += sides * (
+            config.lstm * 4 * hidden * (max(hidden, config.latent_dim) + hidden) + hidden * config.latent_dim
         )
     return total
 
@@ -181,6 +214,7 @@ class Codec(nn.Module):
     def __init__(self, config: CodecConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or CodecConfig()
+        check_decoder_kind(config.decoder, "codec config")
         size = approx_parameters(config)
         if size > MAX_PARAMETERS:
             raise UserError(
@@ -203,10 +237,19 @@ class Codec(nn.Module):
         enc_channels = config.channels if config.encoder_channels is None else config.encoder_channels
         self.encoder = Encoder(channels=enc_channels, **arch)
         self.quantizer = build_quantizer(config.quantizer, config.latent_dim)
-        self.decoder = Decoder(channels=config.channels, **arch)
+        seanet = {k: v for k, v in arch.items() if k not in ("strides", "latent_dim", "causal")}
+        self.decoder = build_decoder(
+            config.decoder,
+            strides=config.strides,
+            latent_dim=config.latent_dim,
+            causal=config.causal,
+            seanet=dict(channels=config.channels, **seanet),
+            istft=istft_options(config),
+            where="codec config",
+        )
         lstm = (config.latent_dim, config.lstm, config.lstm_dim)
         self.encoder_lstm = LatentLSTM(*lstm) if config.lstm else None
-        self.decoder_lstm = LatentLSTM(*lstm) if config.lstm else None
+        self.decoder_lstm = LatentLSTM(*lstm) if config.lstm and config.decoder_lstm else None
 
     @classmethod
     def from_config(cls, config: CodecConfig | dict) -> Codec:
@@ -428,7 +471,7 @@ class Codec(nn.Module):
 
         return StreamState(
             init_state(self.encoder.net, batch),
-            init_state(self.decoder.net, batch),
+            self.decoder.init_state(batch),
             None if self.encoder_lstm is None else self.encoder_lstm.init_state(batch),
             None if self.decoder_lstm is None else self.decoder_lstm.init_state(batch),
         )
@@ -456,8 +499,6 @@ class Codec(nn.Module):
     def decode_step(self, codes: Tensor, state: StreamState) -> tuple[Tensor, StreamState]:
         """Codes ``(B, q, k)`` -> waveform ``(B, 1, k * hop)`` and the new state; concatenated, equal to
         :meth:`decode` of all the codes."""
-        from .streaming import step
-
         if not isinstance(codes, Tensor) or codes.ndim != 3 or not 1 <= codes.shape[1] <= self.n_q:
             raise ValueError(f"expected codes of shape (B, q, k) with 1 <= q <= {self.n_q}")
         if codes.shape[-1] == 0:
@@ -467,7 +508,7 @@ class Codec(nn.Module):
         dec_lstm = state.decoder_lstm
         if self.decoder_lstm is not None:
             latents, dec_lstm = self.decoder_lstm.step(latents, dec_lstm)
-        wav, dec = step(self.decoder.net, latents, state.decoder)
+        wav, dec = self.decoder.step(latents, state.decoder)
         _check_finite_output(wav)
         return wav, dataclasses.replace(state, decoder=dec, decoder_lstm=dec_lstm)
 

@@ -232,3 +232,15 @@ class Decoder(_Stack):
         layers += [make_activation(activation, channels, inplace=True), PaddedConv1d(channels, 1, kernel, **kw)]
         self.net = nn.Sequential(*layers)
         self.use_fast_path(True)
+
+    def init_state(self, batch: int) -> list:
+        """The stream state before any frame, for a causal decoder (see :mod:`vqaudio.models.streaming`)."""
+        from .streaming import init_state
+
+        return init_state(self.net, batch)
+
+    def step(self, x: Tensor, states: list) -> tuple[Tensor, list]:
+        """One chunk of frames ``(B, D, k)`` -> ``(B, 1, k * hop)`` and the new state (``states`` unchanged)."""
+        from .streaming import step
+
+        return step(self.net, x, states)

@@ -3,7 +3,7 @@
 The idea of speech-resynthesis' unit HiFi-GAN (Polyak et al. 2021, "Speech Resynthesis from Discrete
 Disentangled Self-Supervised Representations"): a learned embedding per unit stream (summed), a speaker
 vector and speaker-normalised, quantised log-F0, turned into audio by a GAN-trained generator. Here the
-generator is :class:`vqaudio.models.seanet.Decoder` (the codec's own decoder class) behind a small dilated
+generator is one of the codec's own decoder kinds (:mod:`vqaudio.models.decoders`) behind a small dilated
 convolutional pre-net over the unit frames (about 0.8 s of units, as the unit HiFi-GAN sees).
 
 Speaker input (``VocoderConfig.speaker``):
@@ -41,8 +41,8 @@ from ..config import check_ranges, from_dict, to_dict
 from ..errors import UserError
 from ..features import MelSpectrogram
 from ..fileio import atomic_output, make_dirs
+from .decoders import build_decoder, check_decoder_kind, istft_options
 from .layers import PaddedConv1d, ResidualUnit, make_activation
-from .seanet import Decoder
 
 SPEAKER_MODES = ("table", "reference", "external", "none")
 UNIT_MODEL_DIR = "unit_model"
@@ -69,7 +69,11 @@ class VocoderConfig:
             (0.82 s at 50 Hz).
         latent_dim: channels between the pre-net and the decoder.
         channels, strides, kernel, residual_kernel, dilations, activation, max_channels, weight_norm: the
-            decoder's, as in :class:`vqaudio.models.codec.CodecConfig`.
+            decoder's, as in :class:`vqaudio.models.codec.CodecConfig` (``activation`` and ``weight_norm`` are
+            the pre-net's too).
+        decoder: ``"seanet"`` or ``"istft"``, as :class:`vqaudio.models.codec.CodecConfig`; vocoder files written
+            before this field existed are SEANet.
+        decoder_dim, decoder_blocks, decoder_hidden, decoder_kernel: ``istft``: as in ``CodecConfig``.
         speaker: ``"table"``, ``"reference"``, ``"external"`` or ``"none"``.
         speakers: ``table``: the training speakers' ids, in table order.
         speaker_dim: width of the speaker vector.
@@ -101,6 +105,10 @@ class VocoderConfig:
         "residual_kernel": ">=1",
         "dilations": ">=1",
         "max_channels": ">=1",
+        "decoder_dim": ">=1",
+        "decoder_blocks": ">=1",
+        "decoder_hidden": ">=1",
+        "decoder_kernel": ">=1",
         "speaker_dim": ">=1",
         "external_dim": ">=1",
         "speaker_dropout": "[0, 1]",
@@ -131,6 +139,11 @@ class VocoderConfig:
     activation: str = "snake"
     max_channels: int = 512
     weight_norm: bool = True
+    decoder: str = "seanet"
+    decoder_dim: int = 256
+    decoder_blocks: int = 6
+    decoder_hidden: int | None = None
+    decoder_kernel: int = 7
     speaker: str = "table"
     speakers: list[str] = field(default_factory=list)
     speaker_dim: int = 128
@@ -151,6 +164,7 @@ class VocoderConfig:
     def check(self, where: str = "vocoder config") -> VocoderConfig:
         """Raise :class:`UserError` naming the first bad value; returns ``self``."""
         check_ranges(self, where)
+        check_decoder_kind(self.decoder, where)
         if self.speaker not in SPEAKER_MODES:
             raise UserError(f"{where}.speaker must be one of {SPEAKER_MODES}, got {self.speaker!r}")
         if self.speaker == "table" and self.speakers and len(set(self.speakers)) != len(self.speakers):
@@ -286,17 +300,22 @@ class Vocoder(nn.Module):
         if config.speaker != "none":
             self.null_speaker = nn.Parameter(torch.zeros(config.speaker_dim))
             self.speaker_proj = nn.Linear(config.speaker_dim, config.latent_dim)
-        self.decoder = Decoder(
-            channels=config.channels,
+        self.decoder = build_decoder(
+            config.decoder,
             strides=config.strides,
             latent_dim=config.latent_dim,
-            kernel=config.kernel,
-            residual_kernel=config.residual_kernel,
-            dilations=config.dilations,
-            activation=config.activation,
             causal=False,
-            weight_norm=config.weight_norm,
-            max_channels=config.max_channels,
+            seanet=dict(
+                channels=config.channels,
+                kernel=config.kernel,
+                residual_kernel=config.residual_kernel,
+                dilations=config.dilations,
+                activation=config.activation,
+                weight_norm=config.weight_norm,
+                max_channels=config.max_channels,
+            ),
+            istft=istft_options(config),
+            where="vocoder config",
         )
 
     @property

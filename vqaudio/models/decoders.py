@@ -1,0 +1,55 @@
+"""The decoder kinds a codec or a unit vocoder can end in, chosen by config (``decoder: seanet | istft``).
+
+Both take latents ``(B, D, T')`` and give a waveform ``(B, 1, T' * hop)``, with ``forward`` (training), ``infer``
+(inference without autograd) and ``init_state`` / ``step`` (streaming, causal only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import nn
+
+from ..errors import UserError
+from .istft import IstftDecoder
+from .seanet import Decoder
+
+DECODER_KINDS = ("seanet", "istft")
+
+
+def check_decoder_kind(kind: str, where: str) -> None:
+    if kind not in DECODER_KINDS:
+        raise UserError(f"{where}.decoder must be one of {DECODER_KINDS}, got {kind!r}")
+
+
+def build_decoder(
+    kind: str,
+    *,
+    strides: Sequence[int],
+    latent_dim: int,
+    causal: bool,
+    seanet: dict,
+    istft: dict,
+    where: str = "config",
+) -> nn.Module:
+    """A decoder of ``kind``: a SEANet :class:`Decoder` built with ``seanet`` (its keyword arguments besides the
+    strides, latent width and causality), or an :class:`IstftDecoder` at hop ``prod(strides)`` built with
+    ``istft`` (``dim``, ``blocks``, ``hidden``, ``kernel``)."""
+    check_decoder_kind(kind, where)
+    if kind == "seanet":
+        return Decoder(strides=strides, latent_dim=latent_dim, causal=causal, **seanet)
+    return IstftDecoder(hop_length=math.prod(strides), latent_dim=latent_dim, causal=causal, **istft)
+
+
+def istft_options(config) -> dict:
+    """The :class:`IstftDecoder` arguments of a codec or vocoder config (its ``decoder_*`` fields)."""
+    return dict(
+        dim=config.decoder_dim, blocks=config.decoder_blocks, hidden=config.decoder_hidden, kernel=config.decoder_kernel
+    )
+
+
+def istft_parameters(latent_dim: int, dim: int, blocks: int, hidden: int | None, kernel: int, hop: int) -> int:
+    """The weights of an :class:`IstftDecoder` (biases aside): embedding conv, blocks, head."""
+    hidden = 3 * dim if hidden is None else hidden
+    return latent_dim * dim * kernel + blocks * (dim * kernel + 2 * dim * hidden) + dim * (4 * hop + 2)
