@@ -567,3 +567,63 @@ def test_own_voice_resynthesis_and_conversions_of_a_data_dir_scored_as_conversio
     margins = [float(r["speaker_similarity"]) - float(r["speaker_similarity_source"]) for r in rows.values()]
     assert summary["conversion_margin"] == pytest.approx(sum(margins) / 2)
     assert summary["conversion_closer_to_target"] == 1.0 and min(margins) > 0  # real voices of the targets
+
+
+def test_init_decoder_takes_the_codecs_decoder_shape_and_weights(speech, capsys):
+    from vqaudio.models.codec import Codec, CodecConfig
+
+    tmp = speech["tmp"]
+    torch.manual_seed(0)
+    cfg = CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=16, lstm=0, decoder="istft")
+    codec = Codec(CodecConfig(**{**vars(cfg), "decoder_dim": 12, "decoder_blocks": 2}))
+    with torch.no_grad():
+        for p in codec.decoder.parameters():
+            p.add_(torch.randn_like(p))  # far from any fresh initialisation
+    codec.save_pretrained(tmp / "istft_codec.pt")
+    conf = _config(tmp, "init.yaml", speaker="none")
+    exp = tmp / "exp_init"
+    args = (conf, speech["units_codec"], speech["short"], speech["codec"], exp)
+    assert _train(*args, "--init-decoder", str(tmp / "istft_codec.pt"), "--max-steps", "1") == 0
+    vocoder = Vocoder.from_pretrained(exp / "model.pt")
+    assert vocoder.config.decoder == "istft" and (vocoder.config.decoder_dim, vocoder.config.latent_dim) == (12, 16)
+    start, trained = codec.decoder.state_dict(), vocoder.decoder.state_dict()
+    assert start.keys() == trained.keys()
+    # one update (Adam, lr 1e-3) moves each weight by about the learning rate, nothing like a fresh start
+    assert max(float((start[k] - trained[k]).abs().max()) for k in start) < 0.01
+    causal = Codec(CodecConfig(**{**vars(cfg), "causal": True}))
+    causal.save_pretrained(tmp / "causal_codec.pt")
+    capsys.readouterr()
+    assert _train(*args[:-1], tmp / "exp_causal", "--init-decoder", str(tmp / "causal_codec.pt")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "causal codec's decoder pads on the left" in err
+
+
+def test_crops_decode_each_file_once_with_the_audio_cache(monkeypatch, tmp_path):
+    from vqaudio.train import run_vocoder
+
+    calls = []
+    real = run_vocoder.load_audio
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("name"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_vocoder, "load_audio", counting)
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"s-{i}.wav")
+        sf.write(files[-1], np.random.default_rng(i).standard_normal(3200).astype(np.float32) * 0.1, 16000)
+    from vqaudio.data import read_data_dir
+
+    data = read_data_dir(_data_dir(tmp_path / "data", files))
+    examples = [run_vocoder.Example(u.utt_id, torch.zeros(1, 10, dtype=torch.long), u, "s") for u in data]
+    for cache_mb, expected in ((1.0, 2), (0.0, 12)):
+        calls.clear()
+        crops = run_vocoder.VocoderCrops(examples, 16000, 320, 4, "none", cache_mb=cache_mb)
+        items = [crops[i % 2] for i in range(12)]
+        assert len(calls) == expected
+        assert all(item["wav"].shape == (1, 4 * 320) for item in items)
+    crops = run_vocoder.VocoderCrops(examples, 16000, 320, 4, "none", cache_mb=3200 * 4 * 1.5 / 2**20)
+    for i in (0, 1, 0):
+        crops[i]
+    assert list(crops.cache) == ["s-0"]  # room for one: the least recently used went out

@@ -30,6 +30,9 @@ examples:
   vqaudio train-vocoder --config conf/vocoder_base.yaml --units exp/units/train_960 --data data/train_960 \\
       --unit-model exp/codec/model.pt --levels 0 --valid-units exp/units/dev_clean \\
       --valid-data data/dev_clean --exp-dir exp/vocoder_l0
+  vqaudio train-vocoder --config conf/vocoder_tiny.yaml --units exp/units/train_clean_5 \\
+      --data data/train_clean_5 --unit-model exp/codec/model.pt --init-decoder exp/codec/model.pt \\
+      --exp-dir exp/vocoder_l0      # the decoder starts as the codec's (a head start on small budgets)
   vqaudio train-vocoder --units exp/units/train_clean_5 --data data/train_clean_5 \\
       --unit-model exp/km/mfcc256.pt --exp-dir exp/vocoder_km --resume      # continue after a kill
 """
@@ -72,6 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--valid-units", help="units dir for validation (with --valid-data)")
     p.add_argument("--valid-data", help="Kaldi data dir of the validation units' audio")
     p.add_argument("--levels", help="residual levels of the units to read, e.g. 0 or 0,1 (sets model.levels)")
+    p.add_argument(
+        "--init-decoder",
+        metavar="CODEC",
+        help="start the vocoder's decoder from this codec's decoder (its kind, shape and weights; sets init_decoder)",
+    )
     add_training_options(p, "trainer.max_steps (vocoder updates)")
     add_pipe_timeout(p)
     p.set_defaults(func=run_train)
@@ -107,6 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
         valid_units=args.valid_units,
         valid_data=args.valid_data,
         levels=parse_levels(args.levels),
+        init_decoder=args.init_decoder,
         resume=args.resume,
         overrides=trainer_overrides(args),
         allow_config_change=args.allow_config_change,

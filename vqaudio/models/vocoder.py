@@ -617,6 +617,38 @@ def check_unit_model(config: VocoderConfig, unit_model, where: str) -> None:
         raise UserError(f"{where}: has {unit_model.n_q} level(s) of units; levels {config.levels} asked for")
 
 
+# The vocoder fields a codec's decoder fixes: what :func:`decoder_fields` copies from a codec's config.
+DECODER_FIELDS = (
+    "decoder",
+    "latent_dim",
+    "channels",
+    "strides",
+    "kernel",
+    "residual_kernel",
+    "dilations",
+    "activation",
+    "max_channels",
+    "weight_norm",
+    "decoder_dim",
+    "decoder_blocks",
+    "decoder_hidden",
+    "decoder_kernel",
+)
+
+
+def decoder_fields(codec_config, where: str) -> dict:
+    """The :class:`VocoderConfig` fields that build a decoder of the same shape as a codec's (``codec_config``, a
+    :class:`~vqaudio.models.codec.CodecConfig`), so its weights can start the vocoder's. A causal codec's decoder
+    (left padding) or one with residual units of a second kernel other than 1 is refused in one line."""
+    if codec_config.causal:
+        raise UserError(f"{where}: a causal codec's decoder pads on the left; the vocoder's decoder is not causal")
+    if codec_config.decoder == "seanet" and codec_config.residual_out_kernel != 1:
+        raise UserError(
+            f"{where}: residual_out_kernel {codec_config.residual_out_kernel}; the vocoder's decoder has 1 (SEANet's)"
+        )
+    return {name: getattr(codec_config, name) for name in DECODER_FIELDS}
+
+
 # F0 -------------------------------------------------------------------------------------------------------
 
 

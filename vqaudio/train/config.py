@@ -393,6 +393,8 @@ class VocoderDataConfig:
     speaker_embeddings: ``model.speaker: external``: the Kaldi-style table (``utt_or_spk v1 v2 ...``); without
         it, Resemblyzer GE2E embeddings of each training utterance are computed into the experiment dir.
     f0_cache: where per-utterance F0 tracks are kept; default ``f0_cache`` in the experiment dir.
+    audio_cache_mb: decoded training audio kept in memory per DataLoader worker (least recently used first out),
+        so a random crop does not decode its whole file again; 0 decodes every crop's file anew.
     """
 
     RANGES: ClassVar[dict[str, str]] = {
@@ -402,6 +404,7 @@ class VocoderDataConfig:
         "holdout": ">=1",
         "valid_max_utts": ">=1",
         "valid_max_seconds": ">0",
+        "audio_cache_mb": ">=0",
     }
 
     segment_frames: int = 50
@@ -412,11 +415,18 @@ class VocoderDataConfig:
     valid_max_seconds: float = 6.0
     speaker_embeddings: str | None = None
     f0_cache: str | None = None
+    audio_cache_mb: float = 1024.0
 
 
 @dataclass
 class TrainVocoderConfig:
-    """``vqaudio train-vocoder``: a unit vocoder (``model``) with the codec's discriminators, losses and optimiser."""
+    """``vqaudio train-vocoder``: a unit vocoder (``model``) with the codec's discriminators, losses and optimiser.
+
+    Attributes:
+        init_decoder: a codec (model file or folder) whose decoder starts the vocoder's: the decoder fields of
+            ``model`` (kind, widths, strides, ``latent_dim``...) are taken from it and its weights loaded before
+            the first update; ``None`` starts from scratch.
+    """
 
     model: VocoderConfig = field(default_factory=VocoderConfig)
     data: VocoderDataConfig = field(default_factory=VocoderDataConfig)
@@ -424,3 +434,4 @@ class TrainVocoderConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    init_decoder: str | None = None

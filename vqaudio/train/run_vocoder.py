@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,12 +18,14 @@ from ..config import from_dict, save_yaml, to_dict
 from ..data.audio import AudioError, load_audio
 from ..data.kaldi import Utterance, read_data_dir, speakers_of
 from ..errors import UserError
+from ..models.codec import Codec
 from ..models.vocoder import (
     NO_SPEAKER,
     F0Cache,
     Vocoder,
     VocoderConfig,
     check_unit_model,
+    decoder_fields,
     f0_stats,
     ge2e_encoder,
     quantize_f0,
@@ -88,6 +91,7 @@ class VocoderCrops(Dataset):
     last unit, audio with zeros, F0 as unvoiced).
 
     Args:
+        cache_mb: decoded audio kept in memory (per process: each DataLoader worker has its own cache).
         speaker: the vocoder's speaker mode; ``speaker_ids`` (table: name -> index, an unknown name is ``NO_SPEAKER``),
             ``embeddings`` (external: utterance or speaker -> vector), ``reference_samples`` (reference: crop
             length of another utterance of the same speaker).
@@ -104,11 +108,14 @@ class VocoderCrops(Dataset):
         embeddings: dict[str, np.ndarray] | None = None,
         reference_samples: int = 0,
         max_frames: int | None = None,
+        cache_mb: float = 0.0,
     ) -> None:
         self.examples, self.sample_rate, self.hop = examples, sample_rate, hop
         self.segment, self.max_frames = segment_frames, max_frames
         self.speaker, self.speaker_ids, self.embeddings = speaker, speaker_ids or {}, embeddings or {}
         self.reference_samples = reference_samples
+        self.cache_bytes = int(cache_mb * 2**20)
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()  # per DataLoader worker: each has its copy
         self.by_speaker: dict[str, list[int]] = {}
         for i, ex in enumerate(examples):
             self.by_speaker.setdefault(ex.speaker, []).append(i)
@@ -117,8 +124,19 @@ class VocoderCrops(Dataset):
         return len(self.examples)
 
     def _audio(self, ex: Example) -> np.ndarray:
+        """The utterance's decoded audio, from the cache when it is there (least recently used out first)."""
+        wav = self.cache.get(ex.utt)
+        if wav is not None:
+            self.cache.move_to_end(ex.utt)
+            return wav
         u = ex.audio
-        return load_audio(u.source, self.sample_rate, u.start, u.end, name=u.utt_id)
+        wav = load_audio(u.source, self.sample_rate, u.start, u.end, name=u.utt_id)
+        if wav.nbytes <= self.cache_bytes:
+            self.cache[ex.utt] = wav
+            held = sum(w.nbytes for w in self.cache.values())
+            while held > self.cache_bytes:
+                held -= self.cache.popitem(last=False)[1].nbytes
+        return wav
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         ex = self.examples[index]
@@ -276,6 +294,7 @@ def train_vocoder(
     valid_units: str | pathlib.Path | None = None,
     valid_data: str | pathlib.Path | None = None,
     levels: list[int] | None = None,
+    init_decoder: str | pathlib.Path | None = None,
     resume: bool = False,
     overrides: dict | None = None,
     allow_config_change: bool = False,
@@ -290,6 +309,8 @@ def train_vocoder(
         unit_model: the model that made the units (a codec or a k-means model); copied into the vocoder.
         valid_units, valid_data: a validation set; without it ``data.holdout`` training utterances are held out.
         levels: residual levels of the units to read (sets ``model.levels``).
+        init_decoder: a codec whose decoder starts the vocoder's (sets ``init_decoder``, see
+            :class:`~vqaudio.train.config.TrainVocoderConfig`).
         resume, overrides, allow_config_change: as :func:`vqaudio.train.run_codec.train_codec`.
         progress: progress bars over the audio pass.
     """
@@ -304,6 +325,13 @@ def train_vocoder(
     if levels is not None and levels != cfg.model.levels:
         cfg.model = dataclasses.replace(cfg.model, levels=levels)
         save_yaml(cfg, exp / "config.yaml")
+    if init_decoder is not None and str(init_decoder) != cfg.init_decoder:
+        cfg.init_decoder = str(init_decoder)
+        save_yaml(cfg, exp / "config.yaml")
+    start = None
+    if cfg.init_decoder is not None:
+        start = Codec.from_pretrained(cfg.init_decoder)
+        cfg.model = dataclasses.replace(cfg.model, **decoder_fields(start.config, f"init_decoder {cfg.init_decoder}"))
     model = load_unit_model(unit_model)
     checksum = model_checksum(unit_model)
     check_unit_model(cfg.model, model, str(unit_model))
@@ -347,7 +375,9 @@ def train_vocoder(
     ids = {name: i for i, name in enumerate(speakers)}
     common = dict(speaker=cfg.model.speaker, speaker_ids=ids, embeddings=embeddings)
     reference = round(cfg.model.reference_seconds * sr)
-    train_set = VocoderCrops(train, sr, hop, cfg.data.segment_frames, reference_samples=reference, **common)
+    train_set = VocoderCrops(
+        train, sr, hop, cfg.data.segment_frames, reference_samples=reference, cache_mb=cfg.data.audio_cache_mb, **common
+    )
     max_frames = max(1, int(cfg.data.valid_max_seconds * cfg.model.frame_rate))
     valid_set = VocoderCrops(valid, sr, hop, None, max_frames=max_frames, **common)
     d = cfg.data
@@ -365,6 +395,9 @@ def train_vocoder(
         f" ({len(speakers)} speakers)" if speakers else "",
     )
     task = VocoderTask(to_dict(cfg))
+    if start is not None and not resume:
+        task.vocoder.decoder.load_state_dict(start.decoder.state_dict())
+        log.info("vocoder decoder (%s) starts from the decoder of %s", cfg.model.decoder, cfg.init_decoder)
     trainer, best = fit(task, train_loader, valid_loader, cfg.trainer, exp, resume, "val/mel_distance")
     out = exp / "model.pt"
     if trainer.is_global_zero:
