@@ -160,6 +160,11 @@ def evaluate(ref: pathlib.Path, hyp: pathlib.Path, out: pathlib.Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def cell(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    """A table cell: the value (times ``scale``), or "n/a" where the scorer gave none."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{scale * value:.{digits}f}"
+
+
 def table(work: pathlib.Path, results: list[dict]) -> str:
     lines = [
         "| row | bit/s | WER % | CER % | STOI | PESQ-WB | log-mel | GE2E similarity | utterances (WER) |",
@@ -169,9 +174,8 @@ def table(work: pathlib.Path, results: list[dict]) -> str:
         m = r["metrics"]
         bitrate = "" if r["bitrate"] is None else f"{r['bitrate']:.0f}"
         cells = [
-            f"{100 * m.get('wer', np.nan):.1f}",
-            f"{100 * m.get('cer', np.nan):.1f}",
-            *(f"{m.get(k, np.nan):.3f}" for k in ("stoi", "pesq_wb", "log_mel_distance", "speaker_similarity")),
+            *(cell(m.get(k), 100, 1) for k in ("wer", "cer")),
+            *(cell(m.get(k)) for k in ("stoi", "pesq_wb", "log_mel_distance", "speaker_similarity")),
             str(m.get("asr_utterances", "")),
         ]
         lines.append(f"| {r['row']} | {bitrate} | " + " | ".join(cells) + " |")

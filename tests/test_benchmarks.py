@@ -26,6 +26,7 @@ import sys
 
 import pytest
 import soundfile as sf
+import torch
 
 from .speech import SHARED, SR, synth_utterance
 
@@ -37,6 +38,7 @@ COVERED = {  # script -> the test that runs it
     "codec.py": "test_codec",
     "extract.py": "test_extract",
     "extract_memory.py": "test_extract_memory",
+    "intelligibility.py": "test_intelligibility",
     "prior.py": "test_prior",
     "quality.py": "test_gpu_dry_run",
     "quantizers.py": "test_gpu_dry_run",
@@ -233,6 +235,39 @@ def test_gpu_dry_run(background):
     for row in rows:  # log-mel / STOI / PESQ at n_q 1, 2, 4, 8 and unquantized, then the latent errors
         finite(numbers(row.split("|", 2)[2]), row)
     assert (out / "quality_curves.png").stat().st_size > 0
+
+
+def test_intelligibility(corpus, tmp_path):
+    """The references, Codec2, Opus and an untrained tiny codec at two depths through vqaudio evaluate --asr
+    --speaker-sim on the 4 held-out utterances; a rerun redoes nothing."""
+    from vqaudio.models.codec import Codec, CodecConfig
+
+    torch.manual_seed(0)
+    cfg = CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, lstm=0, decoder="istft")
+    codec = Codec(cfg)
+    codec.save_pretrained(tmp_path / "codec.pt")
+    work = tmp_path / "work"
+    args = ["intelligibility.py", "--corpus", str(corpus), "--work", str(work)]
+    args += ["--systems", "original", "codec2:1200", "opus:6000", f"tiny={tmp_path / 'codec.pt'}@1,2"]
+    out = run(*args, timeout=400)
+    rows = [line for line in (work / "RESULTS.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| original",
+        "| codec2_1200",
+        "| opus_6000",
+        "| tiny_nq1",
+        "| tiny_nq2",
+    ]
+    for row in rows:
+        finite(numbers(row.split(" | ", 2)[2]), row)
+    bitrates = [json.loads((work / r / "result.json").read_text())["bitrate"] for r in ("codec2_1200", "tiny_nq1")]
+    level = codec.bitrate / codec.n_q  # one level's bits at 50 frames/s (a partial last frame adds a little)
+    assert abs(bitrates[0] - 1200) < 30 and level <= bitrates[1] < 1.01 * level, bitrates
+    original = json.loads((work / "original" / "result.json").read_text())["metrics"]
+    assert original["stoi"] > 0.99 and original["asr_utterances"] == 4, original
+    stamp = (work / "opus_6000" / "result.json").stat().st_mtime_ns
+    assert "coded" not in run(*args) and (work / "opus_6000" / "result.json").stat().st_mtime_ns == stamp
+    assert "| tiny_nq2 |" in out
 
 
 def test_vocoder(corpus, tmp_path):
