@@ -7,6 +7,7 @@ models alternate within each repeat, so drifts in machine speed affect all of th
     pip install --no-deps encodec einops descript-audio-codec
     python benchmarks/codec.py [--seconds 10] [--threads 1 2] [--repeats 3]
     python benchmarks/codec.py --threads 1 --models vqaudio onnx encodec     # with onnxruntime (vqaudio[onnx])
+    python benchmarks/codec.py --threads 1 --models vqaudio_seanet vqaudio_istft onnx_istft encodec   # decoders
 
 EnCodec and DAC import torchaudio / audiotools only for file helpers: empty modules stand in for them
 here (see ../shared/environment.md), the models themselves are the published architectures.
@@ -15,6 +16,7 @@ here (see ../shared/environment.md), the models themselves are the published arc
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import types
@@ -35,12 +37,21 @@ def stub_imports() -> None:
     sys.modules.setdefault("argbind", types.ModuleType("argbind"))
 
 
-def vqaudio_model():
-    from vqaudio import Codec
+# vqaudio's codec variants: CodecConfig overrides of the default
+VARIANTS = {
+    "": {},
+    "_seanet": {"decoder": "seanet", "decoder_lstm": True},  # SEANet decoder with its LSTM
+    "_istft": {"decoder": "istft", "decoder_lstm": False},  # iSTFT decoder, no decoder-side LSTM
+}
 
-    codec = Codec().eval()
+
+def vqaudio_model(variant: str = ""):
+    from vqaudio import Codec
+    from vqaudio.models import CodecConfig
+
+    codec = Codec(CodecConfig(**VARIANTS[variant])).eval()
     return {
-        "name": "vqaudio default (16 kHz, 8x1024 RVQ)",
+        "name": f"vqaudio default{variant.replace('_', ', ')} (16 kHz, 8x1024 RVQ)",
         "sr": codec.sample_rate,
         "params": sum(p.numel() for p in codec.parameters()),
         "tokens_per_s": codec.frame_rate * codec.n_q,
@@ -50,8 +61,8 @@ def vqaudio_model():
     }
 
 
-def onnx_model():
-    """The default codec exported with `vqaudio export-onnx`, run by onnxruntime with torch's thread count."""
+def onnx_model(variant: str = ""):
+    """The codec exported with `vqaudio export-onnx`, run by onnxruntime with torch's thread count."""
     import tempfile
 
     import numpy as np
@@ -59,8 +70,9 @@ def onnx_model():
 
     from vqaudio import Codec
     from vqaudio.export import export_onnx
+    from vqaudio.models import CodecConfig
 
-    codec = Codec().eval()
+    codec = Codec(CodecConfig(**VARIANTS[variant])).eval()
     paths = export_onnx(codec, tempfile.mkdtemp())
     sessions = {}
 
@@ -73,7 +85,7 @@ def onnx_model():
         return sessions[key].run(None, feed)[0]
 
     return {
-        "name": "vqaudio default, onnxruntime",
+        "name": f"vqaudio default{variant.replace('_', ', ')}, onnxruntime",
         "sr": codec.sample_rate,
         "params": sum(p.numel() for p in codec.parameters()),
         "tokens_per_s": codec.frame_rate * codec.n_q,
@@ -149,9 +161,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", nargs="+", default=["vqaudio", "encodec", "dac"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["vqaudio", "encodec", "dac"],
+        help="vqaudio, vqaudio_seanet, vqaudio_istft, onnx, onnx_seanet, onnx_istft, encodec, dac",
+    )
     args = parser.parse_args()
-    builders = {"vqaudio": vqaudio_model, "onnx": onnx_model, "encodec": encodec_model, "dac": dac_model}
+    builders = {"encodec": encodec_model, "dac": dac_model}
+    for variant in VARIANTS:
+        builders["vqaudio" + variant] = functools.partial(vqaudio_model, variant)
+        builders["onnx" + variant] = functools.partial(onnx_model, variant)
     models = []
     for key in args.models:
         torch.manual_seed(0)

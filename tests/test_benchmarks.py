@@ -161,7 +161,9 @@ def test_speech_mini_subset(corpus):
 
 
 def test_codec():
-    models = ["vqaudio", "onnx"] + [m for m in ("encodec", "dac") if importlib.util.find_spec(m)]
+    models = ["vqaudio", "onnx", "vqaudio_seanet", "onnx_istft"] + [
+        m for m in ("encodec", "dac") if importlib.util.find_spec(m)
+    ]
     out = run("codec.py", "--seconds", "0.5", "--threads", "1", "--repeats", "1", "--models", *models)
     rows = [line for line in out.splitlines() if re.search(r"\d\.\dM ", line)]
     assert len(rows) == len(models), out
