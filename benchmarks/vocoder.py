@@ -20,6 +20,10 @@ Rows (``--rows``):
   mode ``reference``), with and without speaker-normalised quantised F0;
 - ``voc_km_ref_f0``, ``voc_km_ref``: the same on MFCC k-means units (``--kmeans-k``, default 256, fitted here
   on the training speakers with the Python API of `vqaudio train-kmeans`);
+- ``voc_l0_ref_f0_istft``, ``voc_km_ref_f0_istft``: ``voc_l0_ref_f0`` and ``voc_km_ref_f0`` with the iSTFT
+  decoder (``decoder: istft``) in place of ``--config``'s;
+- ``voc_l0_ref_f0_init``: ``voc_l0_ref_f0`` whose decoder starts as ``--codec``'s (its kind, shape and weights:
+  ``train-vocoder --init-decoder``);
 - ``voc_l0_ge2e_f0``: a vocoder on level 0 with F0 and the ``external`` speaker input, Resemblyzer GE2E
   d-vectors (per training speaker; of the reference utterance at test time). Its SECS is circular: the
   vocoder is conditioned on the very encoder that scores it, so it is flagged in every table.
@@ -103,7 +107,8 @@ WER_SLACK = 0.10
 @dataclass(frozen=True)
 class Row:
     """A row: its label, unit model (``codec`` or ``kmeans``), decoder (``codec`` or ``vocoder``), the codec
-    decoder's levels (``None``: all), and a vocoder's speaker input and F0."""
+    decoder's levels (``None``: all), a vocoder's speaker input and F0, its model overrides (``(field, value)``
+    pairs of :class:`VocoderConfig`) and whether its decoder starts from ``--codec``'s (``init_decoder``)."""
 
     label: str
     units: str
@@ -111,6 +116,8 @@ class Row:
     n_q: int | None = None
     speaker: str | None = None
     f0: bool = False
+    model: tuple = ()
+    init_decoder: bool = False
 
 
 ROWS = {
@@ -129,6 +136,22 @@ ROWS = {
         True,
     ),
 }
+ISTFT = (("decoder", "istft"),)
+ROWS["voc_l0_ref_f0_istft"] = Row(
+    "vocoder, codec level 0, reference encoder, F0, iSTFT decoder", "codec", "vocoder", None, "reference", True, ISTFT
+)
+ROWS["voc_km_ref_f0_istft"] = Row(
+    "vocoder, MFCC k-means, reference encoder, F0, iSTFT decoder", "kmeans", "vocoder", None, "reference", True, ISTFT
+)
+ROWS["voc_l0_ref_f0_init"] = Row(
+    "vocoder, codec level 0, reference encoder, F0, decoder started from the codec's",
+    "codec",
+    "vocoder",
+    None,
+    "reference",
+    True,
+    init_decoder=True,
+)
 HEADLINE = "voc_l0_ref_f0"  # vocoder_base.yaml's setting: reference voice and F0
 
 
@@ -320,7 +343,9 @@ class Budget(pl.Callback):
 def vocoder_config(args, row: Row, work: pathlib.Path) -> TrainVocoderConfig:
     """``--config`` with the row's speaker input and F0, the shared F0 cache, and no step limit."""
     cfg = from_dict(TrainVocoderConfig, yaml.safe_load(pathlib.Path(args.config).read_text()), where=str(args.config))
-    cfg.model = dataclasses.replace(cfg.model, speaker=row.speaker, f0=row.f0, levels=[0])
+    cfg.model = dataclasses.replace(cfg.model, speaker=row.speaker, f0=row.f0, levels=[0], **dict(row.model))
+    if row.init_decoder:
+        cfg.init_decoder = str(args.codec)
     cfg.data.f0_cache = str(work / "f0_cache")  # pYIN runs once over the training audio for every F0 row
     cfg.trainer.max_steps = NEVER
     cfg.trainer.seed = args.seed
