@@ -91,6 +91,7 @@ def test_codec_decode_and_save_round_trip(tmp_path):
 
 def test_files_without_a_decoder_kind_are_seanet(tmp_path):
     assert with_earlier_defaults("codec", 3, {})["decoder"] == "seanet"
+    assert with_earlier_defaults("codec", 3, {})["decoder_lstm"] is True
     assert with_earlier_defaults("vocoder", 3, {})["decoder"] == "seanet"
     assert "decoder" not in with_earlier_defaults("codec", 4, {})
     codec = Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, lstm=0))

@@ -42,6 +42,7 @@ def random_config(rng: random.Random) -> CodecConfig:
         max_channels=rng.choice([4, 8, 16]),
         lstm=0,
         quantizer=QuantizerConfig(kind="fsq", n_q=1, levels=[3, 3]),
+        decoder="seanet",  # the SEANet stacks' time-major path
     )
 
 

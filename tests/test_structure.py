@@ -89,9 +89,14 @@ def test_the_library_never_imports_the_cli_or_recipes():
 
 
 def _tiny_codec(**kw) -> Codec:
+    """A codec as files before format version 4 hold them: a SEANet decoder (with the LSTM when ``lstm``)."""
     q = QuantizerConfig(kind="ema", n_q=2, codebook_size=16, kmeans_init=False, dead_code_threshold=0.0)
-    arch = {"channels": 4, "encoder_channels": 4, "latent_dim": 8, "max_channels": 8, "quantizer": q, "lstm": 0, **kw}
-    return Codec(CodecConfig(**arch)).eval()
+    arch = {"channels": 4, "encoder_channels": 4, "latent_dim": 8, "max_channels": 8, "quantizer": q, "lstm": 0}
+    return Codec(CodecConfig(**{**arch, "decoder": "seanet", "decoder_lstm": True, **kw})).eval()
+
+
+# the keys format version 4 added (files before it are SEANet with a decoder-side LSTM)
+V4_KEYS = ("decoder", "decoder_lstm", "decoder_dim", "decoder_blocks", "decoder_hidden", "decoder_kernel")
 
 
 def test_a_version_1_codec_file_with_the_old_names_still_loads(tmp_path):
@@ -99,6 +104,8 @@ def test_a_version_1_codec_file_with_the_old_names_still_loads(tmp_path):
     config = to_dict(codec.config)
     config["quantizer"]["num_quantizers"] = config["quantizer"].pop("n_q")
     del config["lstm"], config["lstm_dim"]  # not in version 1
+    for key in V4_KEYS:
+        del config[key]
     old = {"format": "vqaudio-codec", "version": 1, "config": config, "state_dict": codec.state_dict()}
     torch.save(old, tmp_path / "old.pt")
     loaded = Codec.from_pretrained(tmp_path / "old.pt")
@@ -114,7 +121,7 @@ def test_a_version_2_codec_file_keeps_the_defaults_of_its_time(tmp_path):
         (_tiny_codec(lstm=1, lstm_dim=None), ("lstm_dim",)),
     ):
         config = to_dict(codec.config)
-        for key in missing:  # version 2 had no lstm_dim, and a file written before lstm existed has neither
+        for key in (*missing, *V4_KEYS):  # version 2 had no lstm_dim; a file written before lstm had neither
             del config[key]
         old = {"format": "vqaudio-codec", "version": 2, "config": config, "state_dict": codec.state_dict()}
         torch.save(old, tmp_path / "old.pt")

@@ -37,10 +37,11 @@ from .speech import SR, synth_utterance
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def small_codec(nq=2, lstm=0) -> Codec:
+def small_codec(nq=2, lstm=0, decoder=CodecConfig.decoder) -> Codec:
     torch.manual_seed(0)
     q = QuantizerConfig(kind="vq", n_q=nq, codebook_size=64, kmeans_init=False, dead_code_threshold=0.0)
-    cfg = CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q, lstm=lstm)
+    small = dict(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, decoder_dim=16, decoder_blocks=2)
+    cfg = CodecConfig(**small, quantizer=q, lstm=lstm, decoder=decoder)
     return Codec(cfg).eval()
 
 

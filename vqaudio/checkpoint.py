@@ -34,7 +34,7 @@ VERSION = 4
 # Per kind, the values that config keys missing from a file older than a version meant when it was written:
 # a later change of a default never changes what an older file holds.
 EARLIER_DEFAULTS: dict[str, dict[int, dict]] = {
-    "codec": {3: {"lstm": 0, "lstm_dim": None}, 4: {"decoder": "seanet"}},
+    "codec": {3: {"lstm": 0, "lstm_dim": None}, 4: {"decoder": "seanet", "decoder_lstm": True}},
     "vocoder": {4: {"decoder": "seanet"}},
 }
 
