@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .data.audio import AudioError, load_audio
-from .data.kaldi import read_data_dir, read_table, speakers_of
+from .data.kaldi import read_data_dir, read_table, read_text, read_utt2spk, speakers_of
 from .errors import UserError
 from .fileio import atomic_write_text, path_inside
 from .plots import spectrogram_figure, usage_histogram_figure
@@ -232,10 +232,11 @@ class _Scorers:
         self.f0 = f0
         self.texts: dict[str, str] = {}
         if asr:
-            if not (ref / "text").is_file():
-                raise UserError(f"{ref / 'text'}: no such file; --asr scores against the data dir's transcripts")
-            self.texts = read_table(ref / "text", min_fields=1)
-        self.utt2spk = ref / "utt2spk" if (ref / "utt2spk").is_file() else None
+            texts = read_text(ref)
+            if texts is None:
+                raise UserError(f"{ref}: no transcripts (a text file, or supervisions with text) for --asr to score")
+            self.texts = texts
+        self.utt2spk = read_utt2spk(ref)
         self.ref_embeddings: dict[str, np.ndarray] = {}
         self.hyp_embeddings: dict[str, np.ndarray] = {}
         self.pitch: dict[str, scoring.PitchErrors] = {}

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="ssl: device for the SSL model (cpu or cuda; bf16 on cuda)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing model at --out")
     p.add_argument("--k", type=int, default=256, help="number of units (default 256)")
-    p.add_argument("--data", required=True, help="Kaldi data dir (wav.scp, optional segments)")
+    p.add_argument("--data", required=True, help="Kaldi data dir (wav.scp, optional segments) or lhotse cuts .jsonl.gz")
     p.add_argument("--out", required=True, help="the unit model file to write, e.g. km.pt")
     p.add_argument("--frame-rate", type=float, default=50.0, help="frames per second (default 50, as the codec)")
     p.add_argument("--sample-rate", type=int, default=16000)

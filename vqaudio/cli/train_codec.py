@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="YAML config (see recipes/librispeech/conf/); defaults when omitted")
-    p.add_argument("--train-data", required=True, help="Kaldi data dir with wav.scp for training")
-    p.add_argument("--valid-data", required=True, help="Kaldi data dir for validation")
+    p.add_argument("--train-data", required=True, help="Kaldi data dir (wav.scp) or lhotse cuts .jsonl.gz for training")
+    p.add_argument("--valid-data", required=True, help="Kaldi data dir or lhotse cuts .jsonl.gz for validation")
     p.add_argument("--exp-dir", required=True, help="experiment dir (created)")
     add_training_options(p, "trainer.max_steps (codec updates)")
     add_pipe_timeout(p)

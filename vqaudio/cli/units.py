@@ -8,12 +8,17 @@ import pathlib
 from ..errors import UserError
 from .options import add_pipe_timeout, check_device
 
-EXTRACT_HELP = """Extract units from a Kaldi data dir with a trained codec.
+EXTRACT_HELP = """Extract units from a Kaldi data dir or a lhotse cut manifest with a trained codec.
 
 Writes OUT_DIR/units (Kaldi/ESPnet text, level 0), units.level<q> for further residual levels,
 tokens.txt (ESPnet token list), units.json (model checksum, sample rate, frame rate, codebook size,
 n_q, dedup), with --format fairseq also <set>.tsv + <set>.km, with --format npy ESPnet-style
-npy/<utt>.npy arrays (T, n_q) and codes.scp; failed.txt lists unreadable files.
+npy/<utt>.npy arrays (T, n_q) and codes.scp, with --format lhotse cuts.jsonl.gz (a CutSet whose cuts
+carry the custom field "units", a TemporalArray (T, n_q) stored under lhotse_units/; pip install
+'vqaudio[lhotse]'), with --format hf parquet shards data/<set>-*.parquet and a dataset card README.md
+(pip install 'vqaudio[hf]'); failed.txt lists unreadable files. --data may be a lhotse cut manifest
+(*.jsonl.gz or *.jsonl): each cut is an utterance (its channels averaged to mono), its supervisions give
+text and speaker.
 
 Sharding: --nj N --job I handles block I of N (run the N jobs anywhere, e.g. one per SLURM task); the
 job that finishes last merges everything in sorted order. Resumable: run the same command again after
@@ -23,6 +28,8 @@ Exit status 0 only when every utterance was extracted; the last line says how ma
 
 example:
   vqaudio extract-units --model exp/codec/model.pt --data data/dev_clean_2 --out exp/units/dev_clean_2
+  vqaudio extract-units --model exp/codec/model.pt --data cuts_dev.jsonl.gz --out exp/units/dev \
+      --format lhotse,hf
 """
 
 
@@ -124,9 +131,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="a codec's model.pt (train-codec) or a k-means model (train-kmeans)")
-    p.add_argument("--data", required=True, help="Kaldi data dir (wav.scp, optional segments)")
+    p.add_argument("--data", required=True, help="Kaldi data dir (wav.scp, optional segments) or lhotse cuts .jsonl.gz")
     p.add_argument("--out", required=True, help="output dir")
-    p.add_argument("--format", default="kaldi", help="comma list of kaldi,fairseq,npy (default kaldi)")
+    p.add_argument("--format", default="kaldi", help="comma list of kaldi,fairseq,npy,lhotse,hf (default kaldi)")
     p.add_argument("--dedup", action="store_true", help="run-length dedup of frames (unit LMs / unit ASR)")
     p.add_argument("--n-q", type=int, help="residual levels to write (default all the codec has)")
     p.add_argument("--nj", type=int, default=1, help="number of jobs the data is split into")
@@ -163,7 +170,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --vocoder: F0 of the source audio in --data, or none (default: source for an F0 vocoder "
         "when --data is given)",
     )
-    p.add_argument("--data", help="with --vocoder: Kaldi data dir of the units' source audio (for --f0 source)")
+    p.add_argument(
+        "--data",
+        help="with --vocoder: Kaldi data dir or lhotse cuts .jsonl.gz of the units' source audio (--f0 source)",
+    )
     p.add_argument("--units", required=True, help="OUT_DIR/units of extract-units, the dir, or a .km file")
     p.add_argument("--n-q", type=int, help="residual levels to decode (default all written)")
     p.add_argument("--out", required=True)
@@ -181,10 +191,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=EVALUATE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--ref", help="Kaldi data dir of the references")
+    p.add_argument("--ref", help="Kaldi data dir or lhotse cuts .jsonl.gz of the references")
     p.add_argument("--hyp", help="dir with the resynthesized wav.scp")
     p.add_argument("--model", help="a codec (model.pt or model folder) to resynthesize --data with at each --n-q")
-    p.add_argument("--data", help="Kaldi data dir to resynthesize and score (with --model)")
+    p.add_argument("--data", help="Kaldi data dir or lhotse cuts .jsonl.gz to resynthesize and score (with --model)")
     p.add_argument(
         "--n-q",
         help="with --model: comma list of residual depths, e.g. 1,2,4,8 (default 1, 2, 4, ... up to the codec's n_q)",
@@ -223,7 +233,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alignments", required=True, help="phone CTM: utt channel start dur phone")
     p.add_argument("--out", required=True, help="output dir")
     p.add_argument("--level", type=int, default=0, help="residual level to score (default 0)")
-    p.add_argument("--data", help="Kaldi data dir whose utt2spk gives speakers (default: id prefix before '-')")
+    p.add_argument(
+        "--data", help="Kaldi data dir or lhotse cuts whose utt2spk/supervisions give speakers (default: id prefix)"
+    )
     p.add_argument("--probe", action="store_true", help="also train/test a CTC phone recogniser (probe_per)")
     p.add_argument(
         "--probe-train",

@@ -69,11 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="YAML config (recipes/librispeech/conf/vocoder_*.yaml); defaults when omitted")
     p.add_argument("--units", required=True, help="units dir of extract-units (or a .km) for training")
-    p.add_argument("--data", required=True, help="Kaldi data dir with the audio (wav.scp) and utt2spk of the units")
+    p.add_argument(
+        "--data", required=True, help="Kaldi data dir (wav.scp, utt2spk) or lhotse cuts .jsonl.gz with the units' audio"
+    )
     p.add_argument("--unit-model", required=True, help="the unit model that made the units (codec or k-means)")
     p.add_argument("--exp-dir", required=True, help="experiment dir (created)")
     p.add_argument("--valid-units", help="units dir for validation (with --valid-data)")
-    p.add_argument("--valid-data", help="Kaldi data dir of the validation units' audio")
+    p.add_argument("--valid-data", help="Kaldi data dir or lhotse cuts .jsonl.gz of the validation units' audio")
     p.add_argument("--levels", help="residual levels of the units to read, e.g. 0 or 0,1 (sets model.levels)")
     p.add_argument(
         "--init-decoder",
@@ -95,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     voice = p.add_mutually_exclusive_group()
     voice.add_argument("--reference", help="an audio file of the target voice")
     voice.add_argument("--speaker", help="a training speaker's id (vocoders with a speaker table)")
-    p.add_argument("--data", help="a Kaldi data dir whose utterances --pairs converts (instead of --source)")
+    p.add_argument("--data", help="a Kaldi data dir or lhotse cuts whose utterances --pairs converts (not --source)")
     p.add_argument("--pairs", help="with --data: a file of 'utt reference_utt' lines, both utterances of --data")
     p.add_argument("-o", "--out", required=True, help="output file (one source file) or directory")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -1,4 +1,9 @@
-"""Loading audio as float32 mono at a target rate: files, ``cmd |`` pipes, segments; conversions logged.
+"""Loading audio as float32 mono at a target rate: files, ``cmd |`` pipes, segments, lhotse cuts; conversions
+logged.
+
+A source that starts with :data:`CUT_SOURCE` is a lhotse cut in JSON (what :mod:`vqaudio.data.cuts` makes of a
+cut that is not a plain span of one file): lhotse reads it, the cut's own channels (a ``MonoCut`` its channel,
+a ``MultiCut`` its channels), which are then averaged to mono like the channels of a file.
 
 A ``wav.scp`` entry ending in ``|`` is a shell command (Kaldi's convention): reading it runs ``/bin/sh``
 with the entry's text, so a data dir is code; only use data dirs you trust. Each command runs in its own
@@ -9,6 +14,7 @@ a command that fails or times out is an :class:`AudioError` for that utterance o
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import signal
@@ -24,6 +30,12 @@ log = logging.getLogger(__name__)
 
 
 PIPE_TIMEOUT = 300.0  # seconds a ``cmd |`` entry may run; see set_pipe_timeout
+CUT_SOURCE = "lhotse-cut:"  # prefix of a source that is a lhotse cut in JSON
+
+
+def is_file_source(source: str) -> bool:
+    """Whether ``source`` names an audio file (not a ``cmd |`` pipe, not a lhotse cut)."""
+    return not source.rstrip().endswith("|") and not source.startswith(CUT_SOURCE)
 
 
 class AudioError(UserError):
@@ -72,7 +84,30 @@ def run_pipe(cmd: str, timeout: float | None = None) -> bytes:
     return out
 
 
-def _read(source: str, start: float, end: float | None) -> tuple[np.ndarray, int]:
+def _read_cut(source: str, start: float, end: float | None, label: str) -> tuple[np.ndarray, int]:
+    """``(T, C)`` samples of the lhotse cut in ``source`` (:data:`CUT_SOURCE` + JSON) from ``start`` to ``end``
+    seconds of the cut, and its sample rate."""
+    from ..scoring.packages import require
+
+    require("lhotse", "reading a lhotse cut manifest", extra="lhotse")
+    from lhotse.serialization import deserialize_item
+
+    try:
+        cut = deserialize_item(json.loads(source[len(CUT_SOURCE) :]))
+        wav = np.asarray(cut.load_audio(), dtype=np.float32)
+    except Exception as err:  # lhotse raises many kinds: a missing file, a failed command, a bad source
+        reason = f"{type(err).__name__}: {one_line(str(err))}"
+        raise AudioError(f"{label}: lhotse cannot read the cut's audio ({reason})") from None
+    sr = int(cut.sampling_rate)
+    wav = wav.reshape(-1, wav.shape[-1]).T  # (C, T) -> (T, C)
+    first = int(round(start * sr))
+    last = wav.shape[0] if end is None else min(int(round(end * sr)), wav.shape[0])
+    return wav[first:last], sr
+
+
+def _read(source: str, start: float, end: float | None, label: str) -> tuple[np.ndarray, int]:
+    if source.startswith(CUT_SOURCE):
+        return _read_cut(source, start, end, label)
     source = source.strip()
     if source.endswith("|"):
         handle = io.BytesIO(run_pipe(source[:-1].strip()))
@@ -97,7 +132,7 @@ def _read(source: str, start: float, end: float | None) -> tuple[np.ndarray, int
 def load_audio(
     source: str, sample_rate: int, start: float = 0.0, end: float | None = None, name: str | None = None
 ) -> np.ndarray:
-    """Read ``source`` (a path or a Kaldi ``cmd |``) as float32 mono at ``sample_rate``.
+    """Read ``source`` (a path, a Kaldi ``cmd |`` or a :data:`CUT_SOURCE` cut) as float32 mono at ``sample_rate``.
 
     Multi-channel audio is averaged to mono and other rates are resampled (soxr, high quality); both are
     logged. Empty audio and NaN/Inf samples raise :class:`AudioError` naming the source.
@@ -105,8 +140,8 @@ def load_audio(
     Returns:
         ``(T,)`` float32 samples in [-1, 1] (files are not normalised).
     """
-    label = name or source
-    wav, sr = _read(source, start, end)
+    label = name or ("a lhotse cut" if source.startswith(CUT_SOURCE) else source)
+    wav, sr = _read(source, start, end, label)
     if wav.shape[0] == 0:
         raise AudioError(f"{label}: empty audio (0 samples)")
     if wav.shape[1] > 1:

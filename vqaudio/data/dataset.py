@@ -1,4 +1,4 @@
-"""Training data: random fixed-length crops of the utterances of a Kaldi data dir."""
+"""Training data: random fixed-length crops of the utterances of a Kaldi data dir or a lhotse cut manifest."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class CropDataset(Dataset):
     ``max_bad_fraction`` of the utterances are known to be unreadable.
 
     Args:
-        data_dir: Kaldi data dir with ``wav.scp`` (and optional ``segments``).
+        data_dir: Kaldi data dir with ``wav.scp`` (and optional ``segments``), or a lhotse cut manifest.
         sample_rate: model rate; other rates are resampled on the fly, multi-channel downmixed.
         segment_samples: crop length; ``None`` returns whole utterances (validation, batch size 1).
         max_bad_fraction: share of unreadable utterances at which the data dir is refused.
@@ -55,7 +55,7 @@ class CropDataset(Dataset):
         self.data_dir = data_dir
         self.utts = read_data_dir(data_dir)
         if not self.utts:
-            raise UserError(f"{data_dir}: wav.scp lists no utterances")
+            raise UserError(f"{data_dir}: lists no utterances")
         self.sample_rate = sample_rate
         self.segment_samples = segment_samples
         self.max_bad_fraction = max_bad_fraction

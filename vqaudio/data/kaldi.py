@@ -1,12 +1,19 @@
 """Kaldi data directories: ``wav.scp`` (``utt path`` or ``utt cmd |``), optional ``segments``, ``utt2dur``,
-``text``, ``utt2spk``, ``spk2utt``. Every reader validates as it goes and names the file and line at fault."""
+``text``, ``utt2spk``, ``spk2utt``. Every reader validates as it goes and names the file and line at fault.
+
+Wherever a command reads data (:func:`read_data_dir`, :func:`read_utt2dur`, :func:`read_text`,
+:func:`read_utt2spk`, :func:`data_name`), a lhotse cut manifest (``*.jsonl.gz`` / ``*.jsonl``) may stand in for
+the data dir: its cuts are the utterances, their supervisions give text and speakers
+(:mod:`vqaudio.data.cuts`)."""
 
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import UserError
+from .cuts import is_cut_manifest, manifest_name, read_cut_rows
 
 
 @dataclass(frozen=True)
@@ -77,27 +84,42 @@ def read_table(path: str | pathlib.Path, min_fields: int = 2) -> dict[str, str]:
     return table
 
 
-def speakers_of(utts, utt2spk: str | pathlib.Path | None = None, strict: bool = False) -> dict[str, str]:
-    """The speaker of each utterance: from a Kaldi ``utt2spk`` file, else the id's prefix before its first
-    ``-`` (LibriSpeech ``spk-chapter-utt``). With ``strict``, utterances missing from ``utt2spk`` are an
-    error naming one; otherwise they fall back to the prefix."""
-    table = read_table(utt2spk) if utt2spk is not None else {}
+def speakers_of(
+    utts, utt2spk: str | pathlib.Path | Mapping[str, str] | None = None, strict: bool = False
+) -> dict[str, str]:
+    """The speaker of each utterance: from a Kaldi ``utt2spk`` file (or a ``{utt: speaker}`` mapping such as
+    :func:`read_utt2spk` returns), else the id's prefix before its first ``-`` (LibriSpeech
+    ``spk-chapter-utt``). With ``strict``, utterances missing from ``utt2spk`` are an error naming one;
+    otherwise they fall back to the prefix."""
+    if isinstance(utt2spk, Mapping):
+        table = dict(utt2spk)
+    else:
+        table = read_table(utt2spk) if utt2spk is not None else {}
     missing = [u for u in utts if u not in table]
     if utt2spk is not None and strict and missing:
-        raise UserError(f"{utt2spk}: no speaker for {len(missing)} utterance(s), e.g. {missing[0]!r}")
+        where = "the speaker table" if isinstance(utt2spk, Mapping) else utt2spk
+        raise UserError(f"{where}: no speaker for {len(missing)} utterance(s), e.g. {missing[0]!r}")
     return {u: table[u].split()[0] if u in table else u.split("-", 1)[0] for u in utts}
 
 
 def read_data_dir(data_dir: str | pathlib.Path) -> list[Utterance]:
-    """Utterances of a Kaldi data dir, sorted by utterance id (C locale order).
+    """Utterances of a Kaldi data dir or a lhotse cut manifest, sorted by utterance id (C locale order).
 
     Raises ``ValueError`` naming the file and line for a missing ``wav.scp``, malformed lines,
-    duplicate ids, segments pointing at unknown recordings or with ``end <= start``.
+    duplicate ids, segments pointing at unknown recordings or with ``end <= start``, or a manifest line that
+    is not a cut.
     """
+    if is_cut_manifest(data_dir):
+        rows = read_cut_rows(data_dir)
+        utts = [Utterance(check_id(r.cut_id, data_dir, r.line), r.source, r.start, r.end) for r in rows]
+        return sorted(utts, key=lambda u: u.utt_id.encode())
     data_dir = pathlib.Path(data_dir)
     scp = data_dir / "wav.scp"
     if not scp.is_file():
-        raise UserError(f"{data_dir}: no wav.scp (is this a Kaldi data dir? run the recipe's data stage first)")
+        raise UserError(
+            f"{data_dir}: no wav.scp (is this a Kaldi data dir? run the recipe's data stage first; a lhotse cut "
+            "manifest is read when its name ends in .jsonl.gz or .jsonl)"
+        )
     wavs = read_table(scp)
     segments = data_dir / "segments"
     if not segments.is_file():
@@ -122,7 +144,9 @@ def read_data_dir(data_dir: str | pathlib.Path) -> list[Utterance]:
 
 
 def read_utt2dur(data_dir: str | pathlib.Path) -> dict[str, float]:
-    """``utt2dur`` as floats (seconds); empty when the file is absent."""
+    """``utt2dur`` as floats (seconds), empty when the file is absent; a cut manifest's cut durations."""
+    if is_cut_manifest(data_dir):
+        return {r.cut_id: r.duration for r in read_cut_rows(data_dir)}
     path = pathlib.Path(data_dir) / "utt2dur"
     if not path.is_file():
         return {}
@@ -133,6 +157,29 @@ def read_utt2dur(data_dir: str | pathlib.Path) -> dict[str, float]:
         except ValueError:
             raise UserError(f"{path}:{n}: duration must be a number, got {value!r}") from None
     return out
+
+
+def read_text(data_dir: str | pathlib.Path) -> dict[str, str] | None:
+    """Transcripts by utterance: the data dir's ``text`` or the texts of a cut manifest's supervisions;
+    ``None`` when there are none (no ``text`` file, no supervision with text)."""
+    if is_cut_manifest(data_dir):
+        return {r.cut_id: r.text for r in read_cut_rows(data_dir) if r.text is not None} or None
+    path = pathlib.Path(data_dir) / "text"
+    return read_table(path, min_fields=1) if path.is_file() else None
+
+
+def read_utt2spk(data_dir: str | pathlib.Path) -> dict[str, str] | None:
+    """Speakers by utterance: the data dir's ``utt2spk`` or the speakers of a cut manifest's supervisions;
+    ``None`` when there are none (then :func:`speakers_of` takes the ids' prefixes)."""
+    if is_cut_manifest(data_dir):
+        return {r.cut_id: r.speaker for r in read_cut_rows(data_dir) if r.speaker is not None} or None
+    path = pathlib.Path(data_dir) / "utt2spk"
+    return {utt: spk.split()[0] for utt, spk in read_table(path).items()} if path.is_file() else None
+
+
+def data_name(data_dir: str | pathlib.Path) -> str:
+    """The name of a data set: the data dir's name, or a cut manifest's without ``.jsonl.gz`` / ``.jsonl``."""
+    return manifest_name(data_dir) if is_cut_manifest(data_dir) else pathlib.Path(data_dir).name
 
 
 def _lines(path: pathlib.Path) -> list[str]:

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from ..config import to_dict
 from ..data.audio import AudioError, load_audio
-from ..data.kaldi import read_data_dir, read_table, read_utt2dur
+from ..data.kaldi import read_data_dir, read_text, read_utt2dur
 from ..errors import UserError
 from ..fileio import atomic_output
 from ..units.kmeans import KMeansConfig, frame_features
@@ -98,10 +98,11 @@ class TextUtterances(Dataset):
     """
 
     def __init__(self, data_dir: str | pathlib.Path, sample_rate: int, max_seconds: float) -> None:
-        text_path = pathlib.Path(data_dir) / "text"
-        if not text_path.is_file():
-            raise UserError(f"{data_dir}: content objective 'ctc' needs transcripts in {text_path}")
-        texts = read_table(text_path, min_fields=1)
+        texts = read_text(data_dir)
+        if texts is None:
+            raise UserError(
+                f"{data_dir}: content objective 'ctc' needs transcripts (a text file, or supervisions with text)"
+            )
         durations = read_utt2dur(data_dir)
         every = read_data_dir(data_dir)
         utts = [u for u in every if texts.get(u.utt_id, "").strip()]

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..checkpoint import model_checksum, same_model
 from ..config import from_dict, save_yaml, to_dict
 from ..data.audio import AudioError, load_audio
-from ..data.kaldi import Utterance, read_data_dir, speakers_of
+from ..data.kaldi import Utterance, read_data_dir, read_utt2spk, speakers_of
 from ..errors import UserError
 from ..models.codec import Codec
 from ..models.vocoder import (
@@ -210,14 +210,13 @@ def _examples(
     each read once, streaming, through ``audio``."""
     data_dir = pathlib.Path(data_dir)
     utts = {u.utt_id: u for u in read_data_dir(data_dir)}
-    utt2spk = data_dir / "utt2spk"
     common = sorted(set(units) & set(utts), key=str.encode)
     if not common:
         raise UserError(f"{data_dir}: none of its utterances has units (do the units come from this data dir?)")
     missing = len(units) - len(common)
     if missing:
         log.warning("%d utterance(s) with units are not in %s; training without them", missing, data_dir)
-    speakers = speakers_of(common, utt2spk if utt2spk.is_file() else None)
+    speakers = speakers_of(common, read_utt2spk(data_dir))
     examples = []
     parts = [what for what, on in (("F0", audio.f0_cache), ("GE2E", audio.ge2e)) if on is not None]
     desc = f"reading {data_dir.name}" + (f" ({', '.join(parts)})" if parts else "")

@@ -34,8 +34,8 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import file_checksum, model_checksum
-from ..data.audio import AudioError, load_audio, one_line
-from ..data.kaldi import Utterance, read_data_dir, read_utt2dur
+from ..data.audio import AudioError, is_file_source, load_audio, one_line
+from ..data.kaldi import Utterance, data_name, read_data_dir, read_text, read_utt2dur, read_utt2spk
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .formats import (
@@ -50,9 +50,17 @@ from .formats import (
 )
 from .kmeans import KMeansUnitModel
 from .model import UnitModel, load_unit_model
+from .toolkits import (
+    dataset_card,
+    require_format_packages,
+    source_cuts,
+    split_name,
+    write_hf,
+    write_lhotse,
+)
 
 log = logging.getLogger(__name__)
-FORMATS = ("kaldi", "fairseq", "npy")
+FORMATS = ("kaldi", "fairseq", "npy", "lhotse", "hf")
 
 
 @dataclass
@@ -187,11 +195,13 @@ def extract_units(
     Args:
         model: a unit model: a codec (``model.pt`` of ``vqaudio train-codec``) or a k-means model
             (``vqaudio train-kmeans``).
-        data_dir: Kaldi data dir (``wav.scp``, optional ``segments``).
+        data_dir: Kaldi data dir (``wav.scp``, optional ``segments``) or lhotse cut manifest (``*.jsonl.gz``).
         out_dir: output dir (created).
         formats: any of ``kaldi``, ``fairseq``, ``npy`` (ESPnet style: ``npy/<utt>.npy`` arrays ``(T, n_q)``
-            and ``codes.scp``).
-        dedup: run-length dedup of frames (over the tuple of written levels).
+            and ``codes.scp``), ``lhotse`` (``cuts.jsonl.gz`` with a ``units`` ``TemporalArray`` per cut) and
+            ``hf`` (parquet shards and a dataset card); see :mod:`vqaudio.units.toolkits`.
+        dedup: run-length dedup of frames (over the tuple of written levels); not with ``lhotse``, whose
+            arrays keep one row per frame.
         n_q: residual levels to write (default all the codec has).
         nj, job: this process handles block ``job`` (1-based) of ``nj``.
         device: ``cpu`` or ``cuda``.
@@ -203,6 +213,12 @@ def extract_units(
         raise UserError(f"--format must be a comma list of {FORMATS}, got {list(formats)}")
     if not batch_seconds > 0:
         raise UserError(f"--batch-seconds must be > 0, got {batch_seconds}")
+    if dedup and "lhotse" in formats:
+        raise UserError(
+            "--dedup with --format lhotse: a TemporalArray holds one row per frame_shift; extract without "
+            "--dedup (collapse repeats when you read them) or write lhotse in a separate --out"
+        )
+    require_format_packages(formats)
     model = pathlib.Path(model)
     codec = load_unit_model(model, map_location=device).to(device)
     if n_q is not None and not 1 <= n_q <= codec.n_q:
@@ -223,7 +239,7 @@ def extract_units(
     merged = all((work / f"job{j}of{nj}.done").exists() for j in range(1, nj + 1))
     if merged:
         with job_lock(work / "merge.lock", f"the merge of {out}"):
-            _merge(codec, model, utts, out, work, nj, formats, dedup, n_q, pathlib.Path(data_dir).name)
+            _merge(codec, model, utts, out, work, nj, formats, dedup, n_q, data_dir, progress)
     return ExtractResult(*counts, merged)
 
 
@@ -307,7 +323,8 @@ def _merge(
     formats,
     dedup: bool,
     n_q: int,
-    set_name: str,
+    data_dir: str | pathlib.Path,
+    progress: bool = True,
 ) -> None:
     records: dict[str, dict] = {}
     failed: dict[str, str] = {}
@@ -342,7 +359,7 @@ def _merge(
         write_npy_scp(out, per_utt, codec.codebook_size)
     if "fairseq" in formats:
         sources = [u.source for u in order]
-        files = [s for s in sources if not s.rstrip().endswith("|")]
+        files = [s for s in sources if is_file_source(s)]
         root = os.path.commonpath([os.path.dirname(os.path.abspath(s)) for s in files]) if files else ""
         rows = [
             (
@@ -352,7 +369,13 @@ def _merge(
             )
             for u in order
         ]
-        write_fairseq(out, set_name, root, rows)
+        write_fairseq(out, data_name(data_dir), root, rows)
+    if "lhotse" in formats:
+        samples = {utt: r["num_samples"] for utt, r in records.items()}
+        cuts = source_cuts(data_dir, order, samples, codec.sample_rate)
+        write_lhotse(out, cuts, per_utt, codec.hop_length / codec.sample_rate, codec.codebook_size, progress)
+    if "hf" in formats:
+        _write_hf(out, data_dir, per_utt, codec, model, n_q, dedup)
     atomic_write_text(
         out / "failed.txt", "".join(f"{utt}\t{one_line(reason)}\n" for utt, reason in sorted(failed.items()))
     )
@@ -370,3 +393,23 @@ def _merge(
         ),
     )
     log.info("merged %d utterances (%d failed) into %s", len(order), len(failed), out)
+
+
+def _write_hf(out, data_dir, per_utt: dict[str, list[list[int]]], codec: UnitModel, model, n_q: int, dedup: bool):
+    """Parquet shards and the dataset card of ``per_utt`` (``{utt: (n_q, T) units}``), see :func:`write_hf`."""
+    texts, speakers = read_text(data_dir) or {}, read_utt2spk(data_dir) or {}
+    checksum, frame_rate = model_checksum(model), float(codec.frame_rate)
+    rows = [
+        {
+            "id": utt,
+            "speaker": speakers.get(utt),
+            "text": texts.get(utt),
+            "units": codes,
+            "frame_rate": frame_rate,
+            "codec": checksum,
+        }
+        for utt, codes in per_utt.items()
+    ]
+    split = split_name(data_name(data_dir))
+    card = dataset_card(split, data_name(data_dir), len(rows), n_q, codec.codebook_size, frame_rate, checksum, dedup)
+    write_hf(out, split, rows, codec.codebook_size, card)

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..data.kaldi import speakers_of, text_lines
+from ..data.kaldi import read_utt2spk, speakers_of, text_lines
 from ..errors import UserError
 from ..fileio import atomic_output, atomic_write_text
 from ..metrics import unit_phone_stats
@@ -179,9 +179,12 @@ def evaluate_units(
         )
     utt2spk = None
     if data_dir is not None:
-        utt2spk = pathlib.Path(data_dir) / "utt2spk"
-        if not utt2spk.is_file():
-            raise UserError(f"--data {data_dir}: no utt2spk there (omit --data to take speakers from the id prefix)")
+        utt2spk = read_utt2spk(data_dir)
+        if utt2spk is None:
+            raise UserError(
+                f"--data {data_dir}: no speakers there (no utt2spk, or no supervision names one); omit --data to "
+                "take speakers from the id prefix"
+            )
     speakers = speakers_of(common, utt2spk)
 
     # frame-level statistics

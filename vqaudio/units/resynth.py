@@ -136,7 +136,7 @@ def resynthesize_with_vocoder(
         ``wav.scp``'s path and the utterances that failed.
     """
     from ..data.audio import AudioError, load_audio
-    from ..data.kaldi import read_data_dir, speakers_of
+    from ..data.kaldi import read_data_dir, read_utt2spk, speakers_of
     from ..models.vocoder import UNIT_MODEL_DIR, F0Cache, Vocoder, f0_stats, quantize_f0
 
     voc = Vocoder.from_pretrained(vocoder, map_location=device).to(device)
@@ -197,8 +197,7 @@ def resynthesize_with_vocoder(
     bins: dict[str, torch.Tensor] = {}
     if f0 == "source" and todo:
         cache = F0Cache(out / ".f0_cache", voc.sample_rate, voc.hop_length)
-        utt2spk = pathlib.Path(data) / "utt2spk"
-        spk_of = speakers_of(utts, utt2spk if utt2spk.is_file() else None)
+        spk_of = speakers_of(utts, read_utt2spk(data))
         tracks = {}
         for utt in tqdm(utts, desc="F0 (pYIN, cached)", unit="utt", disable=not progress):  # each speaker's stats
             u = sources[utt]
@@ -238,12 +237,10 @@ def own_references(utts: list[str], data: str | pathlib.Path, sources: dict) -> 
     durations from ``utt2dur`` or the audio files' headers), or the utterance itself when it is its speaker's
     only one."""
     from ..data.audio import AudioError, load_audio
-    from ..data.kaldi import read_table, speakers_of
+    from ..data.kaldi import read_utt2dur, read_utt2spk, speakers_of
 
-    data = pathlib.Path(data)
-    utt2spk = data / "utt2spk"
-    spk_of = speakers_of(sorted(sources), utt2spk if utt2spk.is_file() else None)
-    durations = {u: float(d) for u, d in read_table(data / "utt2dur").items()} if (data / "utt2dur").is_file() else {}
+    spk_of = speakers_of(sorted(sources), read_utt2spk(data))
+    durations = read_utt2dur(data)
     wanted = {spk_of[x] for x in utts}
     for utt, u in sources.items():
         if utt not in durations and spk_of[utt] in wanted:
@@ -282,7 +279,7 @@ def convert_data_dir(
     written. Returns ``wav.scp``'s path and the failed utterances.
     """
     from ..data.audio import AudioError, load_audio
-    from ..data.kaldi import read_data_dir, speakers_of
+    from ..data.kaldi import read_data_dir, read_utt2spk, speakers_of
     from ..models.vocoder import Vocoder
 
     data, pairs = pathlib.Path(data), pathlib.Path(pairs)
@@ -304,8 +301,7 @@ def convert_data_dir(
         plan[fields[0]] = fields[1]
     if not plan:
         raise UserError(f"{pairs}: no conversions")
-    utt2spk = data / "utt2spk"
-    spk_of = speakers_of(sorted(sources), utt2spk if utt2spk.is_file() else None)
+    spk_of = speakers_of(sorted(sources), read_utt2spk(data))
     voc = Vocoder.from_pretrained(vocoder, map_location=device).to(device)
     voices = {}
     for ref in tqdm(sorted(set(plan.values())), desc="reference voices", unit="utt", disable=not progress):
