@@ -219,7 +219,9 @@ def test_evaluate_asr_speaker_sim_f0_end_to_end(tmp_path):
     assert float(first["gross_pitch_error"]) == 0.0 and float(first["voicing_decision_error"]) == 0.0
     assert float(first["speaker_similarity"]) == pytest.approx(float(first["speaker_similarity_reference"]), abs=1e-6)
     assert math.isnan(float(rows[utts[2]]["speaker_similarity_reference"]))
-    assert m["speaker_similarity_self_reference"] == 1 and m["speaker_similarity_unscored"] == 0
+    assert math.isnan(float(rows[utts[2]]["speaker_similarity"]))  # only its own reference to compare with: left out
+    assert m["speaker_similarity_self_reference"] == 1 and m["speaker_similarity_unscored"] == 1
+    assert m["utterances"]["speaker_similarity"] == 2 and m["utterances"]["wer"] == 3
     assert 0 < m["speaker_similarity"] <= 1 and 0 <= m["gross_pitch_error"] <= 1
     assert 0 <= m["voicing_decision_error"] <= 1
     if REAL.is_dir():
@@ -227,9 +229,7 @@ def test_evaluate_asr_speaker_sim_f0_end_to_end(tmp_path):
     results = (out / "RESULTS.md").read_text()
     for label in ("word error rate, pocketsphinx", "speaker similarity, GE2E", "gross pitch error", "voicing decision"):
         assert label in results
-    assert (
-        "hypotheses whose speaker has no other reference utterance, so compared with their own reference: 1" in results
-    )
+    assert "than the one compared or copied: 1" in results
 
 
 def test_evaluate_silent_hypothesis_loses_no_other_utterance(tmp_path, caplog):

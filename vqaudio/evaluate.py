@@ -17,13 +17,14 @@ from . import metrics
 from .data.audio import AudioError, load_audio
 from .data.kaldi import read_data_dir, read_table, read_text, read_utt2spk, speakers_of
 from .errors import UserError
-from .fileio import atomic_write_text, path_inside
+from .fileio import atomic_write_text, check_writable, path_inside
 from .plots import spectrogram_figure, usage_histogram_figure
 from .units.formats import read_info, read_levels
 
 log = logging.getLogger(__name__)
 COLUMNS = ("log_mel_distance", "stft_distance", "si_sdr", "stoi", "pesq_wb")
 UNQUANTIZED = "unquantized"  # the per_utterance.csv n_q of the decoder fed the encoder's own latents
+PLACEHOLDERS = ("UNKNOWN", "<UNK>")  # what corpora write where an utterance has no transcript
 ASR_NUMBERS = (
     "wer",
     "cer",
@@ -80,20 +81,26 @@ def evaluate(
 
     With ``asr``, pocketsphinx transcribes hypotheses and references: ``wer``/``cer`` of the hypotheses and
     ``wer_reference``/``cer_reference`` of the original audio (the ceiling) against ``ref/text``, totals of
-    edit errors over totals of reference words (characters). With ``speaker_sim``, ``speaker_similarity`` is
-    the mean GE2E cosine of each hypothesis to the mean embedding of its speaker's other reference utterances
-    (``ref/utt2spk``, else the id's prefix before ``-``); a speaker with a single utterance is compared with
-    that utterance (counted in ``speaker_similarity_self_reference``); ``speaker_similarity_reference`` is the
-    same figure for the references themselves. With ``f0``, ``gross_pitch_error`` and
+    edit errors over totals of reference words (characters). A reference text that is not a transcript (empty,
+    or a placeholder such as ``UNKNOWN``) is left out of them, counted in ``asr_no_transcript``. With
+    ``speaker_sim``, ``speaker_similarity`` is the mean GE2E cosine of each hypothesis to the mean embedding of
+    its speaker's other reference utterances (``ref/utt2spk``, else the id's prefix before ``-``); a hypothesis
+    whose speaker has no other utterance could only be compared with its own reference, so it is left out,
+    counted in ``speaker_similarity_self_reference``; ``speaker_similarity_reference`` is the same figure for the
+    references themselves. With ``f0``, ``gross_pitch_error`` and
     ``voicing_decision_error`` of the hypotheses' pYIN F0 against the references' (frame totals). These need
     ``pip install 'vqaudio[eval]'`` (pocketsphinx, Resemblyzer); undefined figures are ``null``.
 
     Voice conversions (``vqaudio convert --data``) are hypotheses whose ``hyp`` dir has ``utt2target`` (``utt
     target_speaker``): their ``speaker_similarity`` is to the target speaker's reference utterances (those in
     ``hyp/utt2reference``, the clips the conversion copied the voice from, left out), ``speaker_similarity_source``
-    to the source speaker's other utterances; the summary adds ``conversion_closer_to_target`` (the share of
-    conversions closer to the target than to the source) and ``conversion_margin`` (the mean difference). Their
-    F0 is not compared with the source's (another voice).
+    to the source speaker's other utterances; a conversion whose target speaker has no utterance but the copied
+    references is left out (counted in ``speaker_similarity_self_reference`` too); the summary adds
+    ``conversion_closer_to_target`` (the share of conversions closer to the target than to the source) and
+    ``conversion_margin`` (the mean difference). Their F0 is not compared with the source's (another voice).
+
+    ``metrics.json`` gives under ``utterances`` how many utterances each figure rests on; ``RESULTS.md`` shows it
+    beside each figure.
     """
     import matplotlib.pyplot as plt
 
@@ -101,7 +108,7 @@ def evaluate(
     # packages and transcripts checked before anything is written
     scorers = _Scorers(ref, asr, speaker_sim, f0, conversions, copied)
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     refs = {u.utt_id: u for u in read_data_dir(ref)}
     hyp_scp = pathlib.Path(hyp) / "wav.scp" if pathlib.Path(hyp).is_dir() else pathlib.Path(hyp)
     hyps = read_table(hyp_scp)
@@ -146,10 +153,13 @@ def evaluate(
         "num_missing": len(missing),
         "hours": sum(r["seconds"] for r in rows) / 3600,
     }
+    counts: dict[str, int] = {}
     for c in COLUMNS:
         values = [r[c] for r in rows if not math.isnan(r[c])]
         summary[c] = float(np.mean(values)) if values else float("nan")
-    summary.update(scorers.summary(rows))
+        counts[c] = len(values)
+    summary.update(scorers.summary(rows, counts))
+    summary["utterances"] = counts
     if units is not None:
         info = read_info(units)
         table = read_levels(units)
@@ -162,6 +172,7 @@ def evaluate(
             }
         )
         level0 = [codes[0] for codes in table.values()]
+        counts.update(dict.fromkeys(("bitrate_bps", "token_rate", "codebook_usage", "unit_entropy_bits"), len(level0)))
         stats = metrics.unit_stats(level0, info.codebook_size)
         summary.update({"codebook_usage": stats["usage"], "unit_entropy_bits": stats["entropy_bits"]})
         counts = np.bincount(
@@ -241,6 +252,7 @@ class _Scorers:
         self.hyp_embeddings: dict[str, np.ndarray] = {}
         self.pitch: dict[str, scoring.PitchErrors] = {}
         self.words: dict[str, tuple] = {}
+        self.no_transcript: set[str] = set()
         self.self_reference = 0
         self.conversions = conversions or {}
         self.copied = copied or set()
@@ -260,12 +272,18 @@ class _Scorers:
         row: dict = {}
         if self.asr is not None:
             text = self.texts.get(utt)
-            heard, heard_ref = self.asr.transcribe(hyp), self.asr.transcribe(ref)
-            row.update({"asr_text": heard, "asr_text_reference": heard_ref})
-            if text is None:
-                log.warning("%s: not in the reference text; no word error rate", utt)
-                row.update(dict.fromkeys(ASR_NUMBERS, float("nan")))
+            if text is None or not is_transcript(text):
+                why = (
+                    "not in the reference text"
+                    if text is None
+                    else f"its reference text {text.strip()!r} is no transcript"
+                )
+                log.warning("%s: %s; no word error rate", utt, why)
+                self.no_transcript.add(utt)
+                row.update({**dict.fromkeys(ASR_NUMBERS, float("nan")), "asr_text": "", "asr_text_reference": ""})
             else:
+                heard, heard_ref = self.asr.transcribe(hyp), self.asr.transcribe(ref)
+                row.update({"asr_text": heard, "asr_text_reference": heard_ref})
                 w, wr = scoring.word_errors(text, heard), scoring.word_errors(text, heard_ref)
                 c, cr = scoring.char_errors(text, heard), scoring.char_errors(text, heard_ref)
                 self.words[utt] = (w, wr, c, cr)
@@ -343,20 +361,23 @@ class _Scorers:
                 if target is not None and utt in self.ref_embeddings
                 else float("nan")
             )
-            if target is None and utt in self.ref_embeddings:
-                target = self.ref_embeddings[utt]
-                self.self_reference += 1
             hyp = self.hyp_embeddings.get(utt)
             if utt in self.conversions:
                 row["target_speaker"] = goal = self.conversions[utt]
                 row["speaker_similarity_source"] = (
                     cosine(hyp, target) if hyp is not None and target is not None else float("nan")
                 )
-                voice = [u for u in by_speaker.get(goal, []) if u not in self.copied] or by_speaker.get(goal, [])
+                voice = [u for u in by_speaker.get(goal, []) if u not in self.copied]
+                if not voice and by_speaker.get(goal):  # only the clip the voice was copied from: no measure
+                    log.warning("%s: target speaker %s has no utterance but the copied reference; left out", utt, goal)
+                    self.self_reference += 1
                 target = mean_embedding([self.ref_embeddings[u] for u in voice]) if voice else None
+            elif target is None and utt in self.ref_embeddings:  # only its own reference: no measure
+                self.self_reference += 1
             row["speaker_similarity"] = cosine(hyp, target) if hyp is not None and target is not None else float("nan")
 
-    def summary(self, rows: list[dict]) -> dict:
+    def summary(self, rows: list[dict], counts: dict[str, int]) -> dict:
+        """The corpus figures; ``counts`` receives how many utterances each rests on."""
         from .scoring import EditCounts, PitchErrors
 
         out: dict = {}
@@ -366,22 +387,25 @@ class _Scorers:
         if scorers:
             out["scorers"] = scorers
         if self.asr is not None:
-            counts = [v for u, v in self.words.items() if u in scored]
-            totals = [sum((c[i] for c in counts), EditCounts(0, 0, 0, 0)) for i in range(4)]
+            words = [v for u, v in self.words.items() if u in scored]
+            totals = [sum((c[i] for c in words), EditCounts(0, 0, 0, 0)) for i in range(4)]
             out.update(
                 {
                     "wer": _nan_to_none(totals[0].rate),
                     "cer": _nan_to_none(totals[2].rate),
                     "wer_reference": _nan_to_none(totals[1].rate),
                     "cer_reference": _nan_to_none(totals[3].rate),
-                    "asr_utterances": len(counts),
+                    "asr_utterances": len(words),
                     "asr_reference_words": totals[0].ref_len,
+                    "asr_no_transcript": len(self.no_transcript & scored),
                 }
             )
+            counts.update(dict.fromkeys(("wer", "cer", "wer_reference", "cer_reference"), len(words)))
         if self.encoder is not None:
             for key in ("speaker_similarity", "speaker_similarity_reference"):
                 values = [r[key] for r in rows if not math.isnan(r[key])]
                 out[key] = float(np.mean(values)) if values else None
+                counts[key] = len(values)
             out["speaker_similarity_unscored"] = sum(math.isnan(r["speaker_similarity"]) for r in rows)
             out["speaker_similarity_self_reference"] = self.self_reference
             pairs = [
@@ -397,8 +421,15 @@ class _Scorers:
                 out["speaker_similarity_source"] = float(np.mean([p[1] for p in pairs])) if pairs else None
                 out["conversion_closer_to_target"] = float(np.mean([t > s for t, s in pairs])) if pairs else None
                 out["conversion_margin"] = float(np.mean([t - s for t, s in pairs])) if pairs else None
+                counts.update(
+                    dict.fromkeys(
+                        ("speaker_similarity_source", "conversion_closer_to_target", "conversion_margin"), len(pairs)
+                    )
+                )
         if self.f0:
-            total = sum((v for u, v in self.pitch.items() if u in scored), PitchErrors(0, 0, 0, 0))
+            pitched = [v for u, v in self.pitch.items() if u in scored]
+            counts.update(dict.fromkeys(("gross_pitch_error", "voicing_decision_error"), len(pitched)))
+            total = sum(pitched, PitchErrors(0, 0, 0, 0))
             out.update(
                 {
                     "gross_pitch_error": _nan_to_none(total.gross_pitch_error),
@@ -406,6 +437,11 @@ class _Scorers:
                 }
             )
         return out
+
+
+def is_transcript(text: str) -> bool:
+    """Whether a reference text can be scored: not empty and not a placeholder (:data:`PLACEHOLDERS`)."""
+    return bool(text.strip()) and text.strip().upper() not in PLACEHOLDERS
 
 
 def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
@@ -416,11 +452,12 @@ def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
         f"{summary['num_utterances']} utterances, {summary['hours'] * 60:.1f} min of audio"
         + (f", {summary['num_missing']} without a hypothesis" if summary["num_missing"] else ""),
         "",
-        "| metric | value |",
-        "|---|---:|",
+        "| metric | value | utterances |",
+        "|---|---:|---:|",
     ]
+    counts = summary.get("utterances", {})
     lines += [
-        f"| {label} | {'n/a' if summary[key] is None else format(summary[key], '.3f')} |"
+        f"| {label} | {'n/a' if summary[key] is None else format(summary[key], '.3f')} | {counts.get(key, '')} |"
         for key, label in names.items()
         if key in summary
     ]
@@ -428,11 +465,17 @@ def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
         models = {"pocketsphinx": "en-US model", "resemblyzer": "GE2E encoder", "librosa": "pYIN F0"}
         scorers = ", ".join(f"{name} {v} ({models[name]})" for name, v in summary["scorers"].items())
         lines += ["", f"scored with {scorers}"]
+    if summary.get("asr_no_transcript"):
+        lines += [
+            "",
+            "utterances left out of the error rates, their reference text no transcript (missing, empty or a "
+            f"placeholder such as UNKNOWN): {summary['asr_no_transcript']}",
+        ]
     if summary.get("speaker_similarity_self_reference"):
         lines += [
             "",
-            "hypotheses whose speaker has no other reference utterance, so compared with their own reference: "
-            f"{summary['speaker_similarity_self_reference']}",
+            "hypotheses left out of the speaker similarity, their (target) speaker having no other reference "
+            f"utterance than the one compared or copied: {summary['speaker_similarity_self_reference']}",
         ]
     if summary.get("speaker_similarity_unscored"):
         lines += [
@@ -498,7 +541,7 @@ def evaluate_levels(
     if not utts:
         raise UserError(f"{data}: no utterances")
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     handler = logging.FileHandler(out / "evaluate.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     package = logging.getLogger("vqaudio")

@@ -42,12 +42,24 @@ def make_dirs(path: pathlib.Path, what: str = "output") -> None:
         raise UserError(f"{what} folder {path}: cannot create it ({err.strerror or err})") from None
 
 
+def check_writable(path: pathlib.Path, what: str = "output") -> None:
+    """:func:`make_dirs`, then one :class:`UserError` line when no file can be created in ``path`` (a folder
+    without write permission, an immutable one, a read-only filesystem)."""
+    make_dirs(path, what)
+    probe = path / f".write-test{os.getpid()}"
+    try:
+        probe.open("wb").close()
+    except OSError as err:
+        raise UserError(f"{what} folder {path}: cannot write there ({err.strerror or err})") from None
+    probe.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
     """Yield a temporary path beside ``path`` to write; on success it is fsync'ed, given the mode of the file
     it replaces (a new file: ``0o666`` less the umask), and renamed over ``path`` (and the directory
     fsync'ed, so the rename survives a power cut); on error it is removed. A parent folder that cannot be
-    created is a :class:`UserError`.
+    created, or in which no file can be created, is a :class:`UserError`.
 
     Example::
 
@@ -59,6 +71,10 @@ def atomic_output(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
     if path.is_dir():
         raise UserError(f"{path}: is a folder; name a file to write")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.open("wb").close()  # the writer replaces it; a folder that takes no file is one line, not its traceback
+    except OSError as err:
+        raise UserError(f"{path}: cannot write it ({err.strerror or err})") from None
     try:
         yield tmp
         with open(tmp, "rb+") as f:

@@ -76,7 +76,10 @@ voice of a training speaker (--speaker ID), of a reference utterance (--referenc
 utterance's own speaker (--own-voice: the longest other utterance of that speaker in --data is the
 reference; OUT/utt2reference says which), or with no speaker; an F0 vocoder takes the source audio's
 pitch contour from --data (--f0 source; normalised per speaker, so the voice sets its level and range).
-Resumable: existing wavs are kept; each file is written whole or not at all.
+OUT/request.json records what was asked (the model, the units, the voice, F0, the data): a rerun with the
+same request resumes (existing wavs are kept), one with another request is refused in one line naming what
+differs (-f redoes every file); an --out that is an input (the units or data dir) or holds files this
+command did not write (a data dir's wav.scp) is refused. Each file is written whole or not at all.
 
 examples:
   vqaudio resynth --model exp/codec/model.pt --units exp/units/dev_clean_2 --out exp/resynth/dev_clean_2
@@ -183,6 +186,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="decode units that units.json says another model made (refused otherwise)",
     )
+    p.add_argument("-f", "--force", action="store_true", help="redo the outputs of an earlier run, whatever it asked")
     p.set_defaults(func=run_resynth)
 
     p = sub.add_parser(
@@ -339,6 +343,7 @@ def run_resynth(args: argparse.Namespace) -> int:
             data=args.data,
             device=args.device,
             own_voice=args.own_voice,
+            force=args.force,
         )
         print(
             f"wrote {scp}" + (f"; {len(failed)} utterance(s) failed, listed in failed.txt beside it" if failed else "")
@@ -348,7 +353,9 @@ def run_resynth(args: argparse.Namespace) -> int:
     given = [f for f, v in (*options, ("--own-voice", args.own_voice)) if v]
     if given or args.data is not None:
         raise UserError(f"{(given or ['--data'])[0]} goes with --vocoder, not with --model")
-    scp = resynthesize(args.model, args.units, args.out, n_q=args.n_q, device=args.device, any_model=args.any_model)
+    scp = resynthesize(
+        args.model, args.units, args.out, n_q=args.n_q, device=args.device, any_model=args.any_model, force=args.force
+    )
     print(f"wrote {scp}")
     return 0
 

@@ -47,9 +47,12 @@ directory where each file keeps its relative path, as .wav). --data D --pairs FI
 of a Kaldi data dir, each into the voice of another of its utterances (a line 'utt reference_utt' per
 conversion): -o is a directory that receives <utt>.wav, wav.scp, utt2target (the reference's speaker)
 and utt2reference, which `vqaudio evaluate --ref D --hyp OUT --speaker-sim --asr` scores as conversions.
-Outputs already there are kept (a rerun resumes; -f redoes them); each file is written whole or not at
-all, and a source that fails is reported in one line while the others are converted (exit status 1). A
-reference that is too short or silent is refused before anything is written.
+An output directory records what was asked in OUT/request.json (the vocoder, the voice, the sources, the
+pairs): a rerun of the same request resumes (outputs already there are kept), another request is refused
+in one line naming what differs (-f redoes every output); an output that is an input (the data dir, the
+source, the reference) is refused. Each file is written whole or not at all, and a source that fails is
+reported in one line while the others are converted (exit status 1). A reference that is too short or
+silent is refused before anything is written.
 
 examples:
   vqaudio convert --vocoder exp/vocoder_l0/model.pt --source source.wav --reference target_voice.flac -o out.wav
@@ -127,6 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    import pathlib
     import sys
 
     import soundfile as sf
@@ -136,6 +140,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..fileio import atomic_output
     from ..models.vocoder import Vocoder
+    from ..outdir import claim_output_dir, file_digest
     from ..units.files import AUDIO_SUFFIXES, plan
 
     check_device(args.device)
@@ -144,18 +149,33 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.source is None or (args.reference is None and args.speaker is None):
         raise UserError("give --source with --reference or --speaker, or --data with --pairs")
     vocoder = Vocoder.from_pretrained(args.vocoder, map_location=args.device).to(args.device)
+    vocoder.unit_model()  # a unit model that cannot serve: one line, not one per source
     if args.reference is not None:
-        voice = vocoder.voice(load_audio(args.reference, vocoder.sample_rate))
+        voice = vocoder.voice(load_audio(args.reference, vocoder.sample_rate), name=args.reference)
     else:
         vocoder.speaker_index(args.speaker)  # an unknown id: one line listing the known ones, before any output
-    todo = plan([args.source], args.out, AUDIO_SUFFIXES, ".wav", args.force)
+    out = pathlib.Path(args.out)
+    single = pathlib.Path(args.source).is_file() and out.suffix and not out.is_dir()
+    todo = plan([args.source], args.out, AUDIO_SUFFIXES, ".wav", args.force and single)
+    jobs = [*todo.jobs, *todo.kept]
+    if args.reference is not None and any(j.dst.resolve() == pathlib.Path(args.reference).resolve() for j in jobs):
+        raise UserError(f"{args.out}: is the reference; choose another output")
+    if not single:
+        voice_id = (
+            f"reference sha256:{file_digest(args.reference)[:16]}" if args.reference else f"speaker {args.speaker}"
+        )
+        request = {"vocoder": vocoder.checksum, "voice": voice_id, "source": str(pathlib.Path(args.source).resolve())}
+        inputs = {"--source": args.source, "--reference": args.reference, "--vocoder": args.vocoder}
+        dsts = [j.dst for j in jobs]
+        if claim_output_dir(args.out, "convert --source", request, dsts, inputs, args.force):
+            todo.jobs, todo.kept = jobs, []
     failed = []
     for job in tqdm(todo.jobs, desc="convert", unit="file", disable=len(todo.jobs) < 2):
         try:
             source = load_audio(str(job.src), vocoder.sample_rate)
             wav = vocoder.convert(source, voice) if args.reference else vocoder.convert(source, speaker=args.speaker)
         except UserError as err:
-            failed.append(f"{job.src}: {err}")
+            failed.append(str(err) if str(job.src) in str(err) else f"{job.src}: {err}")
             continue
         with atomic_output(job.dst) as tmp:
             sf.write(tmp, wav.numpy(), vocoder.sample_rate, format="WAV", subtype="PCM_16")

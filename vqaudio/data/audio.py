@@ -153,3 +153,54 @@ def load_audio(
         log.info("%s: resampling %d Hz -> %d Hz", label, sr, sample_rate)
         wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+MAX_CHANNELS = 8  # a 2-D array whose shorter side is at most this is (channels, samples) or (samples, channels)
+
+
+def as_waveform(x, name: str, sample_rate: int | None = None, target_rate: int | None = None) -> np.ndarray:
+    """What the Python API takes as audio, as :func:`load_audio` gives it: ``(T,)`` float32 mono.
+
+    ``x`` is a numpy array, a torch tensor or a sequence of samples: ``(T,)``, ``(1, T)``, ``(1, 1, T)``, or
+    several channels as ``(C, T)`` or ``(T, C)`` (the shorter side, at most 8, is the channels: mixed down by
+    their mean, as ``soundfile.read`` or ``torchaudio.load`` give them). Floats are taken as they are; integer
+    samples are scaled by their type's range (int16 by 1/32768). With ``sample_rate`` and ``target_rate``, the
+    audio is resampled (soxr, high quality) from the one to the other.
+
+    Raises:
+        UserError (a ``ValueError``) naming ``name``: no samples, a NaN/Inf sample, booleans or complex numbers,
+        or a shape that is not a waveform.
+    """
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    wav = np.asarray(x)
+    if wav.dtype == bool or np.iscomplexobj(wav) or not (np.issubdtype(wav.dtype, np.number)):
+        raise UserError(f"{name}: expected real audio samples, got an array of {wav.dtype}")
+    if np.issubdtype(wav.dtype, np.integer):
+        info = np.iinfo(wav.dtype)
+        scale = float(info.max) + 1.0
+        wav = (wav.astype(np.float64) - (0.0 if info.min < 0 else scale / 2)) / (scale if info.min < 0 else scale / 2)
+    shape = wav.shape
+    wav = wav.reshape(wav.shape[-1]) if wav.ndim >= 1 and wav.size == wav.shape[-1] else wav
+    if wav.ndim == 2 and min(wav.shape) <= MAX_CHANNELS:
+        wav = wav.mean(axis=int(np.argmin(wav.shape)))
+    if wav.ndim != 1:
+        raise UserError(
+            f"{name}: expected a waveform (T,), (1, T) or channels (C, T) / (T, C) with C <= {MAX_CHANNELS}, "
+            f"got shape {tuple(shape)}"
+        )
+    if wav.shape[0] == 0:
+        raise UserError(f"{name}: no samples")
+    if not np.isfinite(wav).all():
+        raise UserError(f"{name}: {int((~np.isfinite(wav)).sum())} NaN/Inf sample(s)")
+    wav = np.ascontiguousarray(wav, dtype=np.float32)
+    if sample_rate is not None and target_rate is not None and sample_rate != target_rate:
+        if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
+            raise UserError(f"sample_rate of {name}: expected a positive integer in Hz, got {sample_rate!r}")
+        wav = librosa.resample(wav, orig_sr=int(sample_rate), target_sr=target_rate, res_type="soxr_hq")
+    return wav

@@ -271,7 +271,7 @@ class FeatureTeacher:
             self.dim = self.spectral.dim
             identity = {"spectral": to_dict(self.spectral)}
         else:
-            self.ssl = SSLFeatures(source, list(layers or [6]))
+            self.ssl = SSLFeatures(source, [6] if layers is None else list(layers))  # [] is refused there
             ref = self.ssl.reference
             self.dim = ref.dim
             check_frame_rates(ref.sample_rate / ref.hop_length, sample_rate / hop_length)

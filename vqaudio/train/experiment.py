@@ -60,18 +60,19 @@ def prepare_experiment(
     exp = pathlib.Path(exp_dir)
     last = exp / "checkpoints" / "last.ckpt"
     saved = exp / "config.yaml"
+    given = "the given config" if isinstance(config, cls) else str(config)  # a config object's repr is no name
     if resume and saved.is_file() and config is not None and allow_config_change:
         cfg = config if isinstance(config, cls) else load_yaml(cls, config)
-        log.warning("--resume with --allow-config-change: continuing %s with %s", exp, config)
+        log.warning("--resume with --allow-config-change: continuing %s with %s", exp, given)
     elif resume and saved.is_file():
         cfg = load_yaml(cls, saved)
         if config is not None and not allow_config_change:
-            given = _apply_overrides(config if isinstance(config, cls) else load_yaml(cls, config), overrides)
+            wanted = _apply_overrides(config if isinstance(config, cls) else load_yaml(cls, config), overrides)
             overridden = {k if "." in k else f"trainer.{k}" for k in overrides or {}}
-            changed = [k for k in _differences(to_dict(cfg), to_dict(given)) if k not in overridden]
+            changed = [k for k in _differences(to_dict(cfg), to_dict(wanted)) if k not in overridden]
             if changed:
                 raise UserError(
-                    f"--resume: {config} differs from the experiment's {saved} in {', '.join(changed)}; resume "
+                    f"--resume: {given} differs from the experiment's {saved} in {', '.join(changed)}; resume "
                     "without --config to keep the saved one, or pass --allow-config-change to continue with it"
                 )
     elif isinstance(config, cls):
@@ -168,6 +169,24 @@ class ProgressLog(pl.Callback):
             log.info("validation at update %d: %s", self._updates(trainer, task), self._figures(trainer, "val/"))
 
 
+def progress_bar() -> pl.Callback:
+    """The progress bar Lightning would pick (rich's where rich is installed, else tqdm's), with the epoch shown
+    alone: training runs over endless epochs (``max_epochs=-1``) to ``trainer.max_steps`` updates, which rich's
+    bar would show as ``Epoch 1/-2``; :class:`ProgressLog` gives the updates against their total."""
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.callbacks.progress.rich_progress import _RICH_AVAILABLE
+
+    if not _RICH_AVAILABLE:
+        return TQDMProgressBar()
+
+    class EpochBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = f"Epoch {current_epoch}"
+            return f"{text:{len(self.validation_description)}}"
+
+    return EpochBar()
+
+
 def fit(
     task: pl.LightningModule,
     train_loader,
@@ -208,7 +227,7 @@ def fit(
         default_root_dir=exp,
         num_sanity_val_steps=0,
         logger=TensorBoardLogger(exp, name="tb", version=""),
-        callbacks=[best, latest, LearningRateMonitor(), ProgressLog(t.log_every, t.max_steps)],
+        callbacks=[best, latest, LearningRateMonitor(), ProgressLog(t.log_every, t.max_steps), progress_bar()],
         enable_model_summary=False,
     )
     trainer.fit(

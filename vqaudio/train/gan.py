@@ -18,8 +18,15 @@ class WaveformGANTask(pl.LightningModule):
     A subclass sets ``self.cfg`` (with ``loss``, ``discriminator``, ``optim`` sections), calls
     :meth:`setup_gan` with the sample rate, and in ``training_step`` calls :meth:`discriminator_step`,
     :meth:`reconstruction_loss`, :meth:`adversarial_loss` and :meth:`generator_step` in that order.
-    ``gen_steps`` (a buffer, so it is checkpointed) counts generator updates.
+    ``gen_steps`` (a buffer, so it is checkpointed) counts generator updates; no batch is trained once it has
+    reached ``trainer.max_steps`` (a resumed run that is done makes no further update).
     """
+
+    def on_train_batch_start(self, batch, batch_idx: int):
+        if int(self.gen_steps) >= self.cfg.trainer.max_steps:
+            self.trainer.should_stop = True
+            return -1  # Lightning: skip the rest of the epoch
+        return None
 
     def setup_gan(self, sample_rate: int) -> None:
         self.automatic_optimization = False

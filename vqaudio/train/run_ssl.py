@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE, HOP = 16000, 320  # HuBERT's conv feature encoder
 BATCHES_PER_EPOCH = 200
 TARGETS_FILE = "ssl_targets.json"
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "preprocessor_config.json")  # a model folder
 
 
 def _targets_record(exp: pathlib.Path, targets: pathlib.Path, resume: bool) -> dict:
@@ -81,6 +82,14 @@ def train_ssl(
         overrides: trainer fields to override (``max_steps``, ``devices``...), or ``section.name``.
     """
     exp = pathlib.Path(exp_dir)
+    held = [name for name in MODEL_FILES if (exp / name).exists()]
+    if held and not (exp / TARGETS_FILE).is_file():
+        raise UserError(
+            f"--exp-dir {exp}: holds a model ({held[0]}) that train-ssl did not write; training there would replace "
+            "it: choose another --exp-dir"
+        )
+    if held and not resume:
+        raise UserError(f"--exp-dir {exp}: holds a trained model; pass --resume to continue it or choose another")
     if isinstance(config, (str, pathlib.Path)):
         config = load_yaml(TrainSSLConfig, config)
     if targets is not None and config is None and resume:  # the saved config, whose targets must match

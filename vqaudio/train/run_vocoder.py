@@ -261,6 +261,39 @@ def _speaker_table(examples: list[Example], embeddings: dict[str, np.ndarray], w
     return embeddings
 
 
+VAL_MEL_FFT = 1024  # the FFT of VocoderTask's validation mel distance
+
+
+def long_enough(valid: list[Example], hop: int, fft_sizes: list[int]) -> list[Example]:
+    """The validation utterances long enough for every validation spectrum (more samples than half the largest
+    FFT: the STFT's reflection padding); the others are left out with a warning naming them, and none left is a
+    :class:`UserError`."""
+    shortest = max(VAL_MEL_FFT, *fft_sizes) // 2 + 1
+    kept = [ex for ex in valid if ex.units.shape[1] * hop >= shortest]
+    short = [ex.utt for ex in valid if ex not in kept]
+    if short:
+        log.warning(
+            "%d validation utterance(s) under %d samples (%d unit frames) left out: %s",
+            len(short),
+            shortest,
+            -(-shortest // hop),
+            ", ".join(short[:5]) + (", ..." if len(short) > 5 else ""),
+        )
+    if not kept:
+        raise UserError(f"no validation utterance has {shortest} samples or more (the largest validation FFT's half)")
+    return kept
+
+
+def resumed_model(exp: pathlib.Path) -> dict | None:
+    """The vocoder config (``model`` section) of ``exp/checkpoints/last.ckpt``, or ``None`` without one: what a
+    resumed run must continue with."""
+    last = exp / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    payload = torch.load(last, map_location="cpu", weights_only=True)
+    return payload.get("hyper_parameters", {}).get("config", {}).get("model")
+
+
 def parse_levels(text: str | None) -> list[int] | None:
     """``--levels 0,1`` -> ``[0, 1]``."""
     if text is None:
@@ -334,6 +367,12 @@ def train_vocoder(
     model = load_unit_model(unit_model)
     checksum = model_checksum(unit_model)
     check_unit_model(cfg.model, model, str(unit_model))
+    resumed = resumed_model(exp) if resume else None
+    if resumed is not None and resumed.get("unit_model") and resumed["unit_model"] != checksum:
+        raise UserError(
+            f"--resume: {unit_model} is another unit model (checksum {checksum[:12]}...) than the one {exp} was "
+            f"trained on ({resumed['unit_model'][:12]}...); give that one, or train the new one in another --exp-dir"
+        )
     unit_cfg = dataclasses.replace(
         cfg.model, sample_rate=model.sample_rate, hop_length=model.hop_length, codebook_size=model.codebook_size
     )
@@ -358,8 +397,13 @@ def train_vocoder(
         valid = [ex for i, ex in enumerate(train) if i in held]
         train = [ex for i, ex in enumerate(train) if i not in held]
         log.info("holding out %d training utterance(s) for validation: %s", n, [ex.utt for ex in valid])
-    valid = valid[: cfg.data.valid_max_utts]
+    valid = long_enough(valid[: cfg.data.valid_max_utts], hop, cfg.loss.stft_fft_sizes)
     speakers = sorted({ex.speaker for ex in train}, key=str.encode) if unit_cfg.speaker == "table" else []
+    if resumed is not None and unit_cfg.speaker == "table" and resumed.get("speakers", speakers) != speakers:
+        raise UserError(
+            f"--resume: the training data's speakers ({len(speakers)}) are not the {len(resumed['speakers'])} of the "
+            f"speaker table {exp} was trained with; resume with the same --data"
+        )
     cfg.model = dataclasses.replace(unit_cfg, unit_model=checksum, speakers=speakers)
     if f0_cache is not None:
         _add_f0(train + valid, audio.tracks, cfg.model)

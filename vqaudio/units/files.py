@@ -99,13 +99,17 @@ def plan(
     when given), refused when it exists unless ``force``. Otherwise ``out`` is a directory and each file keeps
     its path relative to its input directory (or its name, for files and globs), with ``out_suffix``; outputs
     already there are kept (a rerun resumes) unless ``force``. Files of other suffixes are ignored (listed
-    in the plan); two inputs mapping to one output, or an output that is an input, are refused.
+    in the plan), and so are files under ``out`` when it lies inside an input directory; two inputs mapping to
+    one output, or an output that is an input, are refused.
     """
     sources: list[tuple[pathlib.Path, pathlib.Path]] = []  # (file, path relative to its input)
     ignored: list[pathlib.Path] = []
+    out_dir = pathlib.Path(out).resolve()
 
     def take(files, root: pathlib.Path | None) -> None:
         for f in files:
+            if root is not None and out_dir in f.resolve().parents:
+                continue  # an output folder inside an input folder: an earlier run's outputs are no inputs
             if f.suffix.lower() in suffixes:
                 sources.append((f, f.relative_to(root) if root is not None else pathlib.Path(f.name)))
             else:

@@ -291,9 +291,11 @@ class KMeansUnitModel(nn.Module):
 
 
 def load_ssl(config: KMeansConfig, device: str = "cpu") -> SSLFeatures:
-    """The SSL feature source a k-means config records, checked to be the same weights."""
+    """The SSL feature source a k-means config records, checked to be the same weights and, for a model saved
+    with its weights' sha256, the same waveform normalisation (``preprocessor_config.json``'s ``do_normalize``)."""
+    where = f"this k-means unit model clusters layer {config.ssl_layer} of {config.ssl_model}"
     try:
-        return SSLFeatures(
+        ssl = SSLFeatures(
             config.ssl_model,
             config.ssl_layer,
             config.ssl_revision,
@@ -301,8 +303,14 @@ def load_ssl(config: KMeansConfig, device: str = "cpu") -> SSLFeatures:
             expect_sha256=config.ssl_sha256 or None,
         )
     except UserError as err:
-        where = f"this k-means unit model clusters layer {config.ssl_layer} of {config.ssl_model}"
         raise UserError(f"{where}: {err}") from None
+    if config.ssl_sha256 and ssl.reference.normalize != config.ssl_normalize:
+        raise UserError(
+            f"{where}: the model now {'normalises' if ssl.reference.normalize else 'does not normalise'} its "
+            f"waveforms (do_normalize in its preprocessor_config.json), the units were clustered "
+            f"{'with' if config.ssl_normalize else 'without'}; restore that file"
+        )
+    return ssl
 
 
 def _reservoir_add(reservoir: np.ndarray, seen: int, rows: np.ndarray, rng: np.random.Generator) -> int:
