@@ -10,7 +10,7 @@
 #      CPU parity of codes and waveforms (about 30 s)
 #   2. codec training throughput: codec_base.yaml at its batch size, bf16-mixed, every loss on (about 1 min)
 #   3. quantizer training throughput and memory against vector-quantize-pytorch (about 2 min)
-#   4. a short quality run: benchmarks/quality.py --device cuda, 0.4 min per architecture (about 3.5 min)
+#   4. a short quality run: benchmarks/quality.py --device cuda, 0.4 min per architecture (about 4 min; the iSTFT and SEANet decoders side by side)
 # Results: $OUT (the device tool's folder) or benchmarks/gpu_out/: one log per step plus the quality table
 # and curves. Copy the figures into benchmarks/README.md with the date and the GPU's name.
 #
@@ -50,7 +50,7 @@ if [ "$dry" = 1 ]; then
   quantizers=(--seconds 0.01 --shapes tiny --threads 1)
   quality=(--minutes 0.05 --eval-minutes 0.025 --batch-size 2 --segment-seconds 0.5 --threads 1 --rtf-seconds 1)
   impls=(vqaudio); have vector_quantize_pytorch && impls+=(vqp)
-  archs=(ours ours_dropout_all); have encodec && archs+=(encodec_zero_bias); have dac && archs+=(dac)
+  archs=(ours ours_seanet); have encodec && archs+=(encodec_zero_bias); have dac && archs+=(dac)
   { date -u '+%F %T UTC'; echo "dry run on the CPU: $(getconf _NPROCESSORS_ONLN) cores";
     $py -c 'import torch; print("torch", torch.__version__)'; } 2>&1 | tee "$out/machine.txt"
 else
@@ -66,7 +66,7 @@ else
   quantizers=(--seconds 1 --shapes large)
   quality=(--minutes 0.4 --eval-minutes 0.1 --batch-size 32)
   impls=(vqaudio vqp)
-  archs=(ours ours_dropout_all encodec_zero_bias dac)
+  archs=(ours ours_seanet ours_dropout_all encodec_zero_bias dac)
   { date -u '+%F %T UTC'; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader;
     $py -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'; } 2>&1 | tee "$out/machine.txt"
 fi

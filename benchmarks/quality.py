@@ -11,8 +11,12 @@ batches and quantizer: recipes/librispeech/conf/codec_base.yaml, whose 8 x 1024 
 with quantizer dropout runs at 50 frames/s in every row. Only the encoder and decoder differ:
 
 - ``ours``: the default ``CodecConfig`` as ``codec_base.yaml`` sets it (Snake, half-width encoder, one
-  residual unit per resolution, 2-layer 512-unit LSTMs on the latents, 10.9M parameters in all);
-  ``ours_full``: the same with a full-width encoder (``encoder_channels: null``);
+  residual unit per resolution, a 2-layer 512-unit LSTM after the encoder, the iSTFT decoder: ConvNeXt blocks
+  at the frame rate and an inverse STFT, without a decoder-side LSTM; 7.2M parameters in all); ``istft``: the
+  same, named;
+  ``ours_seanet``: the default encoder with the SEANet decoder and its LSTM, the default until 2026-12-07
+  (10.9M); every other ``ours_*`` row has that SEANet decoder too, as when it was measured;
+  ``ours_full``: ``ours_seanet`` with a full-width encoder (``encoder_channels: null``);
   (not in the default set:) ``ours_3units``: the default before 2026-11-30, three residual units per
   resolution (dilations 1, 3, 9) and no LSTM (4.3M); ``ours_elu`` and ``ours_full_elu``: that one with
   ELU, the activation before Snake, half- and full-width; ``ours_lstm``: ``ours_3units`` with 2-layer
@@ -92,24 +96,28 @@ ARCHS = (
     "ours_no_dropout",
     "ours_adv_early",
     "istft",
+    "ours_seanet",
 )
-THREE_UNITS = {"dilations": [1, 3, 9], "lstm": 0}  # the default before 2026-11-30
+# the SEANet decoder with its LSTM: the default decoder until 2026-12-07, which every row below but ``ours`` and
+# ``istft`` was measured with
+SEANET = {"decoder": "seanet", "decoder_lstm": True}
+THREE_UNITS = {**SEANET, "dilations": [1, 3, 9], "lstm": 0}  # the default before 2026-11-30
 OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours": {},
-    "ours_full": {"encoder_channels": None},
+    "ours_seanet": SEANET,
+    "ours_full": {**SEANET, "encoder_channels": None},
     "ours_3units": THREE_UNITS,
     "ours_elu": {**THREE_UNITS, "activation": "elu"},
     "ours_full_elu": {**THREE_UNITS, "encoder_channels": None, "activation": "elu"},
     "ours_lstm": {**THREE_UNITS, "lstm": 2, "lstm_dim": None},
     "ours_lstm512": {**THREE_UNITS, "lstm": 2, "lstm_dim": 512},
-    "ours_dil13_lstm512": {"dilations": [1, 3]},
+    "ours_dil13_lstm512": {**SEANET, "dilations": [1, 3]},
     # training-schedule rows: the default model, another quantizer dropout or discriminator schedule
-    "ours_dropout_all": {"quantizer": {"dropout_fraction": 1.0}},  # SoundStream's rule, codec_base's until 2026-12-02
-    "ours_no_dropout": {"quantizer": {"dropout": False}},
+    "ours_dropout_all": {**SEANET, "quantizer": {"dropout_fraction": 1.0}},  # SoundStream's rule, until 2026-12-02
+    "ours_no_dropout": {**SEANET, "quantizer": {"dropout": False}},
     "ours_adv_early": {},
-    # the default with the frame-rate iSTFT decoder (vqaudio.models.istft) in place of SEANet's
-    # (its decoder side without the LSTM: the ConvNeXt blocks see +-21 frames, and the LSTM would cost 5x
-    # the decoder's own inference)
+    # the frame-rate iSTFT decoder (vqaudio.models.istft) without a decoder-side LSTM (its ConvNeXt blocks see
+    # +-21 frames; the LSTM would cost 5x the decoder's own inference): codec_base's decoder since 2026-12-07
     "istft": {"decoder": "istft", "decoder_lstm": False},
 }
 SCHEDULES = {"ours_adv_early": {"adversarial_at": 0.2}}  # rows whose budget schedule differs from the options'
@@ -360,7 +368,8 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
 
 def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     names = {
-        "ours": "vqaudio default (Snake, 1 residual unit per resolution, 512-unit LSTMs)",
+        "ours": "vqaudio default (Snake encoder, 1 residual unit per resolution, 512-unit LSTM; iSTFT decoder)",
+        "ours_seanet": "vqaudio default encoder, SEANet decoder with its 512-unit LSTM (the default until 2026-12-07)",
         "ours_full": "vqaudio default, full-width encoder",
         "ours_3units": "vqaudio, Snake, 3 residual units per resolution, no LSTM (default before 2026-11-30)",
         "ours_elu": "vqaudio, ELU, 3 units, no LSTM, half-width encoder",

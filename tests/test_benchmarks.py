@@ -228,7 +228,7 @@ def test_gpu_dry_run(background):
         finite(numbers(r[1]) + (numbers(r[2]) if have_vqp else []), "|".join(r))
     table, depths = (out / "quality_RESULTS.md").read_text().split("\n\n")  # 1 and 4 kbps; every depth
     rows = [line for line in table.splitlines() if line.startswith("| vqaudio")]
-    assert len(rows) == 2, table  # ours, ours_dropout_all
+    assert len(rows) == 2, table  # ours (iSTFT decoder), ours_seanet
     for row in rows:
         cells = [c.strip().rstrip("M") for c in row.strip("|").split("|")[1:]]
         finite([float(c) for c in cells], row)

@@ -32,7 +32,7 @@ def tiny(strides=(2, 4, 5, 8), causal=False, kind="ema", nq=2, lstm=0, **kw) -> 
             dilations=[1, 3],
             max_channels=16,
             lstm=lstm,
-            **kw,
+            **{"decoder_dim": 16, "decoder_blocks": 2, **kw},
         )
     )
 
@@ -99,7 +99,7 @@ def test_gradient_reaches_the_encoder_through_the_quantizer(kind, lstm, lstm_dim
     wav = torch.randn(2, 1, 2000) * 0.1
     out = codec(wav)
     (out.wav.pow(2).mean() + out.quantizer_loss).backward()
-    parts = [codec.encoder, codec.decoder] + ([codec.encoder_lstm, codec.decoder_lstm] if lstm else [])
+    parts = [codec.encoder, codec.decoder] + ([codec.encoder_lstm] if lstm else [])
     assert (codec.encoder_lstm is None) == (lstm == 0)
     if lstm_dim:  # a wider LSTM maps back to the latents
         assert codec.encoder_lstm.lstm.hidden_size == lstm_dim and codec.encoder_lstm.out.weight.shape == (8, lstm_dim)
@@ -315,7 +315,7 @@ def test_windowed_inference_equals_the_layers(strides, causal, activation):
 def test_windowed_default_codec_equals_the_layers_in_float64():
     from vqaudio.models.windows import forward_windows
 
-    codec = _randomise(Codec()).double().eval()
+    codec = _randomise(Codec(CodecConfig(decoder="seanet", decoder_lstm=True))).double().eval()  # SEANet's windows
     wav = torch.randn(2, 1, 41 * codec.hop_length, dtype=torch.float64) * 0.3
     with torch.no_grad():  # windows of 16 and 20 frames: 2 + 3 and 5 + 4 frames of context
         z = forward_windows(codec.encoder.net, wav, codec.hop_length, (20, 16))
@@ -365,7 +365,7 @@ def test_chunk_plan_keeps_every_frame_once_with_its_context():
 def test_window_context_is_the_receptive_field():
     from vqaudio.models.windows import context_frames
 
-    codec = Codec()
+    codec = Codec(CodecConfig(decoder="seanet"))  # the SEANet decoder's windows
     before, after = context_frames(codec.encoder.net, codec.hop_length)
     # the encoder's receptive field spans both contexts: neither side alone covers it, both together do
     assert (before + after) * codec.hop_length >= codec.encoder.receptive_field

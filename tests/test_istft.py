@@ -94,14 +94,16 @@ def test_files_without_a_decoder_kind_are_seanet(tmp_path):
     assert with_earlier_defaults("codec", 3, {})["decoder_lstm"] is True
     assert with_earlier_defaults("vocoder", 3, {})["decoder"] == "seanet"
     assert "decoder" not in with_earlier_defaults("codec", 4, {})
-    codec = Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, lstm=0))
+    arch = dict(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, lstm=1, lstm_dim=8)
+    codec = Codec(CodecConfig(**arch, decoder="seanet", decoder_lstm=True))
     folder = codec.save_pretrained(tmp_path / "old")
     meta = json.loads((folder / "config.json").read_text())
     meta["version"] = 3
     for key in ("decoder", "decoder_dim", "decoder_blocks", "decoder_hidden", "decoder_kernel", "decoder_lstm"):
         del meta["config"][key]
     (folder / "config.json").write_text(json.dumps(meta))
-    assert isinstance(Codec.from_pretrained(folder).decoder, Decoder)
+    loaded = Codec.from_pretrained(folder)
+    assert isinstance(loaded.decoder, Decoder) and loaded.decoder_lstm is not None
 
 
 def test_an_unknown_decoder_kind_is_one_line():

@@ -35,6 +35,7 @@ def test_onnx_encoder_and_decoder_match_torch(tmp_path, lstm, lstm_dim, decoder)
         lstm=lstm,
         lstm_dim=lstm_dim,
         decoder=decoder,
+        decoder_lstm=True,
         decoder_dim=24,
         decoder_blocks=2,
     )

@@ -26,6 +26,7 @@ def causal_codec(seed: int, **arch) -> Codec:
     torch.manual_seed(seed)
     q = QuantizerConfig(kind="vq", n_q=3, codebook_size=32, kmeans_init=False, dead_code_threshold=0.0)
     base = dict(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, causal=True, quantizer=q, lstm=0)
+    base.update(decoder="seanet", decoder_lstm=True)  # the LSTM on both sides when ``lstm``
     codec = Codec(CodecConfig(**{**base, **arch})).double().eval()
     with torch.no_grad():  # non-zero biases, so a wrongly doubled or dropped bias shows
         for m in codec.modules():

@@ -1,4 +1,4 @@
-"""The codec: SEANet encoder + any quantizer + SEANet decoder, with a self-describing checkpoint format."""
+"""The codec: SEANet encoder + any quantizer + an iSTFT or SEANet decoder, with a self-describing checkpoint format."""
 
 from __future__ import annotations
 
@@ -56,16 +56,19 @@ class CodecConfig:
         lstm_dim: units per LSTM layer; ``None`` means ``latent_dim``. EnCodec's LSTMs have 512 units (at its
             512-channel bottleneck); a wider LSTM here maps its outputs back to ``latent_dim``. At 128 units
             the LSTMs brought no gain at equal training time.
-        decoder_lstm: whether the decoder side has its LSTM (``lstm`` layers) too; off, only the encoder has one.
-            The iSTFT decoder's ConvNeXt blocks see +-21 frames on their own, and a 512-unit LSTM costs five
-            times that decoder's whole inference on one thread.
+        decoder_lstm: whether the decoder side has its LSTM (``lstm`` layers) too; off (the default), only the
+            encoder has one. The iSTFT decoder's ConvNeXt blocks see +-21 frames on their own, and a 512-unit LSTM
+            costs five times that decoder's whole inference on one thread. Files written before this field
+            existed have it on.
         weight_norm: weight normalisation on every conv.
         quantizer: see :class:`vqaudio.quantize.QuantizerConfig`.
         content_objective: what trained level 0 besides reconstruction: ``"none"``, ``"ctc"`` or ``"kmeans"``
             (recorded by ``train-codec``; it changes nothing at inference).
-        decoder: ``"seanet"`` (the mirror of the encoder, transposed convs up to the sample rate) or ``"istft"``
-            (ConvNeXt blocks at the frame rate and an inverse STFT, :mod:`vqaudio.models.istft`). Model files
-            written before this field existed are SEANet.
+        decoder: ``"istft"`` (the default: ConvNeXt blocks at the frame rate and an inverse STFT,
+            :mod:`vqaudio.models.istft`) or ``"seanet"`` (the mirror of the encoder, transposed convs up to the
+            sample rate). At equal CPU training time the iSTFT decoder made more intelligible speech than SEANet's
+            at every bitrate and decodes several times faster (benchmarks/README.md). Model files written before
+            this field existed are SEANet.
         decoder_dim, decoder_blocks, decoder_hidden, decoder_kernel: ``istft``: the backbone's width, ConvNeXt
             blocks, pointwise MLP width (``None``: 3 x ``decoder_dim``) and depthwise kernel. ``channels``,
             ``kernel``, ``dilations`` and the other conv fields then shape the encoder only.
@@ -88,8 +91,8 @@ class CodecConfig:
     content_objective: str = "none"
     lstm: int = 2
     lstm_dim: int | None = 512
-    decoder_lstm: bool = True
-    decoder: str = "seanet"
+    decoder_lstm: bool = False
+    decoder: str = "istft"
     decoder_dim: int = 256
     decoder_blocks: int = 6
     decoder_hidden: int | None = None
@@ -220,7 +223,7 @@ class Codec(nn.Module):
             raise UserError(
                 f"codec config: about {size:.3g} weights ({size * 4 / 2**30:.3g} GiB), more than the "
                 f"{MAX_PARAMETERS:.3g} "
-                "a codec may have; check channels, encoder_channels, max_channels, latent_dim and lstm_dim"
+                "a codec may have; check channels, encoder_channels, max_channels, latent_dim, lstm_dim and decoder_dim"
             )
         arch = dict(
             strides=config.strides,

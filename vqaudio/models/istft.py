@@ -143,14 +143,12 @@ class InverseSTFT(nn.Module):
         super().__init__()
         if n_fft % hop or n_fft < hop:
             raise UserError(f"n_fft ({n_fft}) must be a whole multiple of hop ({hop})")
-        if (n_fft - hop) % 2 and not causal:
-            raise UserError(f"a centred inverse STFT needs n_fft - hop even, got n_fft {n_fft}, hop {hop}")
         self.n_fft, self.hop, self.causal = n_fft, hop, causal
         self.overlap = n_fft // hop
         window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
         envelope = window.pow(2).reshape(self.overlap, hop).sum(0).mean()
         self.register_buffer("window", (window / envelope).float(), persistent=False)
-        # The centred alignment drops (n_fft - hop) / 2 samples of overlap-add on the left.
+        # The centred alignment drops (n_fft - hop) / 2 samples of overlap-add on the left (rounded down).
         self.shift = 0 if causal else (n_fft - hop) // 2
 
     def frames(self, spec: Tensor) -> Tensor:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import check_state, existing_model, load_model, model_checksum, save_model
+from ..checkpoint import check_state, existing_model, load_model, model_checksum, model_id, save_model
 from ..config import check_ranges, from_dict, to_dict
 from ..errors import UserError
 from ..features import MelSpectrogram
@@ -71,8 +71,8 @@ class VocoderConfig:
         channels, strides, kernel, residual_kernel, dilations, activation, max_channels, weight_norm: the
             decoder's, as in :class:`vqaudio.models.codec.CodecConfig` (``activation`` and ``weight_norm`` are
             the pre-net's too).
-        decoder: ``"seanet"`` or ``"istft"``, as :class:`vqaudio.models.codec.CodecConfig`; vocoder files written
-            before this field existed are SEANet.
+        decoder: ``"istft"`` (the default) or ``"seanet"``, as :class:`vqaudio.models.codec.CodecConfig`; vocoder
+            files written before this field existed are SEANet.
         decoder_dim, decoder_blocks, decoder_hidden, decoder_kernel: ``istft``: as in ``CodecConfig``.
         speaker: ``"table"``, ``"reference"``, ``"external"`` or ``"none"``.
         speakers: ``table``: the training speakers' ids, in table order.
@@ -139,7 +139,7 @@ class VocoderConfig:
     activation: str = "snake"
     max_channels: int = 512
     weight_norm: bool = True
-    decoder: str = "seanet"
+    decoder: str = "istft"
     decoder_dim: int = 256
     decoder_blocks: int = 6
     decoder_hidden: int | None = None
@@ -275,6 +275,7 @@ class Vocoder(nn.Module):
         super().__init__()
         self.config = config = config.check()
         self.unit_model_path = None if unit_model is None else pathlib.Path(unit_model)
+        self.checksum: str | None = None  # the model folder's identity (model_checksum), set by from_pretrained
         self.__dict__["_unit_model"] = None  # loaded on demand; not a submodule, not in the weights
         self.embeddings = nn.ModuleList(nn.Embedding(config.codebook_size, config.embed_dim) for _ in config.levels)
         # speaker-normalised quantised F0 as an input embedding: Polyak et al. 2021 sec. 2
@@ -344,19 +345,26 @@ class Vocoder(nn.Module):
             shown = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
             raise UserError(f"unknown speaker {name!r}; this vocoder knows: {shown}") from None
 
-    def check_reference(self, wav: Tensor, name: str = "reference") -> Tensor:
-        """A reference waveform ``(T,)``, ``(1, T)`` or ``(1, 1, T)`` as ``(1, 1, T)``; one line when it is
-        shorter than ``reference_min_seconds`` or silent."""
-        wav = torch.as_tensor(wav, dtype=torch.float32).reshape(1, 1, -1)
+    def check_reference(self, wav, name: str = "reference", sample_rate: int | None = None) -> Tensor:
+        """A reference waveform (any form :func:`~vqaudio.data.audio.as_waveform` takes, at ``sample_rate``,
+        default the vocoder's) as ``(1, 1, T)``; one line when it is shorter than ``reference_min_seconds`` or
+        holds no speech: less than :data:`MIN_ACTIVE_SECONDS` of 20 ms frames above -60 dBFS once its DC
+        offset is removed (silence, a constant, a click)."""
+        from ..data.audio import as_waveform
+
+        wav = as_waveform(wav, name, sample_rate, self.sample_rate)
         seconds = wav.shape[-1] / self.sample_rate
         if seconds < self.config.reference_min_seconds:
             raise UserError(
                 f"{name}: {seconds:.2f} s of audio; the speaker encoder needs at least "
                 f"{self.config.reference_min_seconds:.2f} s"
             )
-        if float(wav.abs().max()) < 1e-4:
-            raise UserError(f"{name}: silent (peak below -80 dBFS); a reference voice needs speech")
-        return wav
+        if active_seconds(wav, self.sample_rate) < MIN_ACTIVE_SECONDS:
+            raise UserError(
+                f"{name}: silent (less than {MIN_ACTIVE_SECONDS:g} s above -60 dBFS once its DC offset is removed: "
+                "silence, a constant or clicks); a reference voice needs speech"
+            )
+        return torch.from_numpy(wav).reshape(1, 1, -1)
 
     def speaker_vector(self, speaker=None) -> Tensor | None:
         """The ``(B, speaker_dim)`` vector of a speaker input, or ``None`` without one.
@@ -443,15 +451,22 @@ class Vocoder(nn.Module):
 
     # the API of resynthesis and conversion ----------------------------------------------------------------
 
-    def voice(self, reference) -> Voice:
-        """The voice of a reference waveform ``(T,)`` at ``sample_rate``, computed once for many utterances: its
-        speaker input (``reference``: the waveform for the reference encoder; ``external``: its Resemblyzer GE2E
-        embedding). Too short or silent: one :class:`UserError` line."""
+    def voice(self, reference, name: str = "reference", sample_rate: int | None = None) -> Voice:
+        """The voice of a reference waveform, computed once for many utterances: its speaker input
+        (``reference``: the waveform for the reference encoder; ``external``: its Resemblyzer GE2E embedding).
+
+        Args:
+            reference: ``(T,)`` samples, or any form :func:`~vqaudio.data.audio.as_waveform` takes (channels are
+                mixed down, integer samples scaled).
+            name: what error messages call it.
+            sample_rate: of ``reference`` when it is not the vocoder's (then resampled).
+
+        Too short, silent or NaN: one :class:`UserError` line naming ``name``."""
         mode = self.config.speaker
         if mode in ("table", "none"):
             what = "a table of training speakers; give a speaker id" if mode == "table" else "no speaker input"
             raise UserError(f"this vocoder has {what}, not a reference voice")
-        ref = self.check_reference(reference)
+        ref = self.check_reference(reference, name, sample_rate)
         samples = ref[0, 0].cpu().numpy()
         if mode == "reference":
             speaker = ref.to(_device_of(self))
@@ -486,24 +501,39 @@ class Vocoder(nn.Module):
             units: ``(S, T')`` (or ``(T',)`` with one stream) integer units of the config's ``levels``.
             speaker: a training speaker id (``table``) or an embedding (``external``); ``None``: no speaker.
             reference: a reference waveform ``(T,)`` at ``sample_rate``, or its :meth:`voice`.
-            f0: ``(T',)`` F0 bins (:func:`quantize_f0`); ``None`` for "not given".
+            f0: ``(T',)`` integer F0 bins (:func:`quantize_f0`); ``None`` for "not given".
+            length: samples to return (cut or zero-padded), ``>= 1``.
+
+        Units or F0 bins that are not integers, units of another shape, and a ``length`` below 1 are a
+        ``ValueError`` naming the argument.
         """
         device = _device_of(self)
-        units = torch.as_tensor(units, dtype=torch.long)
+        units = integer_tensor(units, "units")
+        if units.ndim not in (1, 2) or (units.ndim == 2 and units.shape[0] != len(self.config.levels)):
+            raise ValueError(
+                f"units: expected (T',) or ({len(self.config.levels)}, T') for levels {self.config.levels}, got "
+                f"shape {tuple(units.shape)}"
+            )
+        if length is not None and (isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1):
+            raise ValueError(f"length: expected a number of samples >= 1, got {length!r}")
         units = (units[None] if units.ndim == 1 else units)[None].to(device)
         spk = self._speaker_input(speaker, reference)
         if f0 is not None:
-            f0 = torch.as_tensor(f0, dtype=torch.long, device=device)[None]
+            f0 = integer_tensor(f0, "f0").to(device)[None]
         wav = self.generate(units, spk, f0)[0, 0]
         if length is not None:
             wav = wav[:length] if wav.shape[-1] >= length else F.pad(wav, (0, length - wav.shape[-1]))
         return wav.clamp(-1, 1).cpu()
 
     @torch.no_grad()
-    def encode_units(self, wav) -> Tensor:
-        """``(T,)`` waveform at ``sample_rate`` -> ``(S, T')`` units of the config's levels, from the unit model."""
+    def encode_units(self, wav, sample_rate: int | None = None) -> Tensor:
+        """A waveform (``(T,)`` at ``sample_rate``, default the vocoder's; any form
+        :func:`~vqaudio.data.audio.as_waveform` takes) -> ``(S, T')`` units of the config's levels, from the unit
+        model."""
+        from ..data.audio import as_waveform
+
         model = self.unit_model()
-        x = torch.as_tensor(wav, dtype=torch.float32).reshape(1, 1, -1)
+        x = torch.from_numpy(as_waveform(wav, "wav", sample_rate, self.sample_rate)).reshape(1, 1, -1)
         codes = model.encode_chunked(x.to(_device_of(model)))[0]
         return codes[self.config.levels].cpu()
 
@@ -517,18 +547,26 @@ class Vocoder(nn.Module):
         return quantize_f0(track, f0_stats([track]), self.config.f0_bins, self.config.f0_range)
 
     @torch.no_grad()
-    def convert(self, wav, reference=None, speaker: str | None = None) -> Tensor:
-        """Voice conversion: ``wav`` ``(T,)`` at ``sample_rate`` spoken in the voice of ``reference`` (a waveform
-        ``(T_ref,)`` or its :meth:`voice`) or of a training ``speaker`` (``table`` vocoders); returns ``(T,)`` in
-        [-1, 1].
+    def convert(self, wav, reference=None, speaker: str | None = None, sample_rate: int | None = None) -> Tensor:
+        """Voice conversion: ``wav`` spoken in the voice of ``reference`` (a waveform or its :meth:`voice`) or of
+        a training ``speaker`` (``table`` vocoders); returns ``(T,)`` in [-1, 1] at the vocoder's rate.
+
+        ``wav`` and a waveform ``reference`` are ``(T,)`` samples at ``sample_rate`` (default the vocoder's; other
+        rates are resampled), or any form :func:`~vqaudio.data.audio.as_waveform` takes (channels mixed down,
+        integer samples scaled); no samples or a NaN/Inf sample is a ``ValueError`` naming the argument.
 
         The units come from the vocoder's unit model; with ``f0``, the source's speaker-normalised pitch contour
         (:meth:`source_f0`), whose level and range the voice sets.
         """
+        from ..data.audio import as_waveform
+
         if (reference is None) == (speaker is None):
             raise UserError("convert into the voice of a reference or of a training speaker: give one of them")
-        wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1).cpu().numpy()
-        voice = None if reference is None else reference if isinstance(reference, Voice) else self.voice(reference)
+        wav = as_waveform(wav, "wav", sample_rate, self.sample_rate)
+        if reference is None or isinstance(reference, Voice):
+            voice = reference
+        else:
+            voice = self.voice(reference, sample_rate=sample_rate)
         units = self.encode_units(wav)
         f0 = self.source_f0(wav, units.shape[-1]) if self.config.f0 else None
         return self.resynthesize(units, speaker=speaker, reference=voice, f0=f0, length=wav.shape[0])
@@ -582,8 +620,38 @@ class Vocoder(nn.Module):
             check_state(model, state)
         except UserError as err:
             raise UserError(f"{path}: {err}") from None
+        found = model_checksum(path / UNIT_MODEL_DIR)
+        if model.config.unit_model and found != model.config.unit_model:
+            raise UserError(
+                f"{path}: its {UNIT_MODEL_DIR}/ holds unit model {found[:12]}..., not the one the vocoder was trained "
+                f"on ({model.config.unit_model[:12]}... in its config); restore that unit model"
+            )
         model.load_state_dict(state)
+        model.checksum = model_id("vocoder", config, state)
         return model.eval()
+
+
+MIN_ACTIVE_SECONDS = 0.2  # speech a reference must hold: 20 ms frames above -60 dBFS
+
+
+def active_seconds(wav: np.ndarray, sample_rate: int) -> float:
+    """Seconds of 20 ms frames of ``wav`` whose RMS, once the DC offset is removed, is above -60 dBFS."""
+    x = np.asarray(wav, dtype=np.float64) - float(np.mean(wav))
+    frame = max(1, round(0.02 * sample_rate))
+    n = x.shape[0] // frame
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1))
+    return float((rms > 1e-3).sum() * frame / sample_rate)
+
+
+def integer_tensor(x, name: str) -> Tensor:
+    """``x`` as an int64 tensor; floating, boolean or complex values are a ``ValueError`` naming ``name`` (a
+    float unit id is no unit)."""
+    t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise ValueError(f"{name}: expected integers, got {t.dtype}")
+    return t.long()
 
 
 def _device_of(model: nn.Module) -> torch.device:
