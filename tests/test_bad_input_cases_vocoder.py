@@ -445,6 +445,7 @@ def test_a_conversion_scored_only_against_its_copied_reference_is_left_out(world
     assert not math.isnan(float(rows["A-2"]["speaker_similarity"]))
     assert m["speaker_similarity_self_reference"] == 1 and m["utterances"]["speaker_similarity"] == 1
     assert m["conversions"] == 1 and m["utterances"]["conversion_margin"] == 1
+    assert m["conversions_unscored"] == 1  # the pair whose target has only the copied reference
     assert "than the one compared or copied: 1" in (ev / "RESULTS.md").read_text()
 
 

@@ -133,7 +133,7 @@ def test_recipe_runs_every_stage_and_reruns_nothing(tmp_path):
     assert pairs and all(dev_spk[u] != dev_spk[r] for u, r in pairs)
     assert sorted(p.stem for p in (voc / "convert" / "dev_clean_2").glob("*.wav")) == sorted(u for u, _ in pairs)
     converted = json.loads((voc / "eval_convert" / "dev_clean_2" / "metrics.json").read_text())
-    assert converted["conversions"] + converted["speaker_similarity_unscored"] == len(pairs)
+    assert converted["conversions"] + converted["conversions_unscored"] == len(pairs)
     assert "wer" in converted and "wer" in json.loads((voc / "eval" / "dev_clean_2" / "metrics.json").read_text())
     assert "voice conversion" in (voc / "RESULTS.md").read_text()
     model = exp / "codec" / "model.pt"

@@ -418,6 +418,8 @@ class _Scorers:
             if self.conversions:
                 # SECS to the target and to the source: the usual voice-conversion figures (e.g. Polyak et al. 2021)
                 out["conversions"] = len(pairs)
+                # conversions without a SECS to the target or to the source (a speaker with no other utterance)
+                out["conversions_unscored"] = sum(r["utt"] in self.conversions for r in rows) - len(pairs)
                 out["speaker_similarity_source"] = float(np.mean([p[1] for p in pairs])) if pairs else None
                 out["conversion_closer_to_target"] = float(np.mean([t > s for t, s in pairs])) if pairs else None
                 out["conversion_margin"] = float(np.mean([t - s for t, s in pairs])) if pairs else None
@@ -481,6 +483,12 @@ def results_markdown(summary: dict, hyp: pathlib.Path) -> str:
         lines += [
             "",
             f"hypotheses without a speaker similarity (see the log): {summary['speaker_similarity_unscored']}",
+        ]
+    if summary.get("conversions_unscored"):
+        lines += [
+            "",
+            "conversions left out of the conversion figures, without a similarity to the target or to the source "
+            f"(a speaker with no other utterance): {summary['conversions_unscored']}",
         ]
     return "\n".join(lines) + "\n"
 
