@@ -20,7 +20,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import UserError
-from .fileio import atomic_output, atomic_write_text, make_dirs
+from .fileio import atomic_output, atomic_write_text, file_sha256, make_dirs
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 KINDS = ("codec", "kmeans", "wavenet-prior", "vocoder")  # every kind of model file
@@ -219,12 +219,7 @@ def file_checksum(path: str | pathlib.Path) -> str:
     """sha256 of a model file, or of a model folder's config and weights in turn, hex: the identity that
     units and codes files recorded before :func:`model_checksum` (see :func:`same_model`)."""
     path = resolve_model_path(path)
-    h = hashlib.sha256()
-    for part in (path / CONFIG_FILE, path / WEIGHTS_FILE) if path.is_dir() else (path,):
-        with open(part, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return file_sha256(*((path / CONFIG_FILE, path / WEIGHTS_FILE) if path.is_dir() else (path,)))
 
 
 def model_id(kind: str, config: dict, state: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pathlib
 import stat
@@ -40,6 +41,16 @@ def make_dirs(path: pathlib.Path, what: str = "output") -> None:
         raise UserError(f"{what} folder {path}: a file of that name (or of a parent's) is in the way") from None
     except OSError as err:
         raise UserError(f"{what} folder {path}: cannot create it ({err.strerror or err})") from None
+
+
+def file_sha256(*paths: str | pathlib.Path) -> str:
+    """sha256 of the bytes of ``paths`` read in turn, hex."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def check_writable(path: pathlib.Path, what: str = "output") -> None:

@@ -14,7 +14,7 @@ import pathlib
 from collections.abc import Iterable, Mapping
 
 from .errors import UserError
-from .fileio import atomic_write_text, check_writable
+from .fileio import atomic_write_text, check_writable, file_sha256
 
 REQUEST_FILE = "request.json"
 
@@ -24,21 +24,12 @@ def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def file_digest(path: str | pathlib.Path) -> str:
-    """sha256 of a file's bytes, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def data_identity(data: str | pathlib.Path) -> str:
     """A Kaldi data dir's (or a cut manifest's) identity: its path and the sha256 of the files that say which
     audio it holds and whose it is (``wav.scp``, ``segments``, ``utt2spk``, ``reco2file_and_channel``)."""
     path = pathlib.Path(data).resolve()
     if path.is_file():
-        return f"{path} sha256:{file_digest(path)[:16]}"
+        return f"{path} sha256:{file_sha256(path)[:16]}"
     h = hashlib.sha256()
     for name in ("wav.scp", "segments", "utt2spk", "reco2file_and_channel"):
         if (path / name).is_file():

@@ -138,9 +138,9 @@ def run_convert(args: argparse.Namespace) -> int:
 
     from ..data.audio import load_audio
     from ..errors import UserError
-    from ..fileio import atomic_output
+    from ..fileio import atomic_output, file_sha256
     from ..models.vocoder import Vocoder
-    from ..outdir import claim_output_dir, file_digest
+    from ..outdir import claim_output_dir
     from ..units.files import AUDIO_SUFFIXES, plan
 
     check_device(args.device)
@@ -162,7 +162,7 @@ def run_convert(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out}: is the reference; choose another output")
     if not single:
         voice_id = (
-            f"reference sha256:{file_digest(args.reference)[:16]}" if args.reference else f"speaker {args.speaker}"
+            f"reference sha256:{file_sha256(args.reference)[:16]}" if args.reference else f"speaker {args.speaker}"
         )
         request = {"vocoder": vocoder.checksum, "voice": voice_id, "source": str(pathlib.Path(args.source).resolve())}
         inputs = {"--source": args.source, "--reference": args.reference, "--vocoder": args.vocoder}

@@ -171,13 +171,10 @@ def as_waveform(x, name: str, sample_rate: int | None = None, target_rate: int |
         UserError (a ``ValueError``) naming ``name``: no samples, a NaN/Inf sample, booleans or complex numbers,
         or a shape that is not a waveform.
     """
-    try:
-        import torch
+    import torch
 
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
     wav = np.asarray(x)
     if wav.dtype == bool or np.iscomplexobj(wav) or not (np.issubdtype(wav.dtype, np.number)):
         raise UserError(f"{name}: expected real audio samples, got an array of {wav.dtype}")

@@ -227,7 +227,7 @@ class IstftDecoder(nn.Module):
         causal: bool = False,
     ) -> None:
         super().__init__()
-        self.hop_length, self.in_channels, self.frame_rows = int(hop_length), int(latent_dim), 1
+        self.hop_length, self.in_channels = int(hop_length), int(latent_dim)
         self.n_fft = 4 * self.hop_length
         hidden = 3 * dim if hidden is None else hidden
         self.net = nn.Sequential(
@@ -240,13 +240,6 @@ class IstftDecoder(nn.Module):
         )
         self.net.apply(_init_weights)
 
-    # The CPU fast path of the SEANet stacks has nothing to add here: every layer is already a GEMM at the frame
-    # rate, so ``infer`` runs ``forward`` without autograd.
-    fast_path = False
-
-    def use_fast_path(self, enabled: bool = True) -> bool:
-        return False
-
     def _check(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[1] != self.in_channels or x.shape[-1] == 0:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -257,17 +250,15 @@ class IstftDecoder(nn.Module):
         return self.net(x)
 
     def infer(self, x: Tensor) -> Tensor:
-        """``forward(x)`` without autograd."""
+        """``forward(x)`` without autograd (every layer is already a GEMM or an FFT at the frame rate: the SEANet
+        stacks' time-major windows have nothing to add here)."""
         self._check(x)
         with torch.no_grad():
             return self.net(x)
 
     def init_state(self, batch: int) -> list:
         """The stream state before any frame: each framed conv's last inputs and the inverse STFT's tail."""
-        param = next(self.parameters())
-        istft = self.net[-1]
-        if not istft.causal:
-            raise ValueError("streaming needs a causal codec (model.causal: true); this one pads on both sides")
+        param = next(self.parameters())  # a non-causal inverse STFT refuses to stream (InverseSTFT.init_state)
         return [
             layer.init_state(batch, param.device, param.dtype) if hasattr(layer, "init_state") else None
             for layer in self.net
@@ -283,9 +274,3 @@ class IstftDecoder(nn.Module):
                 x, state = layer.step(x, state)
             new.append(state)
         return x, new
-
-    @property
-    def receptive_field(self) -> int:
-        """Latent frames that can influence one output sample (the convs' spans plus the frame overlap)."""
-        convs = sum(m.conv.kernel_size[0] - 1 for m in self.net.modules() if isinstance(m, FrameConv))
-        return convs + self.n_fft // self.hop_length

@@ -12,9 +12,9 @@ from tqdm import tqdm
 
 from ..checkpoint import model_checksum, same_model
 from ..errors import UserError
-from ..fileio import atomic_output, atomic_write_text, path_inside
+from ..fileio import atomic_output, atomic_write_text, file_sha256, path_inside
 from ..models.codec import Codec
-from ..outdir import claim_output_dir, data_identity, digest, file_digest, write_failed
+from ..outdir import claim_output_dir, data_identity, digest, write_failed
 from .formats import UnitsInfo, read_fairseq, read_info, read_levels
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def resynthesize_with_vocoder(
     request = {
         "vocoder": voc.checksum,
         "units": units_identity(table, info),
-        "voice": f"reference sha256:{file_digest(reference)[:16]}" if reference else given,
+        "voice": f"reference sha256:{file_sha256(reference)[:16]}" if reference else given,
         "f0": f0,
         "data": None if data is None else data_identity(data),
     }
