@@ -179,6 +179,9 @@ def table(work: pathlib.Path, results: list[dict]) -> str:
             str(m.get("asr_utterances", "")),
         ]
         lines.append(f"| {r['row']} | {bitrate} | " + " | ".join(cells) + " |")
+    scorers = {name: v for r in results for name, v in r["metrics"].get("scorers", {}).items()}
+    if scorers:  # the outside models behind WER and the GE2E similarity, with their versions
+        lines += ["", "scored with " + ", ".join(f"{name} {v}" for name, v in sorted(scorers.items()))]
     text = "\n".join(lines) + "\n"
     (work / "RESULTS.md").write_text(text)
     return text
@@ -188,7 +191,7 @@ def summary(metrics: dict) -> dict:
     """The mean scores of an ``evaluate`` metrics.json (its ``mean`` block where it has one)."""
     means = metrics.get("mean", metrics)
     keep = {k: means[k] for k in SCORES if k in means}
-    for key in ("asr_utterances", "wer_reference"):
+    for key in ("asr_utterances", "wer_reference", "scorers"):
         if key in metrics:
             keep[key] = metrics[key]
         elif key in means:

@@ -252,7 +252,9 @@ def test_intelligibility(corpus, tmp_path):
     args = ["intelligibility.py", "--corpus", str(corpus), "--work", str(work)]
     args += ["--systems", "original", "codec2:1200", "opus:6000", f"tiny={tmp_path / 'codec.pt'}@1,2"]
     out = run(*args, timeout=400)
-    rows = [line for line in (work / "RESULTS.md").read_text().splitlines() if line.startswith("| ")][1:]
+    table = (work / "RESULTS.md").read_text()
+    assert re.search(r"scored with pocketsphinx \S+, resemblyzer \S+", table), table
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
     assert [r.split(" | ")[0] for r in rows] == [
         "| original",
         "| codec2_1200",
