@@ -13,7 +13,7 @@ with quantizer dropout runs at 50 frames/s in every row. Only the encoder and de
 - ``ours``: the default ``CodecConfig`` as ``codec_base.yaml`` sets it (Snake, half-width encoder, one
   residual unit per resolution, a 2-layer 512-unit LSTM after the encoder, the iSTFT decoder: ConvNeXt blocks
   at the frame rate and an inverse STFT, without a decoder-side LSTM; 7.2M parameters in all); ``istft``: the
-  same, named;
+  same, named; ``istft_lstm128``: with a 128-unit encoder LSTM; ``istft_no_lstm``: without the encoder LSTM;
   ``ours_seanet``: the default encoder with the SEANet decoder and its LSTM, the default until 2026-12-07
   (10.9M); every other ``ours_*`` row has that SEANet decoder too, as when it was measured;
   ``ours_full``: ``ours_seanet`` with a full-width encoder (``encoder_channels: null``);
@@ -97,6 +97,8 @@ ARCHS = (
     "ours_adv_early",
     "istft",
     "ours_seanet",
+    "istft_lstm128",
+    "istft_no_lstm",
 )
 # the SEANet decoder with its LSTM: the default decoder until 2026-12-07, which every row below but ``ours`` and
 # ``istft`` was measured with
@@ -119,6 +121,10 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     # the frame-rate iSTFT decoder (vqaudio.models.istft) without a decoder-side LSTM (its ConvNeXt blocks see
     # +-21 frames; the LSTM would cost 5x the decoder's own inference): codec_base's decoder since 2026-12-07
     "istft": {"decoder": "istft", "decoder_lstm": False},
+    # what the encoder's latent LSTM buys against its cost in extraction: 128 units (lstm_dim null: latent_dim)
+    # instead of 512, and none
+    "istft_lstm128": {"decoder": "istft", "decoder_lstm": False, "lstm_dim": None},
+    "istft_no_lstm": {"decoder": "istft", "decoder_lstm": False, "lstm": 0},
 }
 SCHEDULES = {"ours_adv_early": {"adversarial_at": 0.2}}  # rows whose budget schedule differs from the options'
 DEPTHS = (1, 2, 4, 8)  # residual depths scored after training: 0.5 to 4 kbps
@@ -385,6 +391,8 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
         "ours_no_dropout": "vqaudio default, no quantizer dropout",
         "ours_adv_early": "vqaudio default, discriminators from 20 % of the budget",
         "istft": "vqaudio default encoder, iSTFT decoder (ConvNeXt 6 x 256 at 50 frames/s, no decoder LSTM)",
+        "istft_lstm128": "`istft` with a 128-unit encoder LSTM (512 by default)",
+        "istft_no_lstm": "`istft` without the encoder LSTM",
     }
     lines = [
         "| architecture | params | steps | steps/s | log-mel 1 kbps | STOI 1 kbps | PESQ 1 kbps | SI-SDR 1 kbps "

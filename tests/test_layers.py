@@ -71,6 +71,38 @@ def test_fast_path_equals_the_layers_on_random_architectures(seed):
         assert torch.allclose(codec.encoder.infer(wav), codec.encoder(wav), atol=1e-4)
 
 
+def test_a_snake_folded_into_the_next_conv_computes_the_conv_of_the_snake():
+    snake = _randomise(Snake(6), 3).requires_grad_(False)
+    x = torch.randn(2, 50, 6) * 3
+    assert torch.allclose(snake.scaled(x), snake.activate(x) * snake.alpha.reshape(-1), rtol=1e-5, atol=1e-5)
+    y = x.clone()
+    assert snake.scaled(y, out=y) is y and torch.equal(y, snake.scaled(x))  # in place
+    assert snake.foldable() and not snake.double().foldable()  # float64 keeps the exact form
+    snake.float().alpha[0, 2] = -0.05
+    assert not snake.foldable()
+
+
+@pytest.mark.parametrize("pointwise", [False, True])
+def test_folded_snakes_match_the_layers_in_float32(pointwise):
+    """The encoder's fast path folds each Snake's 1 / alpha into the conv after it; float64 layers are the truth."""
+    torch.manual_seed(0)
+    enc = Encoder(channels=4, latent_dim=8, max_channels=16, strides=[2, 4], dilations=[1, 3], activation="snake")
+    enc = _randomise(enc, 5)
+    if not pointwise:  # a residual unit's second conv of kernel 3: its Snake is folded as a plain conv's
+        enc = Encoder(
+            channels=4, latent_dim=8, max_channels=16, strides=[2, 4], activation="snake", residual_out_kernel=3
+        )
+        enc = _randomise(enc, 5)
+    enc.requires_grad_(False)
+    snakes = [m for m in enc.modules() if isinstance(m, Snake)]
+    assert snakes and all(m.foldable() for m in snakes)
+    wav = torch.randn(2, 1, 40 * 8)
+    with torch.no_grad():
+        truth = enc.double()(wav.double())
+        fast = enc.float().infer(wav)
+    assert torch.allclose(fast.double(), truth, rtol=1e-5, atol=1e-5)
+
+
 def test_both_paths_accept_the_same_inputs():
     enc, dec = Encoder(channels=4, latent_dim=8, max_channels=8), Decoder(channels=4, latent_dim=8, max_channels=8)
     for bad in (torch.zeros(1, 1, 321), torch.zeros(1, 2, 320), torch.zeros(1, 320), torch.zeros(1, 1, 0)):

@@ -19,6 +19,7 @@ import torch
 from vqaudio import metrics
 from vqaudio.cli.main import main
 from vqaudio.models import Codec, CodecConfig
+from vqaudio.models.context import lstm_groups
 from vqaudio.quantize import QuantizerConfig
 from vqaudio.units import (
     UnitsInfo,
@@ -109,6 +110,82 @@ def test_chunked_encode_equals_whole_file_encode(lstm):
         assert chunked.shape == whole.shape
         assert float((chunked == whole).float().mean()) > 0.999, chunk_seconds
     assert codec.encoder.receptive_field > codec.hop_length
+
+
+@pytest.mark.parametrize("lstm", [0, 2])
+def test_encode_batch_equals_each_waveform_alone(lstm):
+    codec = small_codec(lstm=lstm).double()  # float64: batching's rounding cannot flip a unit
+    lengths = [SR * 2 + 17, 800, SR * 3, SR + 320, 5]
+    wavs = [torch.from_numpy(synth_utterance(n / SR, seed=i)[:n]).double() for i, n in enumerate(lengths)]
+    batch = codec.encode_batch(wavs, chunk_seconds=1.0)  # the 3 s one in chunks
+    for wav, codes in zip(wavs, batch, strict=True):
+        alone = codec.encode(wav[None, None])[0]
+        assert codes.shape == alone.shape == (2, math.ceil(wav.shape[0] / 320))
+        assert torch.equal(codes, alone)
+    assert [c.shape[0] for c in codec.encode_batch(wavs[:2], n_q=1)] == [1, 1]
+    assert codec.encode_batch([]) == []
+
+
+def test_float32_encode_batch_keeps_units():
+    codec = small_codec(lstm=2)
+    wavs = [torch.from_numpy(synth_utterance(s, seed=i)) for i, s in enumerate((1.3, 2.0, 0.7, 2.2, 1.9))]
+    batch = torch.cat(codec.encode_batch(wavs), dim=-1)
+    alone = torch.cat([codec.encode(w[None, None])[0] for w in wavs], dim=-1)
+    assert float((batch == alone).all(0).float().mean()) > 0.999
+
+
+def test_kmeans_encode_batch_equals_each_waveform_alone(tmp_path):
+    from vqaudio.units.kmeans import KMeansConfig, train_kmeans
+
+    data = make_data_dir(tmp_path)
+    cfg = KMeansConfig(feature="mfcc", k=8, cmvn=True, context=1)  # cmvn: statistics over each waveform
+    km, _ = train_kmeans(data, tmp_path / "km.pt", cfg, iters=2, progress=False)
+    wavs = [torch.from_numpy(synth_utterance(s, seed=i)) for i, s in enumerate((1.3, 0.5, 2.01))]
+    for wav, units in zip(wavs, km.encode_batch(wavs), strict=True):
+        assert torch.equal(units, km.encode(wav[None, None])[0])
+
+
+def test_lstm_groups_cover_every_index_once_within_the_padding():
+    rng = np.random.default_rng(0)
+    lengths = [int(n) for n in rng.integers(1, 900, 200)] + [5000, 1]
+    groups = lstm_groups(lengths, size=16, padding=0.25)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        sizes = [lengths[i] for i in group]
+        assert len(group) <= 16 and sizes == sorted(sizes, reverse=True)
+        assert len(group) == 1 or len(group) * sizes[0] <= 1.25 * sum(sizes)
+    assert [lengths[g[0]] for g in groups] == sorted((lengths[g[0]] for g in groups), reverse=True)
+    assert lstm_groups([100] * 40, size=16) == [list(range(16)), list(range(16, 32)), list(range(32, 40))]
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        lstm_groups([3], size=0)
+
+
+def test_resumed_extraction_batches_every_utterance_with_the_same_companions(tmp_path, model, monkeypatch):
+    data = make_data_dir(tmp_path, n=30)
+    seen: list[list[int]] = []
+    encode_batch = Codec.encode_batch
+
+    def record(self, wavs, *args, **kwargs):
+        seen.append(sorted(int(w.shape[-1]) for w in wavs))
+        return encode_batch(self, wavs, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "encode_batch", record)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    args = ["--model", str(model), "--data", str(data), "--batch-seconds", "3"]
+    assert main(["extract-units", *args, "--out", str(ref)]) == 0
+    full = list(seen)
+    assert len(full) > 3
+    work = out / ".work"  # killed in the middle of the third batch's lines
+    work.mkdir(parents=True)
+    lines = (ref / ".work" / "job1of1.jsonl").read_text().splitlines(keepends=True)
+    cut = len(full[0]) + len(full[1]) + 1
+    (work / "job1of1.jsonl").write_text("".join(lines[:cut]) + lines[cut][:20])
+    (work / "state.json").write_bytes((ref / ".work" / "state.json").read_bytes())
+    seen.clear()
+    assert main(["extract-units", *args, "--out", str(out)]) == 0
+    assert seen == full[2:]  # the first two batches skipped, the cut one encoded whole
+    assert (out / "units").read_bytes() == (ref / "units").read_bytes()
+    assert len((work / "job1of1.jsonl").read_text().splitlines()) == 30
 
 
 def test_extract_units_formats_and_resynth_and_evaluate(tmp_path, model):

@@ -142,7 +142,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nj", type=int, default=1, help="number of jobs the data is split into")
     p.add_argument("--job", type=int, default=1, help="which job this is, 1..nj")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--batch-seconds", type=float, default=60.0, help="audio per batch")
+    p.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=200.0,
+        help="audio encoded (and written) together: a codec's LSTM runs over the batch's utterances at once "
+        "(default 200; memory follows it)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -294,10 +300,11 @@ def run_extract(args: argparse.Namespace) -> int:
         device=args.device,
         batch_seconds=args.batch_seconds,
     )
-    rate = res.audio_seconds / 3600 / (res.wall_seconds / 60) if res.wall_seconds > 0 else 0.0
+    rate = res.audio_seconds / res.wall_seconds if res.wall_seconds > 0 else 0.0
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in res.stage_seconds.items())
     print(
         f"throughput: {res.audio_seconds / 3600:.3f} h of audio in {res.wall_seconds:.1f} s "
-        f"= {rate:.2f} h of audio per minute"
+        f"= {rate:.1f} h of audio per hour ({stages})"
     )
     status = "merged into " + args.out if res.merged else "waiting for the other jobs to merge"
     print(

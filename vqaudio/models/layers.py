@@ -43,6 +43,9 @@ ACTIVATIONS = ("elu", "snake", "leaky_relu")
 # Elements per block of rows for ELU and the residual bias add (1 MiB of float32), whose passes then run in
 # cache: for ELU 256K-512K elements measured fastest, 1M slower.
 BLOCK = 1 << 18
+# Smallest |alpha| for which a Snake's 1 / alpha is folded into the next conv's weights (Snake.foldable); the
+# default codec's trained alphas lie in 0.84-1.30 after 60 min of training (initial 1).
+FOLD_MIN_ALPHA = 0.1
 
 
 def _block_rows(x: Tensor) -> int:
@@ -212,6 +215,44 @@ class Snake(Activation):
             torch.addcmul(block, s, inv, out=into)
         return out
 
+    def foldable(self) -> bool:
+        """Whether the next layer may take :meth:`scaled` and fold ``1 / alpha`` into its weights: in float32
+        (or narrower) with every ``|alpha|`` at least ``FOLD_MIN_ALPHA``, where the folded form equals
+        :meth:`activate` to rounding (it leaves out the 1e-9 that DAC adds to alpha in the divisor: 1e-8 of a
+        value there, under float32's 6e-8); float64 keeps the exact form."""
+        alpha = self.alpha.detach()
+        return alpha.dtype != torch.float64 and bool(alpha.abs().min() >= FOLD_MIN_ALPHA)
+
+    def scaled(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``alpha * self(x) = z + sin^2(z)`` with ``z = alpha x``, for ``(B, T, C)`` ``x``, into ``out`` (may be
+        ``x``) or a new tensor: three passes in row blocks, where :meth:`activate` makes four, one of them a
+        broadcast of ``1 / alpha`` that costs twice a plain one. A conv after it with its input channels'
+        weights times ``1 / alpha`` computes the conv of ``self(x)``: zero in, zero out, so its zero padding
+        is unchanged."""
+        out = torch.empty_like(x) if out is None else out
+        alpha = self.alpha.reshape(-1)
+        rows = _block_rows(x)
+        scratch = x.new_empty(x.shape[0], rows, x.shape[2])
+        for block, z in zip(x.split(rows, 1), out.split(rows, 1), strict=True):
+            s = scratch[:, : block.shape[1]]
+            torch.mul(block, alpha, out=z)
+            torch.sin(z, out=s)
+            z.addcmul_(s, s)
+        return out
+
+    def input_scale(self) -> Tensor:
+        """``(C,)``: what a conv after :meth:`scaled` multiplies its input channels' weights by."""
+        return 1.0 / self.alpha.reshape(-1)
+
+
+def activated(pre: Activation | None, h: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """The input and ``(C_out, C_in, k)`` weight with which a conv after ``pre`` computes ``conv(pre(h))``: a
+    foldable Snake's :meth:`Snake.scaled` with ``weight`` times its :meth:`Snake.input_scale`, otherwise
+    ``pre(h)`` (or ``h``) with ``weight``. ``h`` is not written."""
+    if isinstance(pre, Snake) and pre.foldable():
+        return pre.scaled(h), weight * pre.input_scale()[None, :, None]
+    return (h if pre is None else pre.activate(h)), weight
+
 
 def make_activation(kind: str, channels: int, inplace: bool = False) -> Activation:
     """``inplace`` only where the input is used by nothing else (ELU's backward reads its output)."""
@@ -295,13 +336,13 @@ class PaddedConv1d(TimeMajor):
         cout, _, k = w.shape
         s, d = conv.stride[0], conv.dilation[0]
         frames = h.shape[1] // s
-        if k == 1 and s == 1:
-            x = h if pre is None else pre.activate(h)
-            return _gemm_into(x.new_empty(x.shape[0], frames, cout), x, w[:, :, 0].t(), bias)
-        if cout == 1:
+        if cout == 1 and not (k == 1 and s == 1):
             return self._to_one_channel(h, pre, frames)
+        x, w = activated(pre, h, w)
+        if k == 1 and s == 1:
+            return _gemm_into(x.new_empty(x.shape[0], frames, cout), x, w[:, :, 0].t(), bias)
         # Channels-last view (B, C, 1, T) of the same memory: oneDNN's fast NHWC kernels, padding included.
-        image = (h if pre is None else pre.activate(h)).transpose(1, 2).unsqueeze(2)
+        image = x.transpose(1, 2).unsqueeze(2)
         y = F.conv2d(image, w.unsqueeze(2), bias, stride=(1, s), padding=(0, self.left), dilation=(1, d))
         y = y.squeeze(2).transpose(1, 2)  # (B, T', C_out), contiguous when oneDNN kept channels-last
         return y[:, :frames].contiguous()
@@ -451,11 +492,17 @@ class ResidualUnit(TimeMajor):
         *inner, last = self.block
         # The inner layers must leave h intact: an activation fused into a conv that never writes its input does.
         safe = len(inner) >= 2 and isinstance(inner[0], Activation) and not inner[1].overwrites_input
-        hidden, _ = run_time_major(inner, h if safe else h.clone(), valid)
         conv = last.conv if isinstance(last, PaddedConv1d) else None
-        if conv is None or conv.kernel_size[0] != 1 or conv.stride[0] != 1:
+        pointwise = conv is not None and conv.kernel_size[0] == 1 and conv.stride[0] == 1
+        fold = pointwise and isinstance(inner[-1], Snake) and inner[-1].foldable()
+        hidden, _ = run_time_major(inner[:-1] if fold else inner, h if safe else h.clone(), valid)
+        if not pointwise:
             return h.add_(last.time_major(hidden, None, valid))
-        w, bias = conv.weight[:, :, 0].t(), conv.bias
+        w = conv.weight
+        if fold:  # the Snake in place as Snake.scaled, its 1 / alpha in the 1x1 conv's weights
+            hidden = inner[-1].scaled(hidden, out=hidden)
+            w = w * inner[-1].input_scale()[None, :, None]
+        w, bias = w[:, :, 0].t(), conv.bias
         rows = max(1, BLOCK // h.shape[2])  # the bias add then reads each block of the GEMM's output from cache
         for i in range(h.shape[0]):
             for block, x in zip(h[i].split(rows), hidden[i].split(rows), strict=True):

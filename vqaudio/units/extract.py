@@ -48,7 +48,6 @@ from .formats import (
     write_token_list,
     write_units,
 )
-from .kmeans import KMeansUnitModel
 from .model import UnitModel, load_unit_model
 from .toolkits import (
     dataset_card,
@@ -61,17 +60,22 @@ from .toolkits import (
 
 log = logging.getLogger(__name__)
 FORMATS = ("kaldi", "fairseq", "npy", "lhotse", "hf")
+# Audio encoded together: 20-30 utterances of LibriSpeech's length, enough to fill the LSTM's batches
+# (vqaudio.models.context.GROUP_SIZE); 12 MiB of float32 samples waiting.
+BATCH_SECONDS = 200.0
 
 
 @dataclass
 class ExtractResult:
-    """Counts of one ``extract_units`` call (this job), and whether the merged outputs were written."""
+    """Counts of one ``extract_units`` call (this job), its time in reading (and resampling) audio, encoding and
+    writing units (``stage_seconds``), and whether the merged outputs were written."""
 
     extracted: int
     failed: int
     skipped: int
     audio_seconds: float
     wall_seconds: float
+    stage_seconds: dict[str, float]
     merged: bool
 
 
@@ -165,17 +169,6 @@ def split_for_job(utts: list[Utterance], nj: int, job: int) -> list[Utterance]:
     return utts[bounds[job - 1] : bounds[job]]
 
 
-def _batches(items: list[tuple[Utterance, np.ndarray]], hop: int, batch_samples: int):
-    """Group loaded utterances with the same frame count (so batching changes no unit) up to a budget."""
-    groups: dict[int, list] = {}
-    for utt, wav in items:
-        groups.setdefault(-(-wav.shape[0] // hop), []).append((utt, wav))
-    for frames, group in sorted(groups.items()):
-        per_batch = max(1, batch_samples // (frames * hop))
-        for i in range(0, len(group), per_batch):
-            yield group[i : i + per_batch]
-
-
 def extract_units(
     model: str | pathlib.Path,
     data_dir: str | pathlib.Path,
@@ -186,7 +179,7 @@ def extract_units(
     nj: int = 1,
     job: int = 1,
     device: str = "cpu",
-    batch_seconds: float = 60.0,
+    batch_seconds: float = BATCH_SECONDS,
     chunk_seconds: float = 30.0,
     progress: bool = True,
 ) -> ExtractResult:
@@ -205,7 +198,9 @@ def extract_units(
         n_q: residual levels to write (default all the codec has).
         nj, job: this process handles block ``job`` (1-based) of ``nj``.
         device: ``cpu`` or ``cuda``.
-        batch_seconds: audio per batch (utterances of equal frame count are batched).
+        batch_seconds: audio per batch, encoded together (:meth:`~vqaudio.models.Codec.encode_batch`: a codec's
+            latent LSTM runs over the batch's utterances at once; an SSL model batches utterances of similar
+            length) and written together.
         chunk_seconds: longer utterances are encoded in chunks of this length (flat memory, same units).
     """
     bad = sorted(set(formats) - set(FORMATS))
@@ -245,55 +240,76 @@ def extract_units(
 
 def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progress, data_dir, job, nj):
     """Extract this job's utterances not yet in its ``.jsonl``; returns (extracted, failed, skipped, audio s,
-    wall s)."""
+    wall s, seconds per stage).
+
+    Batches are cut from the job's whole utterance list, done or not (the lengths of those done are in their
+    records), so a resumed job encodes every utterance with the same companions as an uninterrupted one: its
+    units are the same to the bit, whatever batching rounds. A batch that was partly written when the job was
+    killed is encoded whole again and only its missing utterances are written.
+    """
     units_file, failed_file, done_file = (stem.with_suffix(s) for s in (".jsonl", ".failed", ".done"))
-    have = {r["utt"] for r in _read_jsonl(units_file)}
+    have = {r["utt"]: r["num_samples"] for r in _read_jsonl(units_file)}
     failed_file.unlink(missing_ok=True)  # earlier failures are retried
-    todo = [u for u in mine if u.utt_id not in have]
+    order = list(mine)
     durations = read_utt2dur(data_dir)
     if durations:  # neighbours of near-equal length batch together
-        todo.sort(key=lambda u: durations.get(u.utt_id, 0.0))
-    log.info("job %d/%d: %d utterances, %d already extracted, %d to do", job, nj, len(mine), len(have), len(todo))
+        order.sort(key=lambda u: durations.get(u.utt_id, 0.0))
+    todo = sum(u.utt_id not in have for u in order)
+    log.info("job %d/%d: %d utterances, %d already extracted, %d to do", job, nj, len(mine), len(have), todo)
     t0, audio_seconds, n_ok, n_failed = time.time(), 0.0, 0, 0
-    sr, hop = codec.sample_rate, codec.hop_length
+    stages = {"read": 0.0, "encode": 0.0, "write": 0.0}
+    sr = codec.sample_rate
     batch_samples = int(batch_seconds * sr)
-    bar = tqdm(total=len(todo), desc=f"extract job {job}/{nj}", unit="utt", disable=not progress)
-    pending: list[tuple[Utterance, np.ndarray]] = []
+    bar = tqdm(total=todo, desc=f"extract job {job}/{nj}", unit="utt", disable=not progress)
+    pending: list[tuple[Utterance, np.ndarray | None]] = []  # None: written by an earlier run, not read yet
+
+    def read(u: Utterance) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            return load_audio(u.source, sr, u.start, u.end, name=u.utt_id)
+        finally:
+            stages["read"] += time.perf_counter() - start
 
     def flush() -> None:
         nonlocal audio_seconds, n_ok
-        records = []
-        for batch in _batches(pending, hop, batch_samples):
-            lengths = [w.shape[0] for _, w in batch]
-            if len(batch) == 1 and lengths[0] > chunk_seconds * sr:
-                wav = torch.from_numpy(batch[0][1])[None, None].to(device)
-                codes = codec.encode_chunked(wav, chunk_seconds, n_q=n_q)
-            else:
-                wav = torch.from_numpy(np.stack([np.pad(w, (0, max(lengths) - w.shape[0])) for _, w in batch]))
-                # k-means features may normalise over the input (cmvn, an SSL model's group norm): each item alone
-                exact = {"lengths": lengths} if isinstance(codec, KMeansUnitModel) else {}
-                codes = codec.encode(wav[:, None].to(device), n_q=n_q, **exact)
-            codes = codes.cpu()  # (B, n_q, T)
+        batch = [(u, w) for u, w in pending if w is not None]
+        if batch:
+            batch = [(u, read(u) if w is None else w) for u, w in pending]  # a batch cut short by a kill
+            start = time.perf_counter()
+            wavs = [torch.from_numpy(w) for _, w in batch]
+            if device != "cpu":  # page-locked, so the copies to the GPU run asynchronously
+                wavs = [w.pin_memory().to(device, non_blocking=True) for w in wavs]
+            codes = [c.cpu() for c in codec.encode_batch(wavs, n_q=n_q, chunk_seconds=chunk_seconds)]
+            stages["encode"] += time.perf_counter() - start
+            start = time.perf_counter()
+            records = []
             for (u, w), c in zip(batch, codes, strict=True):
-                records.append({"utt": u.utt_id, "num_samples": int(w.shape[0]), "codes": c.tolist()})
-                audio_seconds += w.shape[0] / sr
-        _append_lines(units_file, records)
-        n_ok += len(records)
-        bar.update(len(records))
+                if u.utt_id not in have:
+                    records.append({"utt": u.utt_id, "num_samples": int(w.shape[0]), "codes": c.tolist()})
+                    audio_seconds += w.shape[0] / sr
+            _append_lines(units_file, records)
+            stages["write"] += time.perf_counter() - start
+            n_ok += len(records)
+            bar.update(len(records))
         pending.clear()
 
     waiting = 0
-    for u in todo:
-        try:
-            wav = load_audio(u.source, sr, u.start, u.end, name=u.utt_id)
-        except AudioError as err:
-            log.warning("%s failed: %s", u.utt_id, err)
-            _append_lines(failed_file, [{"utt": u.utt_id, "reason": one_line(str(err))}])
-            n_failed += 1
-            bar.update(1)
-            continue
-        pending.append((u, wav))
-        waiting += wav.shape[0]
+    for u in order:
+        if u.utt_id in have:
+            pending.append((u, None))
+            samples = have[u.utt_id]
+        else:
+            try:
+                wav = read(u)
+            except AudioError as err:
+                log.warning("%s failed: %s", u.utt_id, err)
+                _append_lines(failed_file, [{"utt": u.utt_id, "reason": one_line(str(err))}])
+                n_failed += 1
+                bar.update(1)
+                continue
+            pending.append((u, wav))
+            samples = wav.shape[0]
+        waiting += samples
         if waiting >= batch_samples:
             flush()
             waiting = 0
@@ -303,14 +319,18 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
     wall = time.time() - t0
     if audio_seconds:
         log.info(
-            "job %d/%d: %.2f h of audio in %.1f s = %.1f h of audio per minute",
+            "job %d/%d: %.2f h of audio in %.1f s = %.1f h of audio per hour (read %.1f s, encode %.1f s, "
+            "write %.1f s)",
             job,
             nj,
             audio_seconds / 3600,
             wall,
-            audio_seconds / 3600 / (wall / 60),
+            audio_seconds / wall,
+            stages["read"],
+            stages["encode"],
+            stages["write"],
         )
-    return n_ok, n_failed, len(have), audio_seconds, wall
+    return n_ok, n_failed, len(have), audio_seconds, wall, stages
 
 
 def _merge(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import librosa
@@ -253,6 +254,24 @@ class KMeansUnitModel(nn.Module):
         frames = -(-wav.shape[-1] // self.hop_length)
         units = [self.units_of(f) for f in feats]
         return torch.stack([torch.cat([u, u[-1:].expand(frames - u.shape[0])]) for u in units])[:, None]
+
+    @torch.no_grad()
+    def encode_batch(self, wavs: Sequence[Tensor], n_q: int | None = None, chunk_seconds: float = 30.0) -> list[Tensor]:
+        """Units of several waveforms of any lengths, each as alone: ``(T_i,)`` -> ``(1, ceil(T_i / hop))`` each
+        (:meth:`Codec.encode_batch <vqaudio.models.Codec.encode_batch>`'s interface). An SSL model batches them
+        where that changes no frame (:meth:`SSLFeatures.features_batch`); other features are per waveform."""
+        if n_q not in (None, 1):
+            raise UserError(f"a k-means unit model has one level; n_q must be 1, got {n_q}")
+        items = [w.reshape(-1).cpu().float().numpy() for w in wavs]
+        if self.ssl is not None:
+            feats = [finish_features(f.numpy(), self.config) for f in self.ssl.features_batch(items)]
+        else:
+            feats = [frame_features(x, self.config) for x in items]
+        out = []
+        for x, f in zip(items, feats, strict=True):
+            u, want = self.units_of(f), -(-x.shape[0] // self.hop_length)
+            out.append(torch.cat([u, u[-1:].expand(max(0, want - u.shape[0]))])[:want][None])
+        return out
 
     def encode_chunked(self, wav: Tensor, chunk_seconds: float = 30.0, n_q: int | None = None) -> Tensor:
         """As :meth:`encode`: the features are local, so a long file needs no chunking beyond its own."""
