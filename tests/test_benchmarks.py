@@ -180,12 +180,15 @@ def test_prior():
     finite(numbers(rows[0]), rows[0])
 
 
-def test_extract(corpus):
-    """One job in process and two jobs of one thread each, whose merged units must equal the one job's."""
-    out = run("extract.py", "--corpus", str(corpus), "--threads", "1", "--jobs", "2")
-    assert "12 utterances" in out and " 0 failed" in out, out
-    assert "exit codes [0, 0], units identical to the one-job run: True" in out, out
-    finite(numbers(out), out)
+def test_extract(corpus, tmp_path):
+    """This checkout against itself as the code to compare: the same units, every stage timed, jobs merged."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = run("extract.py", "--corpus", str(corpus), "--compare", str(root), "--out", str(tmp_path), timeout=400)
+    assert "| units identical to this checkout's (frames) | - | 100.0000% |" in out, out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results) == 2 and all(r["two_jobs_h_per_h"] > 0 and r["bare_rtf"] > 0 for r in results), out
+    assert all("read" in r["one_job_stages"] and "encode" in r["one_job_stages"] for r in results), out
+    assert all(0 < r["encoder_gmacs"] < r["matmul_gmacs"] * 2 for r in results), out
 
 
 def test_extract_memory(corpus):

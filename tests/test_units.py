@@ -19,7 +19,7 @@ import torch
 from vqaudio import metrics
 from vqaudio.cli.main import main
 from vqaudio.models import Codec, CodecConfig
-from vqaudio.models.context import lstm_groups
+from vqaudio.models.context import length_groups
 from vqaudio.quantize import QuantizerConfig
 from vqaudio.units import (
     UnitsInfo,
@@ -38,11 +38,11 @@ from .speech import SR, synth_utterance
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def small_codec(nq=2, lstm=0, decoder=CodecConfig.decoder) -> Codec:
+def small_codec(nq=2, lstm=0, decoder=CodecConfig.decoder, causal=False) -> Codec:
     torch.manual_seed(0)
     q = QuantizerConfig(kind="vq", n_q=nq, codebook_size=64, kmeans_init=False, dead_code_threshold=0.0)
     small = dict(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, decoder_dim=16, decoder_blocks=2)
-    cfg = CodecConfig(**small, quantizer=q, lstm=lstm, decoder=decoder)
+    cfg = CodecConfig(**small, quantizer=q, lstm=lstm, decoder=decoder, causal=causal)
     return Codec(cfg).eval()
 
 
@@ -112,12 +112,18 @@ def test_chunked_encode_equals_whole_file_encode(lstm):
     assert codec.encoder.receptive_field > codec.hop_length
 
 
-@pytest.mark.parametrize("lstm", [0, 2])
-def test_encode_batch_equals_each_waveform_alone(lstm):
-    codec = small_codec(lstm=lstm).double()  # float64: batching's rounding cannot flip a unit
-    lengths = [SR * 2 + 17, 800, SR * 3, SR + 320, 5]
+@pytest.mark.parametrize(
+    "lstm, batch_convs, causal", [(0, False, False), (2, False, False), (2, True, False), (0, True, True)]
+)
+def test_encode_batch_equals_each_waveform_alone(lstm, batch_convs, causal):
+    codec = small_codec(lstm=lstm, causal=causal).double()  # float64: batching's rounding cannot flip a unit
+    with torch.no_grad():  # non-zero biases: padding then differs from the convs' own zero padding
+        for name, param in codec.encoder.named_parameters():
+            if name.endswith("bias"):
+                param.uniform_(-0.5, 0.5)
+    lengths = [SR * 2 + 17, 800, SR * 3, SR + 320, 5, SR * 2]
     wavs = [torch.from_numpy(synth_utterance(n / SR, seed=i)[:n]).double() for i, n in enumerate(lengths)]
-    batch = codec.encode_batch(wavs, chunk_seconds=1.0)  # the 3 s one in chunks
+    batch = codec.encode_batch(wavs, chunk_seconds=2.5, batch_convs=batch_convs)  # the 3 s one in chunks
     for wav, codes in zip(wavs, batch, strict=True):
         alone = codec.encode(wav[None, None])[0]
         assert codes.shape == alone.shape == (2, math.ceil(wav.shape[0] / 320))
@@ -145,19 +151,19 @@ def test_kmeans_encode_batch_equals_each_waveform_alone(tmp_path):
         assert torch.equal(units, km.encode(wav[None, None])[0])
 
 
-def test_lstm_groups_cover_every_index_once_within_the_padding():
+def test_length_groups_cover_every_index_once_within_the_padding():
     rng = np.random.default_rng(0)
     lengths = [int(n) for n in rng.integers(1, 900, 200)] + [5000, 1]
-    groups = lstm_groups(lengths, size=16, padding=0.25)
+    groups = length_groups(lengths, size=16, padding=0.25)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     for group in groups:
         sizes = [lengths[i] for i in group]
         assert len(group) <= 16 and sizes == sorted(sizes, reverse=True)
         assert len(group) == 1 or len(group) * sizes[0] <= 1.25 * sum(sizes)
     assert [lengths[g[0]] for g in groups] == sorted((lengths[g[0]] for g in groups), reverse=True)
-    assert lstm_groups([100] * 40, size=16) == [list(range(16)), list(range(16, 32)), list(range(32, 40))]
+    assert length_groups([100] * 40, size=16) == [list(range(16)), list(range(16, 32)), list(range(32, 40))]
     with pytest.raises(ValueError, match="size must be >= 1"):
-        lstm_groups([3], size=0)
+        length_groups([3], size=0)
 
 
 def test_resumed_extraction_batches_every_utterance_with_the_same_companions(tmp_path, model, monkeypatch):

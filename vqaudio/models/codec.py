@@ -19,9 +19,10 @@ from ..checkpoint import check_state, load_model, save_model
 from ..config import from_dict, to_dict
 from ..errors import UserError
 from ..quantize import QuantizerConfig, build_quantizer
-from .context import LatentLSTM, LSTMState, lstm_groups
+from .context import LatentLSTM, LSTMState, length_groups
 from .decoders import build_decoder, check_decoder_kind, istft_options, istft_parameters
 from .seanet import Encoder
+from .windows import context_frames
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class CodecConfig:
 # The most weights a codec config may ask for (4 GiB of float32): a larger one is a typing slip (channels 1e6
 # asks for 1.5e12), refused before anything is allocated.
 MAX_PARAMETERS = 1 << 30
+# Waveforms per padded batch of the convolutional encoder on a GPU (Codec.encode_batch with batch_convs).
+CONV_BATCH = 64
 
 
 def approx_parameters(config: CodecConfig) -> int:
@@ -416,27 +419,46 @@ class Codec(nn.Module):
         return torch.cat(pieces, dim=-1)
 
     @torch.no_grad()
-    def encode_batch(self, wavs: Sequence[Tensor], n_q: int | None = None, chunk_seconds: float = 30.0) -> list[Tensor]:
+    def encode_batch(
+        self,
+        wavs: Sequence[Tensor],
+        n_q: int | None = None,
+        chunk_seconds: float = 30.0,
+        batch_convs: bool | None = None,
+    ) -> list[Tensor]:
         """Units of several waveforms of any lengths: ``(T_i,)`` each -> ``(n_q, ceil(T_i / hop))`` int64 each.
 
-        The convolutions run on each waveform alone (in chunks of ``chunk_seconds``, as :meth:`encode_chunked`),
-        so every frame sees what it sees in :meth:`encode`. The latent LSTM, which is causal, runs over the
-        waveforms together, right-padded (:func:`lstm_groups` keeps the padding small): its recurrent products
-        become matrix-matrix, 5-7x less time per utterance at 8-32 utterances than one at a time on one thread.
-        Equal to :meth:`encode` of each waveform alone to float rounding (a GEMM over more rows may round the
-        last bit differently, which can flip a unit at a near tie).
+        The latent LSTM, which is causal, runs over the waveforms together, right-padded (:func:`length_groups`
+        keeps the padding small): its recurrent products become matrix-matrix, 5-7x less time per utterance at
+        8-32 utterances than one at a time on one thread. The convolutions run on each waveform alone (in
+        chunks of ``chunk_seconds``, as :meth:`encode_chunked`), or with ``batch_convs`` (the default on a GPU)
+        on padded batches of similar lengths (:meth:`_batched_conv_latents`). Equal to :meth:`encode` of each
+        waveform alone to float rounding (a GEMM over more rows may round the last bit differently, which can
+        flip a unit at a near tie).
 
         Args:
-            wavs: mono waveforms at ``sample_rate``, ``(T_i,)`` or ``(1, T_i)``.
+            wavs: mono waveforms at ``sample_rate``, ``(T_i,)`` or ``(1, T_i)``, on the model's device.
             n_q: residual depth to keep (default all).
-            chunk_seconds: waveforms longer than this are encoded in chunks (flat memory).
+            chunk_seconds: waveforms longer than this are encoded alone in chunks (flat memory).
+            batch_convs: run the convolutions on padded batches (``None``: where the model is not on the CPU,
+                whose windowed fast path is per waveform).
         """
         n_q = self._check_n_q(n_q)
-        latents = [self._conv_latents(self._check_wav(w.reshape(1, 1, -1)), chunk_seconds)[0] for w in wavs]
+        wavs = [self._check_wav(w.reshape(1, 1, -1)) for w in wavs]
+        if batch_convs is None:
+            batch_convs = self._device().type != "cpu"
+        longest = chunk_seconds * self.sample_rate
+        alone = [i for i, w in enumerate(wavs) if not batch_convs or w.shape[-1] > longest]
+        latents: list[Tensor | None] = [None] * len(wavs)
+        for i in alone:
+            latents[i] = self._conv_latents(wavs[i], chunk_seconds)[0]
+        together = [i for i in range(len(wavs)) if latents[i] is None]
+        for i, z in zip(together, self._batched_conv_latents([wavs[i] for i in together]), strict=True):
+            latents[i] = z
         if self.encoder_lstm is not None:
-            for group in lstm_groups([x.shape[-1] for x in latents]):
-                longest = latents[group[0]].shape[-1]
-                batch = torch.stack([F.pad(latents[i], (0, longest - latents[i].shape[-1])) for i in group])
+            for group in length_groups([x.shape[-1] for x in latents]):
+                frames = latents[group[0]].shape[-1]
+                batch = torch.stack([F.pad(latents[i], (0, frames - latents[i].shape[-1])) for i in group])
                 out = self.encoder_lstm(batch)  # (B, D, T'): causal, so an item's frames ignore its padding
                 for row, i in enumerate(group):
                     latents[i] = out[row, :, : latents[i].shape[-1]]
@@ -444,6 +466,41 @@ class Codec(nn.Module):
             return []
         codes = self._codes(torch.cat(latents, dim=-1)[None], n_q)[0]  # one quantizer call over every frame
         return list(codes.split([x.shape[-1] for x in latents], dim=-1))
+
+    def _device(self) -> torch.device:
+        param = next(self.parameters(), None)
+        return torch.device("cpu") if param is None else param.device
+
+    def _batched_conv_latents(self, wavs: list[Tensor]) -> list[Tensor]:
+        """The convolutional encoder's latents ``(D, T'_i)`` of checked ``(1, 1, T_i)`` waveforms, computed on
+        right-padded batches of similar lengths, each equal to the waveform's own.
+
+        In a padded batch a frame whose receptive field ends within its waveform is exact; the last ``right``
+        frames (``right``: the frames of right context, :func:`~vqaudio.models.windows.context_frames`) see
+        the padding, so they are taken from a second batch of equal-length tails: each waveform's last
+        ``left + right`` frames of audio, whose last ``right`` frames see their true end and ``left`` frames of
+        true past. Waveforms shorter than a tail run alone.
+        """
+        hop = self.hop_length
+        left, right = context_frames(self.encoder.net, hop)
+        frames = [self.num_frames(w.shape[-1]) for w in wavs]
+        padded = [self._pad(w)[0, 0] for w in wavs]
+        out: list[Tensor | None] = [None] * len(wavs)
+        tails = [i for i, n in enumerate(frames) if n >= left + right]
+        for i in (i for i, n in enumerate(frames) if n < left + right):
+            out[i] = self.encoder.infer(padded[i][None, None])[0]
+        for group in length_groups([frames[i] for i in tails], size=CONV_BATCH):
+            group = [tails[g] for g in group]
+            longest = frames[group[0]] * hop
+            batch = torch.stack([F.pad(padded[i], (0, longest - padded[i].shape[-1])) for i in group])[:, None]
+            body = self.encoder.infer(batch)
+            if right:  # a causal encoder's frames never see the padding
+                ends = torch.stack([padded[i][(frames[i] - left - right) * hop :] for i in group])[:, None]
+                end = self.encoder.infer(ends)[..., left:]
+            for row, i in enumerate(group):
+                last = end[row] if right else body[row, :, :0]
+                out[i] = torch.cat([body[row, :, : frames[i] - right], last], dim=-1)
+        return out
 
     @torch.no_grad()
     def encode_file(self, path: str, n_q: int | None = None, chunk_seconds: float = 30.0) -> Tensor:

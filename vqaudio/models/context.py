@@ -63,11 +63,12 @@ GROUP_SIZE = 32
 GROUP_PADDING = 0.25
 
 
-def lstm_groups(lengths: Sequence[int], size: int = GROUP_SIZE, padding: float = GROUP_PADDING) -> list[list[int]]:
-    """Indices of ``lengths`` in batches for a right-padded LSTM pass: longest first, at most ``size`` per batch,
-    each batch's padded frames at most ``padding`` of its real ones (a batch of one needs none)."""
+def length_groups(lengths: Sequence[int], size: int = GROUP_SIZE, padding: float = GROUP_PADDING) -> list[list[int]]:
+    """Indices of ``lengths`` in batches for a right-padded pass (the LSTM's, or the encoder's on a GPU):
+    longest first, at most ``size`` per batch, each batch's padded frames at most ``padding`` of its real ones
+    (a batch of one needs none)."""
     if size < 1 or padding < 0:
-        raise ValueError(f"lstm_groups: size must be >= 1 and padding >= 0, got {size}, {padding}")
+        raise ValueError(f"length_groups: size must be >= 1 and padding >= 0, got {size}, {padding}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: list[list[int]] = []
     real = 0
