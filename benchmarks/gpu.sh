@@ -11,6 +11,9 @@
 #   2. codec training throughput: codec_base.yaml at its batch size, bf16-mixed, every loss on (about 1 min)
 #   3. quantizer training throughput and memory against vector-quantize-pytorch (about 2 min)
 #   4. a short quality run: benchmarks/quality.py --device cuda, 0.4 min per architecture (about 4 min; the iSTFT and SEANet decoders side by side)
+#   5. unit extraction on the GPU: benchmarks/extract.py --device cuda (the default codec, random weights,
+#      over speech-mini: hours of audio per hour of the bare encoder and of one extract-units job)
+#      and benchmarks/extract_ssl.py --device cuda (k-means units of a base-size HuBERT) (about 1 min)
 # Results: $OUT (the device tool's folder) or benchmarks/gpu_out/: one log per step plus the quality table
 # and curves. Copy the figures into benchmarks/README.md with the date and the GPU's name.
 #
@@ -49,6 +52,8 @@ if [ "$dry" = 1 ]; then
   train_speed=(--steps 1 --warmup 1 --batch-size 2 --segment-seconds 0.25 --threads 1)
   quantizers=(--seconds 0.01 --shapes tiny --threads 1)
   quality=(--minutes 0.05 --eval-minutes 0.025 --batch-size 2 --segment-seconds 0.5 --threads 1 --rtf-seconds 1)
+  extract=(--limit 4)
+  extract_ssl=(--tiny)
   impls=(vqaudio); have vector_quantize_pytorch && impls+=(vqp)
   archs=(ours ours_seanet); have encodec && archs+=(encodec_zero_bias); have dac && archs+=(dac)
   { date -u '+%F %T UTC'; echo "dry run on the CPU: $(getconf _NPROCESSORS_ONLN) cores";
@@ -65,6 +70,8 @@ else
   train_speed=(--steps 40 --warmup 5)
   quantizers=(--seconds 1 --shapes large)
   quality=(--minutes 0.4 --eval-minutes 0.1 --batch-size 32)
+  extract=()
+  extract_ssl=()
   impls=(vqaudio vqp)
   archs=(ours ours_seanet ours_dropout_all encodec_zero_bias dac)
   { date -u '+%F %T UTC'; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader;
@@ -91,6 +98,8 @@ step quantizers 130 $py benchmarks/quantizers.py --device $device --quantizers v
 step quality 250 $py benchmarks/quality.py --device $device --adversarial-at 0.5 --archs "${archs[@]}" "${quality[@]}" \
   --corpus "$corpus" --work "$work"
 cp "$work/RESULTS.md" "$out/quality_RESULTS.md" 2>/dev/null
+step extract 90 $py benchmarks/extract.py --device $device --corpus "$corpus" --out "$out/extract" "${extract[@]}"
+step extract_ssl 90 $py benchmarks/extract_ssl.py --device $device --corpus "$corpus" "${extract_ssl[@]}"
 cp "$work/quality_curves.png" "$out/quality_curves.png" 2>/dev/null
 cat "$out/summary.txt"
 [ "$dry" = 1 ] && exit $failed

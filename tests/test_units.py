@@ -151,18 +151,32 @@ def test_kmeans_encode_batch_equals_each_waveform_alone(tmp_path):
         assert torch.equal(units, km.encode(wav[None, None])[0])
 
 
-def test_length_groups_cover_every_index_once_within_the_padding():
+def test_length_groups_cover_every_index_once_at_the_least_cost():
+    import itertools
+
+    def cost(groups, lengths, flat):
+        return sum(max(lengths[i] for i in g) * max(flat, len(g)) for g in groups)
+
     rng = np.random.default_rng(0)
     lengths = [int(n) for n in rng.integers(1, 900, 200)] + [5000, 1]
-    groups = length_groups(lengths, size=16, padding=0.25)
+    groups = length_groups(lengths, size=16, flat=4)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     for group in groups:
         sizes = [lengths[i] for i in group]
-        assert len(group) <= 16 and sizes == sorted(sizes, reverse=True)
-        assert len(group) == 1 or len(group) * sizes[0] <= 1.25 * sum(sizes)
+        assert 1 <= len(group) <= 16 and sizes == sorted(sizes, reverse=True)
     assert [lengths[g[0]] for g in groups] == sorted((lengths[g[0]] for g in groups), reverse=True)
-    assert length_groups([100] * 40, size=16) == [list(range(16)), list(range(16, 32)), list(range(32, 40))]
-    with pytest.raises(ValueError, match="size must be >= 1"):
+    for _ in range(20):  # the least cost over every partition of up to 6 items, whatever their order
+        small = [int(n) for n in rng.integers(1, 100, rng.integers(1, 7))]
+        best = min(
+            cost(p, small, 3)
+            for k in range(1, len(small) + 1)
+            for labels in itertools.product(range(k), repeat=len(small))
+            for p in [[[i for i, lab in enumerate(labels) if lab == g] for g in range(k)]]
+            if all(p) and all(len(g) <= 4 for g in p)
+        )
+        assert cost(length_groups(small, size=4, flat=3), small, 3) == best, small
+    assert sorted(len(g) for g in length_groups([100] * 40, size=16, flat=16)) == [8, 16, 16]
+    with pytest.raises(ValueError, match="size and flat must be >= 1"):
         length_groups([3], size=0)
 
 

@@ -429,7 +429,7 @@ class Codec(nn.Module):
         """Units of several waveforms of any lengths: ``(T_i,)`` each -> ``(n_q, ceil(T_i / hop))`` int64 each.
 
         The latent LSTM, which is causal, runs over the waveforms together, right-padded (:func:`length_groups`
-        keeps the padding small): its recurrent products become matrix-matrix, 5-7x less time per utterance at
+        weighs padding against batch size): its recurrent products become matrix-matrix, 5-7x less time per utterance at
         8-32 utterances than one at a time on one thread. The convolutions run on each waveform alone (in
         chunks of ``chunk_seconds``, as :meth:`encode_chunked`), or with ``batch_convs`` (the default on a GPU)
         on padded batches of similar lengths (:meth:`_batched_conv_latents`). Equal to :meth:`encode` of each
@@ -489,7 +489,7 @@ class Codec(nn.Module):
         tails = [i for i, n in enumerate(frames) if n >= left + right]
         for i in (i for i, n in enumerate(frames) if n < left + right):
             out[i] = self.encoder.infer(padded[i][None, None])[0]
-        for group in length_groups([frames[i] for i in tails], size=CONV_BATCH):
+        for group in length_groups([frames[i] for i in tails], size=CONV_BATCH, flat=CONV_BATCH // 4):
             group = [tails[g] for g in group]
             longest = frames[group[0]] * hop
             batch = torch.stack([F.pad(padded[i], (0, longest - padded[i].shape[-1])) for i in group])[:, None]

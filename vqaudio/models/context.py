@@ -55,29 +55,31 @@ class LatentLSTM(nn.Module):
         return x + self.out(y).transpose(1, 2), new
 
 
-# Sequences per LSTM batch: one thread's time per utterance falls 5.6x from 1 to 8 sequences of a 2-layer
-# 512-unit LSTM and flattens past 16 (44.6 ms per 10 s at 16, 41.6 at 32; benchmarks/README.md, extraction).
+# Sequences per LSTM batch at most (memory: a batch holds size x its longest frames).
 GROUP_SIZE = 32
-# Padded frames a batch may hold, as a share of its real frames: padding costs as much as real frames, and
-# packed sequences ran 1.3x slower than padding 39 % (16 sequences of 200-800 frames, one thread).
-GROUP_PADDING = 0.25
+# Sequences a batch runs for the price of one: one thread's time per step of a 2-layer 512-unit LSTM is flat
+# from 1 to 8 sequences (reading the weights dominates), then grows with the batch: 28.8, 41.4, 43.6, 40.9,
+# 71.4 and 133 ms per 10 s of frames at 1, 2, 4, 8, 16 and 32 sequences.
+GROUP_FLAT = 8
 
 
-def length_groups(lengths: Sequence[int], size: int = GROUP_SIZE, padding: float = GROUP_PADDING) -> list[list[int]]:
-    """Indices of ``lengths`` in batches for a right-padded pass (the LSTM's, or the encoder's on a GPU):
-    longest first, at most ``size`` per batch, each batch's padded frames at most ``padding`` of its real ones
-    (a batch of one needs none)."""
-    if size < 1 or padding < 0:
-        raise ValueError(f"length_groups: size must be >= 1 and padding >= 0, got {size}, {padding}")
+def length_groups(lengths: Sequence[int], size: int = GROUP_SIZE, flat: int = GROUP_FLAT) -> list[list[int]]:
+    """Indices of ``lengths`` in batches for a right-padded pass (the LSTM's, or the encoder's on a GPU), longest
+    first, at most ``size`` per batch, that minimise the total cost when a batch costs its longest length times
+    ``max(flat, its count)``: found by dynamic programming over the lengths sorted longest first (an optimal
+    batching takes them in runs of that order)."""
+    if size < 1 or flat < 1:
+        raise ValueError(f"length_groups: size and flat must be >= 1, got {size}, {flat}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    groups: list[list[int]] = []
-    real = 0
-    for i in order:
-        group = groups[-1] if groups else None
-        if group and len(group) < size and (len(group) + 1) * lengths[group[0]] <= (1 + padding) * (real + lengths[i]):
-            group.append(i)
-            real += lengths[i]
-        else:
-            groups.append([i])
-            real = lengths[i]
-    return groups
+    n = len(order)
+    cost, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(max(0, end - size), end):
+            c = cost[start] + lengths[order[start]] * max(flat, end - start)
+            if c < cost[end]:
+                cost[end], cut[end] = c, start
+    groups, end = [], n
+    while end:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]
