@@ -22,7 +22,6 @@ from ..quantize import QuantizerConfig, build_quantizer
 from .context import LatentLSTM, LSTMState, length_groups
 from .decoders import build_decoder, check_decoder_kind, istft_options, istft_parameters
 from .seanet import Encoder
-from .windows import context_frames
 
 log = logging.getLogger(__name__)
 
@@ -447,14 +446,17 @@ class Codec(nn.Module):
         wavs = [self._check_wav(w.reshape(1, 1, -1)) for w in wavs]
         if batch_convs is None:
             batch_convs = self._device().type != "cpu"
+        context = self.encoder.frame_context() if batch_convs else None
+        batch_convs = context is not None  # a reach not known: each waveform alone
         longest = chunk_seconds * self.sample_rate
         alone = [i for i, w in enumerate(wavs) if not batch_convs or w.shape[-1] > longest]
         latents: list[Tensor | None] = [None] * len(wavs)
         for i in alone:
             latents[i] = self._conv_latents(wavs[i], chunk_seconds)[0]
-        together = [i for i in range(len(wavs)) if latents[i] is None]
-        for i, z in zip(together, self._batched_conv_latents([wavs[i] for i in together]), strict=True):
-            latents[i] = z
+        together = [i for i in range(len(wavs)) if latents[i] is None]  # only with a context
+        if together:
+            for i, z in zip(together, self._batched_conv_latents([wavs[i] for i in together], *context), strict=True):
+                latents[i] = z
         if self.encoder_lstm is not None:
             for group in length_groups([x.shape[-1] for x in latents]):
                 frames = latents[group[0]].shape[-1]
@@ -471,18 +473,18 @@ class Codec(nn.Module):
         param = next(self.parameters(), None)
         return torch.device("cpu") if param is None else param.device
 
-    def _batched_conv_latents(self, wavs: list[Tensor]) -> list[Tensor]:
+    def _batched_conv_latents(self, wavs: list[Tensor], left: int, right: int) -> list[Tensor]:
         """The convolutional encoder's latents ``(D, T'_i)`` of checked ``(1, 1, T_i)`` waveforms, computed on
-        right-padded batches of similar lengths, each equal to the waveform's own.
+        right-padded batches of similar lengths, each equal to the waveform's own; ``left``, ``right``: the
+        encoder's frames of context (``Encoder.frame_context``).
 
         In a padded batch a frame whose receptive field ends within its waveform is exact; the last ``right``
-        frames (``right``: the frames of right context, :func:`~vqaudio.models.windows.context_frames`) see
+        frames (``right``: the frames of right context) see
         the padding, so they are taken from a second batch of equal-length tails: each waveform's last
         ``left + right`` frames of audio, whose last ``right`` frames see their true end and ``left`` frames of
         true past. Waveforms shorter than a tail run alone.
         """
         hop = self.hop_length
-        left, right = context_frames(self.encoder.net, hop)
         frames = [self.num_frames(w.shape[-1]) for w in wavs]
         padded = [self._pad(w)[0, 0] for w in wavs]
         out: list[Tensor | None] = [None] * len(wavs)

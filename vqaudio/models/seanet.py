@@ -29,7 +29,7 @@ from .layers import (
     make_activation,
     receptive_field,
 )
-from .windows import forward_windows
+from .windows import context_frames, forward_windows
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,14 @@ class _Stack(nn.Module):
         return tuple(
             (name, type(m), bool(m._forward_hooks or m._forward_pre_hooks)) for name, m in self.net.named_modules()
         )
+
+    def frame_context(self) -> tuple[int, int] | None:
+        """Frames of the chunk grid left and right of a frame that its output depends on
+        (:func:`~vqaudio.models.windows.context_frames`), or ``None`` where a layer's reach is not known (a
+        layer without a trustworthy time-major form, a foreign wrapper)."""
+        if describe_missing_fast_path(self.net) is not None or _foreign_part(self.net) is not None:
+            return None
+        return context_frames(self.net, self.frame_rows)
 
     def _fast_path(self) -> bool:
         if not getattr(self, "fast_path_enabled", True):
