@@ -53,7 +53,7 @@ if [ "$dry" = 1 ]; then
   quantizers=(--seconds 0.01 --shapes tiny --threads 1)
   quality=(--minutes 0.05 --eval-minutes 0.025 --batch-size 2 --segment-seconds 0.5 --threads 1 --rtf-seconds 1)
   extract=(--limit 4)
-  extract_ssl=(--tiny)
+  extract_ssl=(--tiny --minutes 0.1 --threads 1 --repeats 1 --k 8 --kmeans-utts 2)
   impls=(vqaudio); have vector_quantize_pytorch && impls+=(vqp)
   archs=(ours ours_seanet); have encodec && archs+=(encodec_zero_bias); have dac && archs+=(dac)
   { date -u '+%F %T UTC'; echo "dry run on the CPU: $(getconf _NPROCESSORS_ONLN) cores";

@@ -11,9 +11,10 @@ batches and quantizer: recipes/librispeech/conf/codec_base.yaml, whose 8 x 1024 
 with quantizer dropout runs at 50 frames/s in every row. Only the encoder and decoder differ:
 
 - ``ours``: the default ``CodecConfig`` as ``codec_base.yaml`` sets it (Snake, half-width encoder, one
-  residual unit per resolution, a 2-layer 512-unit LSTM after the encoder, the iSTFT decoder: ConvNeXt blocks
-  at the frame rate and an inverse STFT, without a decoder-side LSTM; 7.2M parameters in all); ``istft``: the
-  same, named; ``istft_lstm128``: with a 128-unit encoder LSTM; ``istft_no_lstm``: without the encoder LSTM;
+  residual unit per resolution, a 2-layer 128-unit LSTM after the encoder, the iSTFT decoder: ConvNeXt blocks
+  at the frame rate and an inverse STFT, without a decoder-side LSTM; 4.0M parameters in all); ``istft``: the
+  default until 2026-12-07, with 512-unit LSTMs (7.2M); ``istft_lstm128``: the default, named;
+  ``istft_no_lstm``: without the encoder LSTM;
   ``ours_seanet``: the default encoder with the SEANet decoder and its LSTM, the default until 2026-12-07
   (10.9M); every other ``ours_*`` row has that SEANet decoder too, as when it was measured;
   ``ours_full``: ``ours_seanet`` with a full-width encoder (``encoder_channels: null``);
@@ -100,9 +101,9 @@ ARCHS = (
     "istft_lstm128",
     "istft_no_lstm",
 )
-# the SEANet decoder with its LSTM: the default decoder until 2026-12-07, which every row below but ``ours`` and
-# ``istft`` was measured with
-SEANET = {"decoder": "seanet", "decoder_lstm": True}
+# the SEANet decoder with its LSTM (and the 512-unit LSTMs of the default until 2026-12-07): the default decoder
+# until 2026-12-07, which every row below but ``ours`` and the ``istft`` rows was measured with
+SEANET = {"decoder": "seanet", "decoder_lstm": True, "lstm_dim": 512}
 THREE_UNITS = {**SEANET, "dilations": [1, 3, 9], "lstm": 0}  # the default before 2026-11-30
 OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours": {},
@@ -120,7 +121,7 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours_adv_early": {},
     # the frame-rate iSTFT decoder (vqaudio.models.istft) without a decoder-side LSTM (its ConvNeXt blocks see
     # +-21 frames; the LSTM would cost 5x the decoder's own inference): codec_base's decoder since 2026-12-07
-    "istft": {"decoder": "istft", "decoder_lstm": False},
+    "istft": {"decoder": "istft", "decoder_lstm": False, "lstm_dim": 512},
     # what the encoder's latent LSTM buys against its cost in extraction: 128 units (lstm_dim null: latent_dim)
     # instead of 512, and none
     "istft_lstm128": {"decoder": "istft", "decoder_lstm": False, "lstm_dim": None},
@@ -374,8 +375,8 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
 
 def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     names = {
-        "ours": "vqaudio default (Snake encoder, 1 residual unit per resolution, 512-unit LSTM; iSTFT decoder)",
-        "ours_seanet": "vqaudio default encoder, SEANet decoder with its 512-unit LSTM (the default until 2026-12-07)",
+        "ours": "vqaudio default (Snake encoder, 1 residual unit per resolution, 128-unit LSTM; iSTFT decoder)",
+        "ours_seanet": "vqaudio encoder, SEANet decoder, 512-unit LSTMs on both sides (the default until 2026-12-07)",
         "ours_full": "vqaudio default, full-width encoder",
         "ours_3units": "vqaudio, Snake, 3 residual units per resolution, no LSTM (default before 2026-11-30)",
         "ours_elu": "vqaudio, ELU, 3 units, no LSTM, half-width encoder",
@@ -390,8 +391,8 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
         "ours_dropout_all": "vqaudio default, quantizer dropout on every example (SoundStream)",
         "ours_no_dropout": "vqaudio default, no quantizer dropout",
         "ours_adv_early": "vqaudio default, discriminators from 20 % of the budget",
-        "istft": "vqaudio default encoder, iSTFT decoder (ConvNeXt 6 x 256 at 50 frames/s, no decoder LSTM)",
-        "istft_lstm128": "`istft` with a 128-unit encoder LSTM (512 by default)",
+        "istft": "vqaudio encoder, 512-unit LSTM, iSTFT decoder (ConvNeXt 6 x 256 at 50 frames/s, no decoder LSTM)",
+        "istft_lstm128": "`istft` with a 128-unit encoder LSTM (the default since 2026-12-07)",
         "istft_no_lstm": "`istft` without the encoder LSTM",
     }
     lines = [

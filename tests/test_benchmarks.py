@@ -38,6 +38,7 @@ COVERED = {  # script -> the test that runs it
     "codec.py": "test_codec",
     "extract.py": "test_extract",
     "extract_memory.py": "test_extract_memory",
+    "extract_ssl.py": "test_extract_ssl",
     "intelligibility.py": "test_intelligibility",
     "prior.py": "test_prior",
     "quality.py": "test_gpu_dry_run",
@@ -200,6 +201,24 @@ def test_extract_memory(corpus):
         assert r[2] > 0, out  # peak RSS
 
 
+def test_extract_ssl(corpus):
+    """A tiny HuBERT: the bare forward, extract-units as by default and in padded batches, whose units must agree
+    on every frame."""
+    pytest.importorskip("transformers")
+    args = ["--corpus", str(corpus), "--tiny", "--minutes", "0.1", "--threads", "1", "--repeats", "1", "--k", "8"]
+    out = run("extract_ssl.py", *args, "--kmeans-utts", "2")
+    rows = [line for line in out.splitlines() if line.startswith("| 1 |")]
+    assert [r.split(" | ")[1] for r in rows] == [
+        "bare",
+        "extract-units",
+        "extract-units, whole call",
+        "extract-units, padded batches",
+    ], out
+    for row in rows:
+        finite(numbers(row.split(" | ", 2)[2]), row)
+    assert "(100.00 %)" in out, out
+
+
 def test_unit_quality(background):
     """One k-means baseline and one codec row trained on its units (the k-means content objective), through
     extraction, unit scoring, resynthesis at two depths and evaluation; without the 1000-step probe."""
@@ -220,7 +239,17 @@ def test_gpu_dry_run(background):
     dry_run.result()
     summary = (out / "summary.txt").read_text()
     steps = re.findall(r"== (\w+): exit (\d+)", summary)
-    assert steps == [("cuda_tests", "0"), ("train_speed", "0"), ("quantizers", "0"), ("quality", "0")], summary
+    assert steps == [
+        ("cuda_tests", "0"),
+        ("train_speed", "0"),
+        ("quantizers", "0"),
+        ("quality", "0"),
+        ("extract", "0"),
+        ("extract_ssl", "0"),
+    ], summary
+    extract = json.loads((out / "extract" / "results.json").read_text())
+    assert extract[0]["bare_rtf"] > 0 and extract[0]["one_job_h_per_h"] > 0, extract
+    assert "| 1 | extract-units |" in (out / "extract_ssl.log").read_text()
     assert "dry run" in (out / "machine.txt").read_text()
     rate = re.search(r"([\d.]+) codec steps/s", (out / "train_speed.log").read_text())
     assert rate and float(rate.group(1)) > 0

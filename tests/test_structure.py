@@ -125,9 +125,21 @@ def test_a_version_2_codec_file_keeps_the_defaults_of_its_time(tmp_path):
             del config[key]
         old = {"format": "vqaudio-codec", "version": 2, "config": config, "state_dict": codec.state_dict()}
         torch.save(old, tmp_path / "old.pt")
-        loaded = Codec.from_pretrained(tmp_path / "old.pt")  # not the current default's 512-unit LSTMs
+        loaded = Codec.from_pretrained(tmp_path / "old.pt")  # not version 3-4's 512-unit LSTMs
         assert loaded.config == codec.config and torch.equal(loaded.encode(wav), codec.encode(wav))
-    assert CodecConfig().lstm == 2 and CodecConfig().lstm_dim == 512  # what the same keys mean in version 3
+    assert CodecConfig().lstm == 2 and CodecConfig().lstm_dim is None  # what the same keys mean in version 5
+
+
+def test_a_version_4_codec_file_without_lstm_dim_keeps_its_512_units(tmp_path):
+    codec = _tiny_codec(lstm=1, lstm_dim=512)
+    config = to_dict(codec.config)
+    del config["lstm_dim"]  # the default of versions 3 and 4
+    torch.save(
+        {"format": "vqaudio-codec", "version": 4, "config": config, "state_dict": codec.state_dict()},
+        tmp_path / "v4.pt",
+    )
+    loaded = Codec.from_pretrained(tmp_path / "v4.pt")
+    assert loaded.config.lstm_dim == 512 and loaded.config == codec.config
 
 
 def test_a_version_1_prior_file_with_the_old_names_still_loads(tmp_path):

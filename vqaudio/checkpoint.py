@@ -29,12 +29,18 @@ KINDS = ("codec", "kmeans", "wavenet-prior", "vocoder")  # every kind of model f
 # ``num_quantizers`` / ``num_levels``; such files still load, their configs read through the renames).
 # 3: the default codec gained 512-unit LSTMs (``lstm: 2``, ``lstm_dim: 512``).
 # 4: codecs and vocoders name their decoder kind (``decoder: seanet | istft``); earlier files are SEANet.
-VERSION = 4
+# 5: the default codec's LSTMs have ``latent_dim`` units (``lstm_dim: null``); earlier files without the key
+# had 512.
+VERSION = 5
 
 # Per kind, the values that config keys missing from a file older than a version meant when it was written:
 # a later change of a default never changes what an older file holds.
 EARLIER_DEFAULTS: dict[str, dict[int, dict]] = {
-    "codec": {3: {"lstm": 0, "lstm_dim": None}, 4: {"decoder": "seanet", "decoder_lstm": True}},
+    "codec": {
+        3: {"lstm": 0, "lstm_dim": None},
+        4: {"decoder": "seanet", "decoder_lstm": True},
+        5: {"lstm_dim": 512},
+    },
     "vocoder": {4: {"decoder": "seanet"}},
 }
 

@@ -6,9 +6,11 @@ equal training compute on 2 CPU cores its architecture without the LSTM lost 0.0
 convolution stacks, so their windowed CPU inference, chunked encoding and receptive fields are unchanged,
 and it is run over the whole sequence of frames. Its width is its own (``CodecConfig.lstm_dim``; EnCodec's
 LSTMs have 512 units): one thread runs a 2-layer LSTM of 128 units over 10 s of frames in 3 ms, of 512
-units in 51 ms. The default codec has 2 layers of 512 units on both sides and one residual unit per
-resolution in its convolution stacks: at equal training time that beat three dilated units per resolution
-without LSTMs by 0.036 STOI; 128-unit LSTMs beside the three units brought nothing.
+units in 51 ms. With the SEANet decoder, 2 layers of 512 units on both sides and one residual unit per
+resolution beat three dilated units per resolution without LSTMs by 0.036 STOI at equal training time. With
+the iSTFT decoder, 128 units (the default, ``latent_dim``) on the encoder side match 512 at equal training
+time and encode 4.5x faster (benchmarks/README.md). Extraction runs it over many utterances at once
+(:func:`length_groups`).
 Unidirectional, it is causal: a streaming codec carries its ``(h, c)`` from chunk to chunk.
 """
 

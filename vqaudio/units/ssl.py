@@ -14,26 +14,37 @@ is repeated up to ``ceil(T / hop)`` frames, the count a codec of the same hop gi
 with a codec's frame ``i`` (centres ``(rf - hop) / 2`` samples apart: 2.5 ms at 16 kHz). The input is never
 padded, so the frames equal the model's own output on the same waveform.
 
-Exactness: models with ``feat_extract_norm == "group"`` (hubert-base, wav2vec2-base, wavlm-base) normalise the
-first conv layer over the whole input, so zero padding changes every frame: they run one waveform at a time
-(or a batch of equal lengths). ``"layer"`` models run padded batches with an attention mask. Waveforms
-longer than ``chunk_seconds`` run in windows of ``chunk_seconds`` with ``context_seconds`` of real audio on
-each side that is computed and dropped (attention is global, so windowed frames approach, not equal, the
+Batches: :meth:`SSLFeatures.features_batch` sorts waveforms by length and runs neighbours as one right-padded
+batch (at most ``max_padding`` of its samples padding: by default 10 % on CUDA, none on the CPU, where a batch
+runs no faster than its waveforms one by one; at most ``batch_seconds`` of samples), and every item's frames
+equal the item run alone, to float rounding. The convolutions of the feature encoder have no padding,
+so an item's frames read its own samples only, and transformers zeroes padded frames before the positional
+convolution and masks them in attention. Two places see the padding besides, and are changed while a padded
+batch runs (the loaded model is as it was after): the first conv layer of ``feat_extract_norm == "group"``
+models (hubert-base, wav2vec2-base, wavlm-base), whose group norm normalises each channel over the whole
+input, runs on each item alone, over its own samples; and the convolutions over time inside the encoder that
+transformers does not mask (data2vec-audio's stacked positional convolutions, wav2vec2-conformer's depthwise
+convolutions) get the padded frames zeroed, as the zero padding an item alone has past its end. Waveforms
+longer than ``chunk_seconds`` run alone in windows of ``chunk_seconds`` with ``context_seconds`` of real audio
+on each side that is computed and dropped (attention is global, so windowed frames approach, not equal, the
 whole-file frames; the context bounds the difference).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import math
 import pathlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import UserError
 
@@ -41,6 +52,11 @@ log = logging.getLogger(__name__)
 
 # model_type values of transformers' audio SSL encoders with the wav2vec 2.0 conv feature encoder.
 SSL_MODEL_TYPES = ("hubert", "wavlm", "wav2vec2", "wav2vec2-conformer", "data2vec-audio")
+# Defaults of SSLFeatures' batches (features_batch): at most this much audio at once, padding included, and at
+# most this fraction of it padding, by device type. On the CPU a batch runs no faster than its waveforms one by
+# one, so padding is all cost (benchmarks/README.md, SSL unit extraction): only equal lengths batch there.
+BATCH_SECONDS = 60.0
+MAX_PADDING = {"cpu": 0.0, "cuda": 0.1}
 
 
 def require_transformers():
@@ -107,10 +123,16 @@ def _is_local(model: str) -> bool:
     return pathlib.Path(model).expanduser().exists() or model.startswith((".", "/", "~"))
 
 
+def _feat_extract_norm(config) -> str:
+    """``"group"`` (group norm in the first conv layer) or ``"layer"`` (layer norm in every conv layer);
+    data2vec-audio's config has no ``feat_extract_norm``: its conv layers all have layer norm."""
+    return getattr(config, "feat_extract_norm", "layer")
+
+
 def _normalize_setting(model: str, revision: str | None, config) -> tuple[bool, int]:
     """``(do_normalize, sampling_rate)`` from the checkpoint's ``preprocessor_config.json``; without the file,
     ``feat_extract_norm == "layer"`` (as the large models were trained) and 16 kHz."""
-    default = (config.feat_extract_norm == "layer", 16000)
+    default = (_feat_extract_norm(config) == "layer", 16000)
     if _is_local(model):
         path = pathlib.Path(model).expanduser() / "preprocessor_config.json"
         if not path.is_file():
@@ -134,6 +156,62 @@ def _normalize_setting(model: str, revision: str | None, config) -> tuple[bool, 
     return bool(pre.get("do_normalize", default[0])), int(pre.get("sampling_rate", default[1]))
 
 
+def length_batches(lengths: list[int], max_padding: float, max_samples: int) -> list[list[int]]:
+    """Indices of ``lengths`` in batches of neighbours by length, shortest first: each batch, padded to its longest
+    waveform, holds at most ``max_samples`` samples (one waveform may hold more, alone) of which at most a
+    fraction ``max_padding`` is padding (0: equal lengths only). Greedy: a batch takes the next longer waveform
+    while both bounds hold."""
+    if not 0 <= max_padding < 1 or max_samples < 1:
+        raise ValueError(f"max_padding must lie in [0, 1) and max_samples be >= 1, got {max_padding}, {max_samples}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    total = 0
+    for i in order:
+        n = lengths[i]
+        if batches and batches[-1]:
+            padded = (len(batches[-1]) + 1) * n  # sorted: the new waveform is the batch's longest
+            if padded <= max_samples and padded - (total + n) <= max_padding * padded:
+                batches[-1].append(i)
+                total += n
+                continue
+        batches.append([i])
+        total = n
+    return batches
+
+
+class _ItemFirstLayer(nn.Module):
+    """The feature encoder's first conv layer (conv, group norm, activation) run on each item of a right-padded
+    ``(B, 1, T)`` batch alone, over its own ``lengths[b]`` samples, its frames written into the batch's
+    ``(B, C, T')`` output and the frames after them zeroed: a group norm of one group per channel normalises
+    over the whole input, so over the item's frames only it gives the item's frames as alone."""
+
+    # transformers' Wav2Vec2Model docs (attention_mask) have wav2vec2-base batches zero-padded without a mask,
+    # its group norm then counting the padding; here the padding is left out of it instead.
+
+    def __init__(self, layer: nn.Module, lengths: list[int]) -> None:
+        super().__init__()
+        self.layer, self.lengths = layer, lengths
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv = self.layer.conv
+        frames = (x.shape[-1] - conv.kernel_size[0]) // conv.stride[0] + 1
+        out = None
+        for b, n in enumerate(self.lengths):
+            y = self.layer(x[b : b + 1, :, :n])[0]
+            if out is None:
+                out = y.new_empty(x.shape[0], y.shape[0], frames)
+            out[b, :, : y.shape[-1]] = y
+            out[b, :, y.shape[-1] :] = 0
+        return out
+
+
+def _zero_padding(frames: Tensor, module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook of a convolution over ``(B, C, T)``: frames past each item's ``frames[b]`` set to 0."""
+    x = args[0]
+    keep = torch.arange(x.shape[-1], device=x.device) < frames[:, None]
+    return (x * keep[:, None].to(x.dtype), *args[1:])
+
+
 class SSLFeatures:
     """Layer ``layer`` (or the mean of several layers) of an audio SSL model as frame features of whole waveforms.
 
@@ -146,6 +224,12 @@ class SSLFeatures:
         chunk_seconds: waveforms longer than this run in windows of this length (bounded memory).
         context_seconds: real audio on each side of a window, computed and dropped.
         expect_sha256: refuse a model whose weights differ (a unit model made with another model).
+        batch_seconds: :meth:`features_batch` runs at most this much audio at once, padding included (memory).
+        max_padding: the most padding a batch of :meth:`features_batch` may hold, as a fraction of its samples
+            (padding is computed and dropped; 0 batches equal lengths only); by default ``MAX_PADDING`` of the
+            device type the features run on (0 on the CPU, 0.1 on CUDA).
+
+    One call at a time per instance: a padded batch changes the loaded model while it runs.
     """
 
     def __init__(
@@ -157,6 +241,8 @@ class SSLFeatures:
         chunk_seconds: float = 30.0,
         context_seconds: float = 5.0,
         expect_sha256: str | None = None,
+        batch_seconds: float = BATCH_SECONDS,
+        max_padding: float | None = None,
     ) -> None:
         tf = require_transformers()
         model = str(model)
@@ -183,6 +269,8 @@ class SSLFeatures:
             raise UserError(
                 f"chunk_seconds must be > 0 and context_seconds >= 0, got {chunk_seconds}, {context_seconds}"
             )
+        if not batch_seconds > 0 or not (max_padding is None or 0 <= max_padding < 1):
+            raise UserError(f"batch_seconds must be > 0 and max_padding in [0, 1), got {batch_seconds}, {max_padding}")
         try:
             net = tf.AutoModel.from_pretrained(source, revision=None if local else revision)
         except (OSError, ValueError) as err:
@@ -201,11 +289,15 @@ class SSLFeatures:
         self.reference = SSLReference(
             source, layer, None if local else revision, sha, normalize, sample_rate, hop, config.hidden_size
         )
-        self.group_norm = config.feat_extract_norm == "group"
+        self.group_norm = _feat_extract_norm(config) == "group"
         self.rf, self.device = rf, torch.device(device)
         self._convs = list(zip(config.conv_kernel, config.conv_stride, strict=True))
         self.chunk_frames = max(1, round(chunk_seconds * sample_rate / hop))
         self.context_frames = round(context_seconds * sample_rate / hop)
+        self.batch_samples = max(1, round(batch_seconds * sample_rate))
+        self.max_padding = max_padding
+        # Convolutions over time in the encoder (positional, conformer depthwise): padded frames zeroed before them.
+        self._time_convs = [m for m in self.net.encoder.modules() if isinstance(m, nn.Conv1d) and m.kernel_size[0] > 1]
         self._captured: list[Tensor] = []
         for n in layers:
             if n == 0:
@@ -252,16 +344,38 @@ class SSLFeatures:
             n = (n - k) // s + 1
         return n
 
+    @contextlib.contextmanager
+    def _padded(self, lengths: list[int]) -> Iterator[None]:
+        """While a right-padded batch of ``lengths`` samples per item runs: a group-norm model's first conv layer
+        on each item alone, and the padded frames zeroed before the encoder's convolutions over time."""
+        frames = torch.tensor([self.model_frames(n) for n in lengths], device=self.device)
+        hooks = [m.register_forward_pre_hook(functools.partial(_zero_padding, frames)) for m in self._time_convs]
+        layers = self.net.feature_extractor.conv_layers
+        first = layers[0]
+        if self.group_norm:
+            layers[0] = _ItemFirstLayer(first, lengths)
+        try:
+            yield
+        finally:
+            layers[0] = first  # the loaded model as it was
+            for hook in hooks:
+                hook.remove()
+
     @torch.inference_mode()
     def _run(self, wavs: Tensor, lengths: list[int] | None = None) -> Tensor:
-        """``(B, T)`` float32 -> ``(B, frames, D)`` float32 on CPU; ``lengths`` gives an attention mask."""
+        """``(B, T)`` float32 -> ``(B, frames, D)`` float32 on CPU; ``lengths`` (samples of each item, the rest
+        padding) gives each item's frames as alone (:meth:`_padded`, an attention mask). On CUDA ``wavs`` is
+        copied from page-locked memory without blocking."""
+        cuda = self.device.type == "cuda"
+        x = (wavs.pin_memory() if cuda and not wavs.is_pinned() else wavs).to(self.device, non_blocking=cuda)
+        padded = lengths is not None and any(n < wavs.shape[1] for n in lengths)
         mask = None
-        if lengths is not None and any(n < wavs.shape[1] for n in lengths):
+        if padded:
             mask = (torch.arange(wavs.shape[1])[None] < torch.tensor(lengths)[:, None]).long().to(self.device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         self._captured = []
-        with autocast:
-            self.net(wavs.to(self.device), attention_mask=mask)
+        with self._padded(lengths) if padded else contextlib.nullcontext():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                self.net(x, attention_mask=mask)
         feats = torch.stack([c.float() for c in self._captured]).mean(0).cpu()
         self._captured = []
         return feats
@@ -305,26 +419,33 @@ class SSLFeatures:
         return self._frames_out(torch.cat(parts), samples, name)
 
     def features_batch(self, wavs: list[np.ndarray], names: list[str] | None = None) -> list[Tensor]:
-        """Features of several waveforms, batched where batching changes no frame: ``"layer"`` models run padded
-        batches with an attention mask, ``"group"`` models batch only waveforms of equal length; long ones run
-        alone in windows. Same result as :meth:`features` on each."""
+        """Features of several waveforms, each as :meth:`features` gives it alone (to float rounding): sorted by
+        length and run in right-padded batches of neighbours (:func:`length_batches` with ``max_padding`` and
+        ``batch_seconds``; see the module's notes on batches; on the CPU by default equal lengths only);
+        waveforms longer than ``chunk_seconds`` run alone in windows."""
         names = names or [f"waveform {i}" for i in range(len(wavs))]
         out: list[Tensor | None] = [None] * len(wavs)
-        groups: dict[int, list[int]] = {}
+        short = []
         for i, w in enumerate(wavs):
-            samples = int(np.asarray(w).shape[-1])
-            if self.model_frames(samples) > self.chunk_frames + 2 * self.context_frames:
+            if self.model_frames(int(np.asarray(w).shape[-1])) > self.chunk_frames + 2 * self.context_frames:
                 out[i] = self.features(w, names[i])
             else:
-                groups.setdefault(samples if self.group_norm else 0, []).append(i)
-        for idx in groups.values():
-            xs = [self._prepare(wavs[i]) for i in idx]
-            lengths = [x.shape[0] for x in xs]
-            batch = torch.from_numpy(np.stack([np.pad(x, (0, max(lengths) - x.shape[0])) for x in xs]))
+                short.append(i)
+        xs = [self._prepare(wavs[i]) for i in short]
+        pinned = self.device.type == "cuda"
+        max_padding = (
+            MAX_PADDING.get(self.device.type, MAX_PADDING["cuda"]) if self.max_padding is None else self.max_padding
+        )
+        for rows in length_batches([x.shape[0] for x in xs], max_padding, self.batch_samples):
+            lengths = [xs[r].shape[0] for r in rows]
+            batch = torch.zeros(len(rows), max(lengths), pin_memory=pinned)
+            for b, r in enumerate(rows):
+                batch[b, : lengths[b]] = torch.from_numpy(xs[r])
             feats = self._run(batch, lengths)
-            for row, i in enumerate(idx):
-                n = self.model_frames(lengths[row])
-                out[i] = self._frames_out(feats[row, :n], int(np.asarray(wavs[i]).shape[-1]), names[i])
+            for b, r in enumerate(rows):
+                i = short[r]
+                n = self.model_frames(lengths[b])
+                out[i] = self._frames_out(feats[b, :n], int(np.asarray(wavs[i]).shape[-1]), names[i])
         return out
 
 
