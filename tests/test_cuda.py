@@ -90,3 +90,40 @@ def test_codec_encode_decode_on_cuda_equals_cpu():
     gpu = copy.deepcopy(codec).cuda()
     assert (gpu.encode(wav.cuda()).cpu() == codes).float().mean() > 0.99
     assert torch.allclose(gpu.decode(codes.cuda()).cpu(), codec.decode(codes), atol=1e-4)
+
+
+def test_batched_extraction_on_cuda_equals_the_cpu_units():
+    """encode_batch on CUDA (padded batches of convolutions with their tails, the LSTM over the batch) against
+    each waveform alone on the CPU, for a codec with non-zero biases (padding would show)."""
+    torch.manual_seed(0)
+    q = QuantizerConfig(kind="vq", n_q=2, codebook_size=64, kmeans_init=False, dead_code_threshold=0.0)
+    cfg = CodecConfig(channels=8, encoder_channels=8, latent_dim=16, max_channels=32, lstm=2, quantizer=q)
+    codec = Codec(cfg).eval()
+    with torch.no_grad():
+        for name, param in codec.encoder.named_parameters():
+            if name.endswith("bias"):
+                param.uniform_(-0.5, 0.5)
+    wavs = [torch.randn(n) * 0.1 for n in (16000, 23000, 800, 16320, 47000)]
+    cpu = [codec.encode(w[None, None])[0] for w in wavs]
+    gpu = copy.deepcopy(codec).cuda().encode_batch([w.cuda() for w in wavs])
+    same = sum(int((a == b.cpu()).all(0).sum()) for a, b in zip(cpu, gpu, strict=True))
+    assert [b.shape for b in gpu] == [a.shape for a in cpu]
+    assert same / sum(a.shape[-1] for a in cpu) > 0.999
+
+
+def test_ssl_padded_batches_on_cuda_equal_single_runs(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import numpy as np
+
+    from vqaudio.units.ssl import SSLFeatures
+
+    from .test_ssl import SMALL
+
+    transformers.HubertModel(transformers.HubertConfig(**SMALL)).save_pretrained(tmp_path / "hubert")
+    feats = SSLFeatures(str(tmp_path / "hubert"), 2, device="cuda")
+    rng = np.random.default_rng(0)
+    wavs = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 15200, 14800, 16100)]
+    batch = feats.features_batch(wavs)  # CUDA: neighbours by length, at most 10 % padding, in one batch
+    for wav, f in zip(wavs, batch, strict=True):
+        alone = feats.features(wav)
+        assert f.shape == alone.shape and torch.allclose(f, alone, atol=2e-2 * float(alone.abs().max()))
