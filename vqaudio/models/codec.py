@@ -56,7 +56,8 @@ class CodecConfig:
             as EnCodec's SLSTM; a wider LSTM maps its outputs back to ``latent_dim``. With the iSTFT decoder and
             60 min of CPU training, 128 units matched 512 at 1 kbps (log-mel 0.373 against 0.380, STOI 0.770
             against 0.769, level-0 PNMI 0.483 against 0.473) with 3.2M fewer parameters and 4.5x faster
-            single-waveform encoding (benchmarks/README.md, what the encoder's latent LSTM buys).
+            single-waveform encoding; a second seed, side by side, had them within noise of each other too
+            (benchmarks/README.md, what the encoder's latent LSTM buys).
         decoder_lstm: whether the decoder side has its LSTM (``lstm`` layers) too; off (the default), only the
             encoder has one. The iSTFT decoder's ConvNeXt blocks see +-21 frames on their own, and a 512-unit LSTM
             costs five times that decoder's whole inference on one thread. Files written before this field
