@@ -168,23 +168,12 @@ def worker(spec: dict) -> dict:
     lstm = getattr(codec, "encoder_lstm", None)
     t = time.perf_counter()
     if lstm is not None:
-        if batched:
-            from vqaudio.models.context import length_groups
-
+        if batched:  # as encode_batch runs it, batch by batch
             i = 0
             for b in batches:
-                group_latents = latents[i : i + len(b)]
+                with torch.no_grad():
+                    lstm.forward_batch([x[0] for x in latents[i : i + len(b)]])
                 i += len(b)
-                for group in length_groups([x.shape[-1] for x in group_latents]):
-                    longest = group_latents[group[0]].shape[-1]
-                    x = torch.stack(
-                        [
-                            torch.nn.functional.pad(group_latents[j][0], (0, longest - group_latents[j].shape[-1]))
-                            for j in group
-                        ]
-                    )
-                    with torch.no_grad():
-                        lstm(x)
         else:
             with torch.no_grad():
                 for x in latents:

@@ -429,9 +429,9 @@ class Codec(nn.Module):
     ) -> list[Tensor]:
         """Units of several waveforms of any lengths: ``(T_i,)`` each -> ``(n_q, ceil(T_i / hop))`` int64 each.
 
-        The latent LSTM, which is causal, runs over the waveforms together, right-padded (:func:`length_groups`
-        weighs padding against batch size): its recurrent products become matrix-matrix, 5-7x less time per utterance at
-        8-32 utterances than one at a time on one thread. The convolutions run on each waveform alone (in
+        The latent LSTM, which is causal, runs over the waveforms together, right-padded
+        (:meth:`LatentLSTM.forward_batch`): its recurrent products become matrix-matrix, 5-7x less time per
+        utterance at 8-32 utterances than one at a time on one thread. The convolutions run on each waveform alone (in
         chunks of ``chunk_seconds``, as :meth:`encode_chunked`), or with ``batch_convs`` (the default on a GPU)
         on padded batches of similar lengths (:meth:`_batched_conv_latents`). Equal to :meth:`encode` of each
         waveform alone to float rounding (a GEMM over more rows may round the last bit differently, which can
@@ -460,12 +460,7 @@ class Codec(nn.Module):
             for i, z in zip(together, self._batched_conv_latents([wavs[i] for i in together], *context), strict=True):
                 latents[i] = z
         if self.encoder_lstm is not None:
-            for group in length_groups([x.shape[-1] for x in latents]):
-                frames = latents[group[0]].shape[-1]
-                batch = torch.stack([F.pad(latents[i], (0, frames - latents[i].shape[-1])) for i in group])
-                out = self.encoder_lstm(batch)  # (B, D, T'): causal, so an item's frames ignore its padding
-                for row, i in enumerate(group):
-                    latents[i] = out[row, :, : latents[i].shape[-1]]
+            latents = self.encoder_lstm.forward_batch(latents)
         if not latents:
             return []
         codes = self._codes(torch.cat(latents, dim=-1)[None], n_q)[0]  # one quantizer call over every frame
@@ -481,8 +476,7 @@ class Codec(nn.Module):
         encoder's frames of context (``Encoder.frame_context``).
 
         In a padded batch a frame whose receptive field ends within its waveform is exact; the last ``right``
-        frames (``right``: the frames of right context) see
-        the padding, so they are taken from a second batch of equal-length tails: each waveform's last
+        frames see the padding, so they are taken from a second batch of equal-length tails: each waveform's last
         ``left + right`` frames of audio, whose last ``right`` frames see their true end and ``left`` frames of
         true past. Waveforms shorter than a tail run alone.
         """
@@ -498,12 +492,14 @@ class Codec(nn.Module):
             longest = frames[group[0]] * hop
             batch = torch.stack([F.pad(padded[i], (0, longest - padded[i].shape[-1])) for i in group])[:, None]
             body = self.encoder.infer(batch)
-            if right:  # a causal encoder's frames never see the padding
-                ends = torch.stack([padded[i][(frames[i] - left - right) * hop :] for i in group])[:, None]
-                end = self.encoder.infer(ends)[..., left:]
+            if not right:  # a causal encoder's frames never see the padding
+                for row, i in enumerate(group):
+                    out[i] = body[row, :, : frames[i]]
+                continue
+            ends = torch.stack([padded[i][(frames[i] - left - right) * hop :] for i in group])[:, None]
+            end = self.encoder.infer(ends)[..., left:]
             for row, i in enumerate(group):
-                last = end[row] if right else body[row, :, :0]
-                out[i] = torch.cat([body[row, :, : frames[i] - right], last], dim=-1)
+                out[i] = torch.cat([body[row, :, : frames[i] - right], end[row]], dim=-1)
         return out
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 LSTMState = tuple[Tensor, Tensor]
@@ -55,6 +56,18 @@ class LatentLSTM(nn.Module):
         itself is not changed, so concatenated steps equal one pass over all the frames."""
         y, new = self.lstm(x.transpose(1, 2), state)  # (B, k, hidden)
         return x + self.out(y).transpose(1, 2), new
+
+    def forward_batch(self, xs: Sequence[Tensor]) -> list[Tensor]:
+        """``(D, T_i)`` sequences of any lengths -> their outputs, each equal to its own pass to float rounding:
+        run together, right-padded, in the batches of :func:`length_groups` (causal: a sequence's frames never
+        see its padding), so the recurrent products are matrix-matrix."""
+        out: list[Tensor | None] = [None] * len(xs)
+        for group in length_groups([x.shape[-1] for x in xs]):
+            frames = xs[group[0]].shape[-1]
+            y = self(torch.stack([F.pad(xs[i], (0, frames - xs[i].shape[-1])) for i in group]))  # (B, D, T')
+            for row, i in enumerate(group):
+                out[i] = y[row, :, : xs[i].shape[-1]]
+        return out
 
 
 # Sequences per LSTM batch at most (memory: a batch holds size x its longest frames).

@@ -272,9 +272,8 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
 
     def flush() -> None:
         nonlocal audio_seconds, n_ok
-        batch = [(u, w) for u, w in pending if w is not None]
-        if batch:
-            batch = [(u, read(u) if w is None else w) for u, w in pending]  # a batch cut short by a kill
+        if any(w is not None for _, w in pending):  # not all written before: encoded whole, as uninterrupted
+            batch = [(u, read(u) if w is None else w) for u, w in pending]
             start = time.perf_counter()
             wavs = [torch.from_numpy(w) for _, w in batch]
             if device != "cpu":  # page-locked, so the copies to the GPU run asynchronously

@@ -162,6 +162,16 @@ def splice(feats: np.ndarray, context: int) -> np.ndarray:
     return np.concatenate([padded[i : i + feats.shape[0]] for i in range(2 * context + 1)], axis=1)
 
 
+def _check_one_level(n_q: int | None) -> None:
+    if n_q not in (None, 1):
+        raise UserError(f"a k-means unit model has one level; n_q must be 1, got {n_q}")
+
+
+def _repeat_last(units: Tensor, frames: int) -> Tensor:
+    """``(T',)`` units cut or extended to ``frames`` by repeating the last one."""
+    return torch.cat([units, units[-1:].expand(max(0, frames - units.shape[0]))])[:frames]
+
+
 class KMeansUnitModel(nn.Module):
     """Nearest of ``k`` centroids over (standardised) frame features: one unit per frame.
 
@@ -235,8 +245,7 @@ class KMeansUnitModel(nn.Module):
         and with ``cmvn`` (or an SSL model with group norm) the padding also enters the item's features. With
         ``lengths`` (samples per item) each item is its own first ``lengths[b]`` samples, as alone, and its
         frames past ``ceil(lengths[b] / hop)`` repeat its last unit."""
-        if n_q not in (None, 1):
-            raise UserError(f"a k-means unit model has one level; n_q must be 1, got {n_q}")
+        _check_one_level(n_q)
         wav = wav[:, None] if wav.ndim == 2 else wav
         if wav.ndim != 3 or wav.shape[1] != 1:
             raise ValueError(f"expected a mono waveform (B, 1, T), got {tuple(wav.shape)}")
@@ -247,31 +256,26 @@ class KMeansUnitModel(nn.Module):
         items = [w[0].cpu().float().numpy() for w in wav]
         if lengths is not None:
             items = [x[:n] for x, n in zip(items, lengths, strict=True)]
-        if self.ssl is not None:
-            feats = [finish_features(f.numpy(), self.config) for f in self.ssl.features_batch(items)]
-        else:
-            feats = [frame_features(x, self.config) for x in items]
         frames = -(-wav.shape[-1] // self.hop_length)
-        units = [self.units_of(f) for f in feats]
-        return torch.stack([torch.cat([u, u[-1:].expand(frames - u.shape[0])]) for u in units])[:, None]
+        return torch.stack([_repeat_last(u, frames) for u in self._units(items)])[:, None]
 
     @torch.no_grad()
     def encode_batch(self, wavs: Sequence[Tensor], n_q: int | None = None, chunk_seconds: float = 30.0) -> list[Tensor]:
         """Units of several waveforms of any lengths, each as alone: ``(T_i,)`` -> ``(1, ceil(T_i / hop))`` each
         (:meth:`Codec.encode_batch <vqaudio.models.Codec.encode_batch>`'s interface). An SSL model batches them
         where that changes no frame (:meth:`SSLFeatures.features_batch`); other features are per waveform."""
-        if n_q not in (None, 1):
-            raise UserError(f"a k-means unit model has one level; n_q must be 1, got {n_q}")
+        _check_one_level(n_q)
         items = [w.reshape(-1).cpu().float().numpy() for w in wavs]
+        units = self._units(items)
+        return [_repeat_last(u, -(-x.shape[0] // self.hop_length))[None] for x, u in zip(items, units, strict=True)]
+
+    def _units(self, items: list[np.ndarray]) -> list[Tensor]:
+        """The units of each ``(T_i,)`` waveform alone (the features' own frame count)."""
         if self.ssl is not None:
             feats = [finish_features(f.numpy(), self.config) for f in self.ssl.features_batch(items)]
         else:
             feats = [frame_features(x, self.config) for x in items]
-        out = []
-        for x, f in zip(items, feats, strict=True):
-            u, want = self.units_of(f), -(-x.shape[0] // self.hop_length)
-            out.append(torch.cat([u, u[-1:].expand(max(0, want - u.shape[0]))])[:want][None])
-        return out
+        return [self.units_of(f) for f in feats]
 
     def encode_chunked(self, wav: Tensor, chunk_seconds: float = 30.0, n_q: int | None = None) -> Tensor:
         """As :meth:`encode`: the features are local, so a long file needs no chunking beyond its own."""
