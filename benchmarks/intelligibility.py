@@ -14,7 +14,9 @@ Systems:
 - ``opus:BITRATE``: Opus (``opuslib_next``) at 16 kHz, VOIP, 20 ms frames, at BITRATE bit/s (VBR, the
   measured mean is reported), its lookahead removed so the output is aligned;
 - ``NAME=MODEL@NQ[,NQ...]``: a vqaudio codec (model folder or ``model.pt``) at each residual depth NQ,
-  ``Codec.encode`` / ``decode`` of each whole utterance.
+  ``Codec.encode`` / ``decode`` of each whole utterance;
+- ``audio:NAME=DIR[@BITS]``: audio coded elsewhere, a folder with a ``wav.scp`` of the test set's utterance ids
+  (``quality.py`` writes one per row and depth under ``WORK/<row>/audio/nq<Q>``), at BITS bit/s if given.
 
 Test set: the held-out speakers of ``benchmarks/speech_mini.py`` (``WORK/data/test``, 55 utterances, 7 min),
 or ``--data DIR``. Each row's audio and scores live in ``WORK/<row>/``; a row with ``result.json`` is not
@@ -109,10 +111,19 @@ def codec_coder(model: str, n_q: int):
 
 
 def rows_of(spec: str) -> list[tuple[str, object]]:
-    """The ``(row name, coder or None)`` of a system given on the command line (``None``: the references)."""
+    """The ``(row name, coder)`` of a system given on the command line: a function that makes the coder, ``None``
+    for the references, or ``(folder, bit/s or None)`` for audio coded elsewhere."""
     if spec == "original":
         return [("original", None)]
     kind, _, arg = spec.partition(":")
+    if kind == "audio":
+        name, eq, rest = arg.partition("=")
+        folder, at, bits = rest.partition("@")
+        if not eq or not name.isidentifier() or (at and not bits.isdigit()):
+            raise SystemExit(f"system {spec!r}: give audio:NAME=DIR or audio:NAME=DIR@BITS")
+        if not (pathlib.Path(folder) / "wav.scp").is_file():
+            raise SystemExit(f"system {spec!r}: {folder}/wav.scp not found")
+        return [(name, (pathlib.Path(folder), int(bits) if at else None))]
     if kind == "codec2":
         if arg not in CODEC2_MODES:
             raise SystemExit(f"codec2 mode {arg!r}: choose from {', '.join(CODEC2_MODES)}")
@@ -124,7 +135,9 @@ def rows_of(spec: str) -> list[tuple[str, object]]:
     name, eq, rest = spec.partition("=")
     model, at, depths = rest.rpartition("@")
     if not eq or not at or not name.isidentifier():
-        raise SystemExit(f"system {spec!r}: give original, codec2:MODE, opus:BITRATE or NAME=MODEL@NQ[,NQ...]")
+        raise SystemExit(
+            f"system {spec!r}: give original, codec2:MODE, opus:BITRATE, NAME=MODEL@NQ[,NQ...] or audio:NAME=DIR"
+        )
     if not pathlib.Path(model).exists():
         raise SystemExit(f"system {spec!r}: {model} not found")
     return [(f"{name}_nq{q}", lambda q=int(q): codec_coder(model, q)) for q in depths.split(",")]
@@ -217,8 +230,11 @@ def main() -> None:
     for row, make in rows:
         path = work / row / "result.json"
         if not path.is_file():
-            hyp = data if make is None else work / row / "audio"
-            coded = {"bitrate": None} if make is None else code(row, make, data, hyp)
+            if isinstance(make, tuple):  # audio coded elsewhere
+                hyp, coded = make[0], {"bitrate": make[1]}
+            else:
+                hyp = data if make is None else work / row / "audio"
+                coded = {"bitrate": None} if make is None else code(row, make, data, hyp)
             metrics = evaluate(data, hyp, work / row / "eval")
             result = {"row": row, **coded, "metrics": summary(metrics)}
             path.write_text(json.dumps(result, indent=2) + "\n")

@@ -14,7 +14,10 @@ with quantizer dropout runs at 50 frames/s in every row. Only the encoder and de
   residual unit per resolution, a 2-layer 128-unit LSTM after the encoder, the iSTFT decoder: ConvNeXt blocks
   at the frame rate and an inverse STFT, without a decoder-side LSTM; 4.0M parameters in all); ``istft``: the
   default until 2026-12-07, with 512-unit LSTMs (7.2M); ``istft_lstm128``: the default, named;
-  ``istft_no_lstm``: without the encoder LSTM;
+  ``istft_no_lstm``: without the encoder LSTM; ``ours_phase1`` and ``ours_phase3``: the default trained with
+  APNet's anti-wrapping phase losses (``loss.phase`` 1 and 3); ``mel_encoder``: the default with
+  the frame-rate mel encoder (``encoder: mel``: log-mel frames, ConvNeXt 4 x 256 at 50 frames/s) in place of
+  the SEANet encoder, and ``mel_encoder_phase1`` with the phase losses too;
   ``ours_seanet``: the default encoder with the SEANet decoder and its LSTM, the default until 2026-12-07
   (10.9M); every other ``ours_*`` row has that SEANet decoder too, as when it was measured;
   ``ours_full``: ``ours_seanet`` with a full-width encoder (``encoder_channels: null``);
@@ -63,6 +66,7 @@ import time
 
 import numpy as np
 import pytorch_lightning as pl
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 import yaml
@@ -100,6 +104,10 @@ ARCHS = (
     "ours_seanet",
     "istft_lstm128",
     "istft_no_lstm",
+    "ours_phase1",
+    "ours_phase3",
+    "mel_encoder",
+    "mel_encoder_phase1",
 )
 # the SEANet decoder with its LSTM (and the 512-unit LSTMs of the default until 2026-12-07): the default decoder
 # until 2026-12-07, which every row below but ``ours`` and the ``istft`` rows was measured with
@@ -127,6 +135,11 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     "istft_lstm128": {"decoder": "istft", "decoder_lstm": False, "lstm_dim": None},
     "istft_no_lstm": {"decoder": "istft", "decoder_lstm": False, "lstm": 0},
 }
+MEL = {"encoder": "mel", "encoder_dim": 256, "encoder_blocks": 4, "n_mels": 80}
+OURS.update({"ours_phase1": {}, "ours_phase3": {}, "mel_encoder": MEL, "mel_encoder_phase1": MEL})
+# rows whose loss weights differ from codec_base.yaml's: APNet's anti-wrapping phase losses on the iSTFT decoder's
+# phase (vqaudio.train.losses.phase_loss) at two weights
+LOSSES = {"ours_phase1": {"phase": 1.0}, "ours_phase3": {"phase": 3.0}, "mel_encoder_phase1": {"phase": 1.0}}
 SCHEDULES = {"ours_adv_early": {"adversarial_at": 0.2}}  # rows whose budget schedule differs from the options'
 DEPTHS = (1, 2, 4, 8)  # residual depths scored after training: 0.5 to 4 kbps
 # Model fields that rows may set differently; the rest of the training config is the same in every row.
@@ -148,6 +161,10 @@ ARCH_FIELDS = (
     "decoder_blocks",
     "decoder_hidden",
     "decoder_kernel",
+    "encoder",
+    "encoder_dim",
+    "encoder_blocks",
+    "n_mels",
 )
 PER_RUN = ("archs", "report")  # options that may differ between the runs that fill one work dir
 HAVE_PESQ = importlib.util.find_spec("pesq") is not None  # a GPU image may lack it (benchmarks/gpu.sh)
@@ -185,6 +202,7 @@ def build_task(arch: str, cfg: dict, dac_dims: tuple[int, int]) -> CodecTask:
     overrides = dict(OURS[arch]) if arch in OURS else {"lstm": 0}
     cfg["model"]["quantizer"].update(overrides.pop("quantizer", {}))
     cfg["model"].update(overrides)
+    cfg["loss"].update(LOSSES.get(arch, {}))
     task = CodecTask(cfg)
     dim = task.codec.config.latent_dim
     if arch.startswith("encodec"):
@@ -276,16 +294,18 @@ class Budget(pl.Callback):
 
 
 @torch.no_grad()
-def score(codec, test_dir: pathlib.Path, device: str) -> dict[str, dict[str, float]]:
+def score(codec, test_dir: pathlib.Path, device: str, audio: pathlib.Path | None = None) -> dict[str, dict[str, float]]:
     """Mean log-mel distance, STOI, PESQ-WB and SI-SDR over the held-out utterances at every n_q of
     :data:`DEPTHS` and of the unquantized latents (key ``continuous``: what the decoder makes of the encoder's
     own latents, the ceiling of any bitrate), and the mean relative latent error after each level
-    (``latent_error``)."""
+    (``latent_error``). With ``audio``, each depth's resynthesis goes to ``audio/nq<Q>/wav/<utt>.wav`` with a
+    ``wav.scp`` (for listening, and for ``vqaudio evaluate`` or ``intelligibility.py``'s ``audio:`` rows)."""
     codec.eval()
     sr = codec.sample_rate
     rows: dict[str, list[list[float]]] = {str(q): [] for q in DEPTHS if q <= codec.n_q}
     rows["continuous"] = []
     errors = []
+    scp: dict[str, list[str]] = {}
     for utt in read_data_dir(test_dir):
         ref = load_audio(utt.source, sr, utt.start, utt.end, name=utt.utt_id)
         wav = torch.from_numpy(ref)[None, None].to(device)
@@ -298,8 +318,15 @@ def score(codec, test_dir: pathlib.Path, device: str) -> dict[str, dict[str, flo
             else:
                 hyp = codec.decode(codes[:, : int(key)], length=len(ref))
             hyp = hyp[0, 0].clamp(-1, 1).float().cpu().numpy()
+            if audio is not None and key != "continuous":
+                path = audio / f"nq{key}" / "wav" / f"{utt.utt_id}.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(path, hyp, sr, subtype="FLOAT")
+                scp.setdefault(key, []).append(f"{utt.utt_id} {path}\n")
             pesq = pesq_wb(ref, hyp, sr) if HAVE_PESQ else math.nan
             rows[key].append([log_mel_distance(ref, hyp, sr), stoi(ref, hyp, sr), pesq, si_sdr(ref, hyp)])
+    for key, lines in scp.items():
+        (audio / f"nq{key}" / "wav.scp").write_text("".join(lines))
     names = ("log_mel", "stoi", "pesq_wb", "si_sdr")
     means = {key: np.nanmean(np.array(r), axis=0).tolist() for key, r in rows.items()}
     out: dict = {key: dict(zip(names, m, strict=True)) for key, m in means.items()}
@@ -363,10 +390,11 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
         "quantizer_start": task.cfg.loss.quantizer_start,
         "adversarial_start": task.cfg.loss.adversarial_start if task.cfg.loss.adversarial_start != NEVER else None,
         "curve": budget.curve,
-        "test": score(codec, work / "data" / "test", args.device),
+        "test": score(codec, work / "data" / "test", args.device, work / arch / "audio"),
         "rtf_1_thread": real_time_factors(codec, args.rtf_seconds) if args.device == "cpu" else None,
         "model": {k: v for k, v in to_dict(task.codec.config).items() if k in ARCH_FIELDS} if arch in OURS else None,
         "quantizer": to_dict(task.codec.config.quantizer),
+        "loss": LOSSES.get(arch, {}),
     }
     if arch in OURS:
         codec.save_pretrained(work / arch / "model.pt")
@@ -394,6 +422,10 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
         "istft": "vqaudio encoder, 512-unit LSTM, iSTFT decoder (ConvNeXt 6 x 256 at 50 frames/s, no decoder LSTM)",
         "istft_lstm128": "`istft` with a 128-unit encoder LSTM (the default since 2026-12-07)",
         "istft_no_lstm": "`istft` without the encoder LSTM",
+        "ours_phase1": "vqaudio default, APNet phase losses at weight 1",
+        "ours_phase3": "vqaudio default, APNet phase losses at weight 3",
+        "mel_encoder": "vqaudio default with a frame-rate encoder: log-mel, ConvNeXt 4 x 256, 128-unit LSTM",
+        "mel_encoder_phase1": "`mel_encoder` with APNet phase losses at weight 1",
     }
     lines = [
         "| architecture | params | steps | steps/s | log-mel 1 kbps | STOI 1 kbps | PESQ 1 kbps | SI-SDR 1 kbps "

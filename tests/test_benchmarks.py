@@ -304,6 +304,10 @@ def test_intelligibility(corpus, tmp_path):
     stamp = (work / "opus_6000" / "result.json").stat().st_mtime_ns
     assert "coded" not in run(*args) and (work / "opus_6000" / "result.json").stat().st_mtime_ns == stamp
     assert "| tiny_nq2 |" in out
+    # audio coded elsewhere (a folder with a wav.scp) is scored as it is: the same audio, the same scores
+    run(*args, f"audio:copy={work / 'tiny_nq1' / 'audio'}@500", timeout=200)
+    copy, tiny = (json.loads((work / r / "result.json").read_text()) for r in ("copy", "tiny_nq1"))
+    assert copy["bitrate"] == 500 and copy["metrics"] == tiny["metrics"]
 
 
 def test_vocoder(corpus, tmp_path):

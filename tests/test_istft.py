@@ -4,6 +4,8 @@ every stage of a codec and a vocoder built on it, and model files that predate t
 from __future__ import annotations
 
 import json
+import math
+import pathlib
 
 import pytest
 import torch
@@ -15,7 +17,9 @@ from vqaudio.models.codec import approx_parameters
 from vqaudio.models.istft import InverseSTFT, IstftDecoder
 from vqaudio.models.seanet import Decoder
 from vqaudio.quantize import QuantizerConfig
+from vqaudio.train.losses import anti_wrap, phase_loss
 
+TINY = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "librispeech" / "conf" / "codec_tiny.yaml"
 SMALL = dict(channels=4, encoder_channels=4, latent_dim=16, max_channels=16, lstm=0, decoder="istft")
 
 
@@ -136,3 +140,70 @@ def test_a_vocoder_with_an_istft_decoder_trains_every_stage():
     wav.square().mean().backward()
     dead = [n for n, p in vocoder.named_parameters() if p.grad is None and "null_speaker" not in n]
     assert not dead, dead
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_frame_phase_is_the_phase_of_the_frames_the_inverse_stft_overlap_adds(causal):
+    torch.manual_seed(0)
+    hop = 8
+    decoder = IstftDecoder(hop_length=hop, latent_dim=4, dim=8, blocks=1, causal=causal).double()
+    x = torch.randn(2, 1, 40 * hop + 3, dtype=torch.float64)  # not a whole number of frames: zeros complete it
+    phase = decoder.frame_phase(x)
+    assert phase.shape == (2, 4 * hop // 2 + 1, 41)
+    spec = stft(torch.nn.functional.pad(x[:, 0], (0, hop - 3)), 4 * hop, hop, decoder.net[-1].shift)
+    assert torch.allclose(phase, torch.atan2(spec[:, 1], spec[:, 0]), atol=1e-12)
+    # the frames it describes are the ones the decoder's inverse STFT puts back in place
+    y = decoder.net[-1](spec)[..., : 40 * hop]
+    inner = slice(4 * hop, 36 * hop)
+    assert torch.allclose(y[:, 0, inner], x[:, 0, inner], atol=1e-10)
+
+
+def test_forward_with_phase_is_forward_and_its_phase_feeds_the_spectrum():
+    torch.manual_seed(0)
+    decoder = IstftDecoder(hop_length=8, latent_dim=4, dim=8, blocks=1).double()
+    z = torch.randn(2, 4, 10, dtype=torch.float64)
+    wav, phase = decoder.forward_with_phase(z)
+    assert torch.equal(wav, decoder(z)) and phase.shape == (2, 17, 10)
+    phase.sum().backward()  # the phase is the head's own output, with a gradient to the backbone
+    assert decoder.net[0].conv.weight.grad.abs().sum() > 0
+
+
+def test_phase_loss_is_zero_for_equal_phases_and_blind_to_whole_turns():
+    torch.manual_seed(0)
+    target = torch.rand(2, 9, 7, dtype=torch.float64) * 6 - 3
+    assert phase_loss(target, target) == 0
+    turns = torch.randint(-3, 4, target.shape, dtype=torch.float64)
+    assert phase_loss(target + 2 * math.pi * turns, target) < 1e-12
+    # a constant offset: every instantaneous phase is pi off; its differences along frequency and time are exact
+    assert abs(phase_loss(target + math.pi, target).item() - math.pi) < 1e-12
+    # a ramp of 0.5 rad per frame: the time differences are 0.5 off, the frequency differences exact
+    ramp = 0.5 * torch.arange(7, dtype=torch.float64)
+    expected = anti_wrap(ramp).mean().item() + 0.5
+    assert abs(phase_loss(target + ramp, target).item() - expected) < 1e-12
+    with pytest.raises(ValueError, match=r"\(2, 9, 7\) and \(2, 9, 6\)"):
+        phase_loss(target, target[..., :6])
+
+
+def test_the_phase_loss_alone_trains_the_codec_from_encoder_to_head():
+    import yaml
+
+    from vqaudio.train.codec_task import CodecTask
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["loss"].update(waveform_l1=0.0, stft=0.0, mel=0.0, phase=1.0)
+    task = CodecTask(cfg)
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(2, 1, 4 * task.codec.hop_length)
+    out = task.codec(wav, quantize=False)
+    logs = {}
+    task.reconstruction_loss(out.wav, wav, logs, out.phase, task.codec.decoder).backward()
+    assert 0 < logs["train/phase"] < 3 * math.pi
+    head = task.codec.decoder.net[-2].out.weight
+    first = next(p for n, p in task.codec.named_parameters() if n.startswith("encoder"))
+    assert head.grad.abs().sum() > 0 and first.grad.abs().sum() > 0
+    cfg["model"].update(decoder="seanet")
+    seanet = CodecTask(cfg)
+    out = seanet.codec(wav, quantize=False)
+    assert out.phase is None
+    with pytest.raises(UserError, match="loss.phase needs an iSTFT decoder"):
+        seanet.reconstruction_loss(out.wav, wav, {}, out.phase, seanet.codec.decoder)

@@ -19,10 +19,17 @@ pytest.importorskip("onnxscript")
 
 
 @pytest.mark.parametrize(
-    "lstm,lstm_dim,decoder",
-    [(0, None, "seanet"), (2, None, "seanet"), (2, 24, "seanet"), (0, None, "istft"), (2, 24, "istft")],
+    "lstm,lstm_dim,decoder,encoder",
+    [
+        (0, None, "seanet", "seanet"),
+        (2, None, "seanet", "seanet"),
+        (2, 24, "seanet", "seanet"),
+        (0, None, "istft", "seanet"),
+        (2, 24, "istft", "seanet"),
+        (2, None, "istft", "mel"),
+    ],
 )
-def test_onnx_encoder_and_decoder_match_torch(tmp_path, lstm, lstm_dim, decoder):
+def test_onnx_encoder_and_decoder_match_torch(tmp_path, lstm, lstm_dim, decoder, encoder):
     torch.manual_seed(0)
     q = QuantizerConfig(kind="ema", n_q=3, codebook_size=64, kmeans_init=False, normalize_first=True)
     cfg = CodecConfig(
@@ -38,6 +45,9 @@ def test_onnx_encoder_and_decoder_match_torch(tmp_path, lstm, lstm_dim, decoder)
         decoder_lstm=True,
         decoder_dim=24,
         decoder_blocks=2,
+        encoder=encoder,
+        encoder_dim=24,
+        encoder_blocks=2,
     )
     codec = Codec(cfg).eval()
     with torch.no_grad():  # non-trivial weight norm gains, biases and layer scales

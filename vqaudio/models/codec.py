@@ -20,7 +20,8 @@ from ..config import from_dict, to_dict
 from ..errors import UserError
 from ..quantize import QuantizerConfig, build_quantizer
 from .context import LatentLSTM, LSTMState, length_groups
-from .decoders import build_decoder, check_decoder_kind, istft_options, istft_parameters
+from .decoders import build_decoder, check_decoder_kind, decode_with_phase, istft_options, istft_parameters
+from .mel_encoder import MelEncoder
 from .seanet import Encoder
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,10 @@ class CodecConfig:
         decoder_dim, decoder_blocks, decoder_hidden, decoder_kernel: ``istft``: the backbone's width, ConvNeXt
             blocks, pointwise MLP width (``None``: 3 x ``decoder_dim``) and depthwise kernel. ``channels``,
             ``kernel``, ``dilations`` and the other conv fields then shape the encoder only.
+        encoder: ``"seanet"`` (the default: strided convs over the waveform, :class:`~.seanet.Encoder`) or
+            ``"mel"`` (log-mel frames and ConvNeXt blocks at the frame rate, :mod:`vqaudio.models.mel_encoder`,
+            the iSTFT decoder's mirror; the conv fields then shape nothing).
+        encoder_dim, encoder_blocks, n_mels: ``mel``: the backbone's width and ConvNeXt blocks, and the mel bands.
     """
 
     sample_rate: int = 16000
@@ -99,6 +104,10 @@ class CodecConfig:
     decoder_blocks: int = 6
     decoder_hidden: int | None = None
     decoder_kernel: int = 7
+    encoder: str = "seanet"
+    encoder_dim: int = 256
+    encoder_blocks: int = 4
+    n_mels: int = 80
 
     RANGES: ClassVar[dict[str, str]] = {
         "sample_rate": ">=1",
@@ -116,7 +125,13 @@ class CodecConfig:
         "decoder_blocks": ">=1",
         "decoder_hidden": ">=1",
         "decoder_kernel": ">=1",
+        "encoder_dim": ">=1",
+        "encoder_blocks": ">=1",
+        "n_mels": ">=1",
     }
+
+
+ENCODER_KINDS = ("seanet", "mel")
 
 
 # The most weights a codec config may ask for (4 GiB of float32): a larger one is a typing slip (channels 1e6
@@ -132,6 +147,10 @@ def approx_parameters(config: CodecConfig) -> int:
     rk, ok = config.residual_kernel, config.residual_out_kernel
     total = 0
     widths = [config.channels if config.encoder_channels is None else config.encoder_channels]
+    if config.encoder == "mel":
+        dim = config.encoder_dim
+        total += config.n_mels * dim * 7 + config.encoder_blocks * (dim * 7 + 6 * dim * dim) + dim * config.latent_dim
+        widths = []
     if config.decoder == "istft":
         total += istft_parameters(
             config.latent_dim,
@@ -174,6 +193,8 @@ class CodecOutput:
         metrics: the quantizer's metrics (perplexity, usage, per level for residual stacks).
         level0: ``(B, D, T')`` the first level's quantized latents (straight-through), what a content
             objective reads; the latents themselves when the pass skipped quantization.
+        phase: ``(B, n_fft / 2 + 1, T')`` the iSTFT decoder's phase, what the phase losses read; ``None`` for
+            a SEANet decoder.
     """
 
     wav: Tensor
@@ -183,6 +204,7 @@ class CodecOutput:
     codebook: Tensor
     metrics: dict[str, Tensor]
     level0: Tensor | None = None
+    phase: Tensor | None = None
 
 
 @dataclass
@@ -222,6 +244,8 @@ class Codec(nn.Module):
         super().__init__()
         self.config = config = config or CodecConfig()
         check_decoder_kind(config.decoder, "codec config")
+        if config.encoder not in ENCODER_KINDS:
+            raise UserError(f"codec config.encoder must be one of {ENCODER_KINDS}, got {config.encoder!r}")
         size = approx_parameters(config)
         if size > MAX_PARAMETERS:
             raise UserError(
@@ -242,7 +266,18 @@ class Codec(nn.Module):
             residual_out_kernel=config.residual_out_kernel,
         )
         enc_channels = config.channels if config.encoder_channels is None else config.encoder_channels
-        self.encoder = Encoder(channels=enc_channels, **arch)
+        if config.encoder == "mel":
+            self.encoder = MelEncoder(
+                config.sample_rate,
+                math.prod(config.strides),
+                config.latent_dim,
+                config.encoder_dim,
+                config.encoder_blocks,
+                n_mels=config.n_mels,
+                causal=config.causal,
+            )
+        else:
+            self.encoder = Encoder(channels=enc_channels, **arch)
         self.quantizer = build_quantizer(config.quantizer, config.latent_dim)
         seanet = {k: v for k, v in arch.items() if k not in ("strides", "latent_dim", "causal")}
         self.decoder = build_decoder(
@@ -344,12 +379,12 @@ class Codec(nn.Module):
         latents = self._encoder_context(self.encoder(self._pad(wav)))
         if not quantize:
             zero = latents.new_zeros(())
-            out = self.decoder(self._decoder_context(latents))[..., :length]
-            return CodecOutput(out, None, zero, zero, zero, {}, latents)
+            out, phase = decode_with_phase(self.decoder, self._decoder_context(latents))
+            return CodecOutput(out[..., :length], None, zero, zero, zero, {}, latents, phase)
         q = self.quantizer(latents)
-        out = self.decoder(self._decoder_context(q.quantized))[..., :length]
+        out, phase = decode_with_phase(self.decoder, self._decoder_context(q.quantized))
         indices = q.indices if q.indices.ndim == 3 else q.indices[:, None]
-        return CodecOutput(out, indices, q.loss, q.commitment, q.codebook, q.metrics, q.first)
+        return CodecOutput(out[..., :length], indices, q.loss, q.commitment, q.codebook, q.metrics, q.first, phase)
 
     def level0(self, wav: Tensor, quantize: bool = True) -> Tensor:
         """``(B, 1, T)`` -> ``(B, D, T')``: the first level's quantized latents with straight-through gradients
@@ -562,7 +597,9 @@ class Codec(nn.Module):
         from .streaming import init_state
 
         return StreamState(
-            init_state(self.encoder.net, batch),
+            self.encoder.init_state(batch)
+            if isinstance(self.encoder, MelEncoder)
+            else init_state(self.encoder.net, batch),
             self.decoder.init_state(batch),
             None if self.encoder_lstm is None else self.encoder_lstm.init_state(batch),
             None if self.decoder_lstm is None else self.decoder_lstm.init_state(batch),
@@ -581,7 +618,10 @@ class Codec(nn.Module):
             )
         n_q = self._check_n_q(n_q)
         _check_stream_batch(wav.shape[0], state.encoder, state.encoder_lstm, "chunk")
-        latents, enc = step(self.encoder.net, wav, state.encoder)
+        if isinstance(self.encoder, MelEncoder):
+            latents, enc = self.encoder.step(wav, state.encoder)
+        else:
+            latents, enc = step(self.encoder.net, wav, state.encoder)
         enc_lstm = state.encoder_lstm
         if self.encoder_lstm is not None:
             latents, enc_lstm = self.encoder_lstm.step(latents, enc_lstm)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import UserError
 from .istft import IstftDecoder
@@ -40,6 +40,14 @@ def build_decoder(
     if kind == "seanet":
         return Decoder(strides=strides, latent_dim=latent_dim, causal=causal, **seanet)
     return IstftDecoder(hop_length=math.prod(strides), latent_dim=latent_dim, causal=causal, **istft)
+
+
+def decode_with_phase(decoder: nn.Module, latents: Tensor) -> tuple[Tensor, Tensor | None]:
+    """A training pass through ``decoder``: the waveform and, for an iSTFT decoder, its frames' phase
+    ``(B, n_fft / 2 + 1, T')`` (``None`` for SEANet, which has no spectral output)."""
+    if isinstance(decoder, IstftDecoder):
+        return decoder.forward_with_phase(latents)
+    return decoder(latents), None
 
 
 def istft_options(config) -> dict:

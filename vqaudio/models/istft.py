@@ -123,11 +123,18 @@ class SpectralHead(nn.Module):
         self.bins = n_fft // 2 + 1
         self.out = nn.Linear(dim, 2 * self.bins)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.out(x.transpose(1, 2))  # (B, T, 2K)
-        log_mag, phase = h.split(self.bins, dim=-1)
-        mag = torch.exp(log_mag.clamp(max=LOG_MAG_MAX))
+    def polar(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, C, T)`` -> magnitude and phase, each ``(B, T, K)``."""
+        log_mag, phase = self.out(x.transpose(1, 2)).split(self.bins, dim=-1)
+        return torch.exp(log_mag.clamp(max=LOG_MAG_MAX)), phase
+
+    @staticmethod
+    def spectrum(mag: Tensor, phase: Tensor) -> Tensor:
+        """Magnitude and phase ``(B, T, K)`` -> ``(B, 2, K, T)`` real and imaginary parts."""
         return torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], dim=1).transpose(2, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.spectrum(*self.polar(x))
 
 
 class InverseSTFT(nn.Module):
@@ -249,6 +256,25 @@ class IstftDecoder(nn.Module):
         self._check(x)
         return self.net(x)
 
+    def forward_with_phase(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` that also returns the head's phase ``(B, n_fft / 2 + 1, T')``, which the phase losses
+        (:func:`vqaudio.train.losses.phase_loss`) compare with :meth:`frame_phase` of the target."""
+        self._check(x)
+        head, istft = self.net[-2], self.net[-1]
+        mag, phase = head.polar(self.net[:-2](x))
+        return istft(head.spectrum(mag, phase)), phase.transpose(1, 2)
+
+    def frame_phase(self, wav: Tensor) -> Tensor:
+        """``(B, 1, T)`` -> ``(B, n_fft / 2 + 1, ceil(T / hop))``: the phase of a Hann STFT framed as this decoder's
+        frames (frame ``t`` centred on ``[t * hop, (t + 1) * hop)``, or starting at ``t * hop`` when causal),
+        zeros beyond both ends; what :meth:`forward_with_phase`'s phase should be for the output ``wav``."""
+        istft = self.net[-1]
+        frames = -(-wav.shape[-1] // self.hop_length)
+        padded = F.pad(wav[:, 0], (istft.shift, self.n_fft))
+        windows = padded.unfold(-1, self.n_fft, self.hop_length)[:, :frames]  # (B, T', n_fft)
+        window = torch.hann_window(self.n_fft, periodic=True, device=wav.device, dtype=wav.dtype)
+        return torch.fft.rfft(windows * window, dim=-1).angle().transpose(1, 2)
+
     def infer(self, x: Tensor) -> Tensor:
         """``forward(x)`` without autograd (every layer is already a GEMM or an FFT at the frame rate: the SEANet
         stacks' time-major windows have nothing to add here)."""
@@ -258,19 +284,29 @@ class IstftDecoder(nn.Module):
 
     def init_state(self, batch: int) -> list:
         """The stream state before any frame: each framed conv's last inputs and the inverse STFT's tail."""
-        param = next(self.parameters())  # a non-causal inverse STFT refuses to stream (InverseSTFT.init_state)
-        return [
-            layer.init_state(batch, param.device, param.dtype) if hasattr(layer, "init_state") else None
-            for layer in self.net
-        ]
+        return init_layer_states(self.net, batch)  # a non-causal inverse STFT refuses (InverseSTFT.init_state)
 
     def step(self, x: Tensor, states: list) -> tuple[Tensor, list]:
         """One chunk of frames ``(B, D, k)`` -> ``(B, 1, k * hop)`` and the new state (``states`` unchanged)."""
-        new = []
-        for layer, state in zip(self.net, states, strict=True):
-            if state is None:
-                x = layer(x)
-            else:
-                x, state = layer.step(x, state)
-            new.append(state)
-        return x, new
+        return step_layers(self.net, x, states)
+
+
+def init_layer_states(net: nn.Sequential, batch: int) -> list:
+    """Each layer's stream state before any input (``layer.init_state``), ``None`` for stateless layers."""
+    param = next(net.parameters())
+    return [
+        layer.init_state(batch, param.device, param.dtype) if hasattr(layer, "init_state") else None for layer in net
+    ]
+
+
+def step_layers(net: nn.Sequential, x: Tensor, states: list) -> tuple[Tensor, list]:
+    """One chunk through every layer of ``net`` with its state from :func:`init_layer_states`: the output and the
+    new states (``states`` unchanged)."""
+    new = []
+    for layer, state in zip(net, states, strict=True):
+        if state is None:
+            x = layer(x)
+        else:
+            x, state = layer.step(x, state)
+        new.append(state)
+    return x, new

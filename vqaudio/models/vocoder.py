@@ -41,7 +41,7 @@ from ..config import check_ranges, from_dict, to_dict
 from ..errors import UserError
 from ..features import MelSpectrogram
 from ..fileio import atomic_output, make_dirs
-from .decoders import build_decoder, check_decoder_kind, istft_options
+from .decoders import build_decoder, check_decoder_kind, decode_with_phase, istft_options
 from .layers import PaddedConv1d, ResidualUnit, make_activation
 
 SPEAKER_MODES = ("table", "reference", "external", "none")
@@ -443,6 +443,10 @@ class Vocoder(nn.Module):
             f0: ``(B, T')`` F0 bins of :func:`quantize_f0` (``f0`` vocoders; ``None``: "not given").
         """
         return self.decoder(self.latents(units, speaker, f0))
+
+    def forward_with_phase(self, units: Tensor, speaker=None, f0: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward` and the iSTFT decoder's phase ``(B, n_fft / 2 + 1, T')`` (``None`` for SEANet)."""
+        return decode_with_phase(self.decoder, self.latents(units, speaker, f0))
 
     @torch.no_grad()
     def generate(self, units: Tensor, speaker=None, f0: Tensor | None = None) -> Tensor:

@@ -105,7 +105,8 @@ class CodecTask(WaveformGANTask):
         out = self.codec(wav, quantize=self.quantizing)
         logs: dict[str, Tensor] = {}
         self.discriminator_step(wav, out.wav, logs)
-        g_loss = self.reconstruction_loss(out.wav, wav, logs) + self.cfg.loss.quantizer * out.quantizer_loss
+        g_loss = self.reconstruction_loss(out.wav, wav, logs, out.phase, self.codec.decoder)
+        g_loss = g_loss + self.cfg.loss.quantizer * out.quantizer_loss
         content = self._content_loss(batch, out)
         if content is not None:
             g_loss = g_loss + self.cfg.content.weight * content

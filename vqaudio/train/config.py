@@ -38,10 +38,14 @@ class DataConfig:
 class ReconstructionLossConfig:
     """Loss weights of anything that makes a waveform (EnCodec/DAC-style: L1, multi-resolution STFT,
     multi-scale mel, adversarial with feature matching) and when the adversarial terms switch on. The
-    vocoder's ``loss`` section as it is; the codec's adds the quantizer (:class:`LossConfig`)."""
+    vocoder's ``loss`` section as it is; the codec's adds the quantizer (:class:`LossConfig`).
+
+    ``phase``: weight of APNet's anti-wrapping phase losses (:func:`~vqaudio.train.losses.phase_loss`) between
+    an iSTFT decoder's phase and the target's STFT phase over the same frames; 0 for none (a SEANet decoder
+    has no phase to compare)."""
 
     RANGES: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(("waveform_l1", "stft", "mel", "adversarial", "feature_matching"), ">=0"),
+        **dict.fromkeys(("waveform_l1", "stft", "mel", "phase", "adversarial", "feature_matching"), ">=0"),
         "adversarial_start": ">=0",
         "stft_fft_sizes": ">=8",
         "mel_windows": ">=8",
@@ -51,6 +55,7 @@ class ReconstructionLossConfig:
     waveform_l1: float = 0.1
     stft: float = 1.0
     mel: float = 15.0
+    phase: float = 0.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
     adversarial_start: int = 5000

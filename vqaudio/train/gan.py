@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import UserError
 from .discriminators import Discriminators, discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
+from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, phase_loss
 
 
 class WaveformGANTask(pl.LightningModule):
@@ -69,12 +70,23 @@ class WaveformGANTask(pl.LightningModule):
         sched_d.step()
         logs["train/disc"] = d_loss.detach()
 
-    def reconstruction_loss(self, fake: Tensor, real: Tensor, logs: dict[str, Tensor]) -> Tensor:
-        """The weighted L1, multi-resolution STFT and multi-scale mel losses (each logged unweighted)."""
+    def reconstruction_loss(
+        self, fake: Tensor, real: Tensor, logs: dict[str, Tensor], phase: Tensor | None = None, decoder=None
+    ) -> Tensor:
+        """The weighted L1, multi-resolution STFT and multi-scale mel losses (each logged unweighted), and with
+        ``loss.phase`` the phase losses between ``phase`` (an iSTFT ``decoder``'s, ``(B, K, T')``) and the
+        phase of ``real`` over the decoder's frames."""
         lc = self.cfg.loss
         l1, stft, mel = F.l1_loss(fake, real), self.stft_loss(fake, real), self.mel_loss(fake, real)
         logs.update({"train/l1": l1.detach(), "train/stft": stft.detach(), "train/mel": mel.detach()})
-        return lc.waveform_l1 * l1 + lc.stft * stft + lc.mel * mel
+        loss = lc.waveform_l1 * l1 + lc.stft * stft + lc.mel * mel
+        if lc.phase > 0:
+            if phase is None:
+                raise UserError("loss.phase needs an iSTFT decoder (model.decoder: istft); set loss.phase: 0")
+            ph = phase_loss(phase, decoder.frame_phase(real))
+            logs["train/phase"] = ph.detach()
+            loss = loss + lc.phase * ph
+        return loss
 
     def adversarial_loss(self, fake: Tensor, real: Tensor, logs: dict[str, Tensor]) -> Tensor | None:
         """The weighted generator and feature-matching terms, or ``None`` before the adversarial phase."""

@@ -1,7 +1,9 @@
-"""Reconstruction losses over waveforms ``(B, 1, T)``: L1, multi-resolution STFT, multi-scale log-mel."""
+"""Reconstruction losses over waveforms ``(B, 1, T)``: L1, multi-resolution STFT, multi-scale log-mel; and the
+anti-wrapping phase losses over an iSTFT decoder's phase."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -60,3 +62,24 @@ class MultiResolutionSTFTLoss(nn.Module):
             sc = torch.linalg.norm(r_mag - f_mag) / torch.linalg.norm(r_mag).clamp_min(1e-7)
             total = total + sc + F.l1_loss(f_mag.log(), r_mag.log())
         return total / len(self.fft_sizes)
+
+
+def anti_wrap(x: Tensor) -> Tensor:
+    """``|x|`` after wrapping ``x`` into ``[-pi, pi]``: the distance between two angles that differ by ``x``."""
+    return (x - 2 * math.pi * torch.round(x / (2 * math.pi))).abs()
+
+
+def phase_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """APNet's phase losses (Ai and Ling 2023): the anti-wrapped errors of the instantaneous phase, of
+    its difference along frequency (group delay) and of its difference along time (instantaneous angular
+    frequency), summed; each a mean over bins and frames.
+
+    Args:
+        pred, target: phases ``(B, K, T)`` in radians over the same frames (``K`` bins).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"phase shapes differ: {tuple(pred.shape)} and {tuple(target.shape)}")
+    instantaneous = anti_wrap(pred - target).mean()
+    group_delay = anti_wrap(torch.diff(pred, dim=1) - torch.diff(target, dim=1)).mean()
+    angular_frequency = anti_wrap(torch.diff(pred, dim=2) - torch.diff(target, dim=2)).mean()
+    return instantaneous + group_delay + angular_frequency

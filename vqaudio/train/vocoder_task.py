@@ -39,10 +39,10 @@ class VocoderTask(WaveformGANTask):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         wav = batch["wav"]
-        fake = self._generate(batch)
+        fake, phase = self.vocoder.forward_with_phase(batch["units"], batch.get("speaker"), batch.get("f0"))
         logs: dict[str, Tensor] = {}
         self.discriminator_step(wav, fake, logs)
-        g_loss = self.reconstruction_loss(fake, wav, logs)
+        g_loss = self.reconstruction_loss(fake, wav, logs, phase, self.vocoder.decoder)
         adversarial = self.adversarial_loss(fake, wav, logs)
         if adversarial is not None:
             g_loss = g_loss + adversarial
