@@ -8,6 +8,7 @@ models alternate within each repeat, so drifts in machine speed affect all of th
     python benchmarks/codec.py [--seconds 10] [--threads 1 2] [--repeats 3]
     python benchmarks/codec.py --threads 1 --models vqaudio onnx encodec     # with onnxruntime (vqaudio[onnx])
     python benchmarks/codec.py --threads 1 --models vqaudio_seanet vqaudio_istft onnx_istft encodec   # decoders
+    python benchmarks/codec.py --threads 1 --models vqaudio_seanet_encoder vqaudio_mel onnx_mel encodec  # encoders
 
 EnCodec and DAC import torchaudio / audiotools only for file helpers: empty modules stand in for them
 here (see ../shared/environment.md), the models themselves are the published architectures.
@@ -37,11 +38,19 @@ def stub_imports() -> None:
     sys.modules.setdefault("argbind", types.ModuleType("argbind"))
 
 
-# vqaudio's codec variants: CodecConfig overrides of the default
+# vqaudio's codec variants: CodecConfig overrides of the default, and how the table names them
 VARIANTS = {
     "": {},
     "_seanet": {"decoder": "seanet", "decoder_lstm": True},  # SEANet decoder with its LSTM
     "_istft": {"decoder": "istft", "decoder_lstm": False},  # iSTFT decoder, no decoder-side LSTM
+    "_seanet_encoder": {"encoder": "seanet"},  # the SEANet encoder (strided convs over the waveform)
+    "_mel": {"encoder": "mel"},  # the frame-rate mel encoder
+}
+NAMES = {
+    "_seanet": "SEANet decoder",
+    "_istft": "iSTFT decoder",
+    "_seanet_encoder": "SEANet encoder",
+    "_mel": "mel encoder",
 }
 
 
@@ -51,7 +60,7 @@ def vqaudio_model(variant: str = ""):
 
     codec = Codec(CodecConfig(**VARIANTS[variant])).eval()
     return {
-        "name": f"vqaudio default{variant.replace('_', ', ')} (16 kHz, 8x1024 RVQ)",
+        "name": f"vqaudio default{', ' + NAMES[variant] if variant else ''} (16 kHz, 8x1024 RVQ)",
         "sr": codec.sample_rate,
         "params": sum(p.numel() for p in codec.parameters()),
         "tokens_per_s": codec.frame_rate * codec.n_q,
@@ -85,7 +94,7 @@ def onnx_model(variant: str = ""):
         return sessions[key].run(None, feed)[0]
 
     return {
-        "name": f"vqaudio default{variant.replace('_', ', ')}, onnxruntime",
+        "name": f"vqaudio default{', ' + NAMES[variant] if variant else ''}, onnxruntime",
         "sr": codec.sample_rate,
         "params": sum(p.numel() for p in codec.parameters()),
         "tokens_per_s": codec.frame_rate * codec.n_q,
@@ -165,7 +174,7 @@ def main() -> None:
         "--models",
         nargs="+",
         default=["vqaudio", "encodec", "dac"],
-        help="vqaudio, vqaudio_seanet, vqaudio_istft, onnx, onnx_seanet, onnx_istft, encodec, dac",
+        help="vqaudio, vqaudio_VARIANT, onnx, onnx_VARIANT (VARIANT: seanet, istft, seanet_encoder, mel), encodec, dac",
     )
     args = parser.parse_args()
     builders = {"encodec": encodec_model, "dac": dac_model}

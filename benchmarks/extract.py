@@ -71,7 +71,8 @@ def best_of(fn, x, repeats: int = 3) -> float:
 
 
 def encoder_macs_per_second(codec) -> float:
-    """MACs per audio second of the encoder (convolutions, LSTM, its output map) and the quantizer's search."""
+    """MACs per audio second of the encoder (convolutions, Linear layers, a mel encoder's filterbank; not its
+    FFT), its LSTM and output map, and the quantizer's search."""
     import torch
     from torch import nn
 
@@ -86,6 +87,10 @@ def encoder_macs_per_second(codec) -> float:
         macs += output.numel() * module.in_features
 
     hooks = [m.register_forward_hook(conv) for m in codec.encoder.modules() if isinstance(m, nn.Conv1d)]
+    hooks += [m.register_forward_hook(linear) for m in codec.encoder.modules() if isinstance(m, nn.Linear)]
+    filters = getattr(codec.encoder.net[0], "filters", None)  # a mel encoder's (bins, n_mels) filterbank
+    if filters is not None:
+        macs += codec.frame_rate * filters.numel()
     lstm = getattr(codec, "encoder_lstm", None)
     if lstm is not None:
         hooks += [m.register_forward_hook(linear) for m in lstm.modules() if isinstance(m, nn.Linear)]

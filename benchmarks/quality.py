@@ -10,15 +10,15 @@ the same Lightning task (`vqaudio.train.codec_task.CodecTask`), losses, discrimi
 batches and quantizer: recipes/librispeech/conf/codec_base.yaml, whose 8 x 1024 EMA residual quantizer
 with quantizer dropout runs at 50 frames/s in every row. Only the encoder and decoder differ:
 
-- ``ours``: the default ``CodecConfig`` as ``codec_base.yaml`` sets it (Snake, half-width encoder, one
-  residual unit per resolution, a 2-layer 128-unit LSTM after the encoder, the iSTFT decoder: ConvNeXt blocks
-  at the frame rate and an inverse STFT, without a decoder-side LSTM; 4.0M parameters in all); ``istft``: the
-  default until 2026-12-07, with 512-unit LSTMs (7.2M); ``istft_lstm128``: the default, named;
-  ``istft_no_lstm``: without the encoder LSTM; ``ours_phase1`` and ``ours_phase3``: the default trained with
-  APNet's anti-wrapping phase losses (``loss.phase`` 1 and 3); ``mel_encoder``: the default with
-  the frame-rate mel encoder (``encoder: mel``: log-mel frames, ConvNeXt 4 x 256 at 50 frames/s) in place of
-  the SEANet encoder, and ``mel_encoder_phase1`` with the phase losses too;
-  ``ours_seanet``: the default encoder with the SEANet decoder and its LSTM, the default until 2026-12-07
+- ``ours``: the default ``CodecConfig`` as ``codec_base.yaml`` sets it (the mel encoder: log-mel frames and
+  ConvNeXt blocks 4 x 256 at the frame rate; a 2-layer 128-unit LSTM after it; the iSTFT decoder: ConvNeXt
+  blocks at the frame rate and an inverse STFT, without a decoder-side LSTM; 5.0M parameters in all);
+  ``mel_encoder``: the same, named; ``mel_encoder_phase1``: with APNet's anti-wrapping phase losses too
+  (``loss.phase: 1``); ``ours_phase1`` and ``ours_phase3``: the default with the phase losses at 1 and 3;
+  the rows below that name no encoder have the SEANet encoder (Snake, half width, one residual unit per
+  resolution), the default until 2026-12-07: ``istft``: with 512-unit LSTMs (7.2M); ``istft_lstm128``: with
+  the 128-unit LSTM (4.0M); ``istft_no_lstm``: without the encoder LSTM;
+  ``ours_seanet``: the SEANet encoder with the SEANet decoder and its LSTM, the default until 2026-12-07
   (10.9M); every other ``ours_*`` row has that SEANet decoder too, as when it was measured;
   ``ours_full``: ``ours_seanet`` with a full-width encoder (``encoder_channels: null``);
   (not in the default set:) ``ours_3units``: the default before 2026-11-30, three residual units per
@@ -111,7 +111,7 @@ ARCHS = (
 )
 # the SEANet decoder with its LSTM (and the 512-unit LSTMs of the default until 2026-12-07): the default decoder
 # until 2026-12-07, which every row below but ``ours`` and the ``istft`` rows was measured with
-SEANET = {"decoder": "seanet", "decoder_lstm": True, "lstm_dim": 512}
+SEANET = {"encoder": "seanet", "decoder": "seanet", "decoder_lstm": True, "lstm_dim": 512}
 THREE_UNITS = {**SEANET, "dilations": [1, 3, 9], "lstm": 0}  # the default before 2026-11-30
 OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours": {},
@@ -129,11 +129,11 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours_adv_early": {},
     # the frame-rate iSTFT decoder (vqaudio.models.istft) without a decoder-side LSTM (its ConvNeXt blocks see
     # +-21 frames; the LSTM would cost 5x the decoder's own inference): codec_base's decoder since 2026-12-07
-    "istft": {"decoder": "istft", "decoder_lstm": False, "lstm_dim": 512},
+    "istft": {"encoder": "seanet", "decoder": "istft", "decoder_lstm": False, "lstm_dim": 512},
     # what the encoder's latent LSTM buys against its cost in extraction: 128 units (lstm_dim null: latent_dim)
     # instead of 512, and none
-    "istft_lstm128": {"decoder": "istft", "decoder_lstm": False, "lstm_dim": None},
-    "istft_no_lstm": {"decoder": "istft", "decoder_lstm": False, "lstm": 0},
+    "istft_lstm128": {"encoder": "seanet", "decoder": "istft", "decoder_lstm": False, "lstm_dim": None},
+    "istft_no_lstm": {"encoder": "seanet", "decoder": "istft", "decoder_lstm": False, "lstm": 0},
 }
 MEL = {"encoder": "mel", "encoder_dim": 256, "encoder_blocks": 4, "n_mels": 80}
 OURS.update({"ours_phase1": {}, "ours_phase3": {}, "mel_encoder": MEL, "mel_encoder_phase1": MEL})
@@ -403,8 +403,8 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
 
 def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     names = {
-        "ours": "vqaudio default (Snake encoder, 1 residual unit per resolution, 128-unit LSTM; iSTFT decoder)",
-        "ours_seanet": "vqaudio encoder, SEANet decoder, 512-unit LSTMs on both sides (the default until 2026-12-07)",
+        "ours": "vqaudio default (mel encoder, 128-unit LSTM; iSTFT decoder)",
+        "ours_seanet": "SEANet encoder and decoder, 512-unit LSTMs on both sides (the default until 2026-12-07)",
         "ours_full": "vqaudio default, full-width encoder",
         "ours_3units": "vqaudio, Snake, 3 residual units per resolution, no LSTM (default before 2026-11-30)",
         "ours_elu": "vqaudio, ELU, 3 units, no LSTM, half-width encoder",
@@ -419,12 +419,12 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
         "ours_dropout_all": "vqaudio default, quantizer dropout on every example (SoundStream)",
         "ours_no_dropout": "vqaudio default, no quantizer dropout",
         "ours_adv_early": "vqaudio default, discriminators from 20 % of the budget",
-        "istft": "vqaudio encoder, 512-unit LSTM, iSTFT decoder (ConvNeXt 6 x 256 at 50 frames/s, no decoder LSTM)",
-        "istft_lstm128": "`istft` with a 128-unit encoder LSTM (the default since 2026-12-07)",
+        "istft": "SEANet encoder, 512-unit LSTM, iSTFT decoder (ConvNeXt 6 x 256 at 50 frames/s, no decoder LSTM)",
+        "istft_lstm128": "`istft` with a 128-unit encoder LSTM (the default on 2026-12-07 before the mel encoder)",
         "istft_no_lstm": "`istft` without the encoder LSTM",
         "ours_phase1": "vqaudio default, APNet phase losses at weight 1",
         "ours_phase3": "vqaudio default, APNet phase losses at weight 3",
-        "mel_encoder": "vqaudio default with a frame-rate encoder: log-mel, ConvNeXt 4 x 256, 128-unit LSTM",
+        "mel_encoder": "mel encoder (log-mel, ConvNeXt 4 x 256), 128-unit LSTM, iSTFT decoder (the default)",
         "mel_encoder_phase1": "`mel_encoder` with APNet phase losses at weight 1",
     }
     lines = [

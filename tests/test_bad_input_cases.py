@@ -487,7 +487,11 @@ def test_float64_audio_is_converted_explicitly():
 
 
 def test_stream_state_mismatches_name_both_batches():
-    codec = Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, causal=True, lstm=1))
+    codec = Codec(
+        CodecConfig(
+            encoder="seanet", channels=4, encoder_channels=4, latent_dim=16, max_channels=32, causal=True, lstm=1
+        )
+    )
     state = codec.init_stream(batch=1)
     with pytest.raises(ValueError, match="stream state is for batch 1, the chunk has batch 2"):  # row 80
         codec.encode_step(torch.zeros(2, 1, HOP), state)

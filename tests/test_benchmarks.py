@@ -277,7 +277,9 @@ def test_intelligibility(corpus, tmp_path):
     from vqaudio.models.codec import Codec, CodecConfig
 
     torch.manual_seed(0)
-    cfg = CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, lstm=0, decoder="istft")
+    cfg = CodecConfig(
+        encoder="seanet", channels=4, encoder_channels=4, latent_dim=8, max_channels=16, lstm=0, decoder="istft"
+    )
     codec = Codec(cfg)
     codec.save_pretrained(tmp_path / "codec.pt")
     work = tmp_path / "work"

@@ -23,6 +23,7 @@ def tiny(strides=(2, 4, 5, 8), causal=False, kind="ema", nq=2, lstm=0, **kw) -> 
     )
     return Codec(
         CodecConfig(
+            encoder="seanet",
             channels=4,
             encoder_channels=4,
             strides=list(strides),
@@ -218,6 +219,7 @@ def test_tiny_codec_overfits_one_real_utterance(tmp_path):
     wav = torch.from_numpy(wav[:sr].astype(np.float32))[None, None]
     codec = Codec(
         CodecConfig(
+            encoder="seanet",
             channels=8,
             encoder_channels=8,
             strides=[2, 4, 5, 8],
@@ -315,7 +317,9 @@ def test_windowed_inference_equals_the_layers(strides, causal, activation):
 def test_windowed_default_codec_equals_the_layers_in_float64():
     from vqaudio.models.windows import forward_windows
 
-    codec = _randomise(Codec(CodecConfig(decoder="seanet", decoder_lstm=True))).double().eval()  # SEANet's windows
+    codec = (
+        _randomise(Codec(CodecConfig(encoder="seanet", decoder="seanet", decoder_lstm=True))).double().eval()
+    )  # SEANet's windows
     wav = torch.randn(2, 1, 41 * codec.hop_length, dtype=torch.float64) * 0.3
     with torch.no_grad():  # windows of 16 and 20 frames: 2 + 3 and 5 + 4 frames of context
         z = forward_windows(codec.encoder.net, wav, codec.hop_length, (20, 16))
@@ -365,7 +369,7 @@ def test_chunk_plan_keeps_every_frame_once_with_its_context():
 def test_window_context_is_the_receptive_field():
     from vqaudio.models.windows import context_frames
 
-    codec = Codec(CodecConfig(decoder="seanet"))  # the SEANet decoder's windows
+    codec = Codec(CodecConfig(encoder="seanet", decoder="seanet"))  # the SEANet decoder's windows
     before, after = context_frames(codec.encoder.net, codec.hop_length)
     # the encoder's receptive field spans both contexts: neither side alone covers it, both together do
     assert (before + after) * codec.hop_length >= codec.encoder.receptive_field

@@ -67,7 +67,7 @@ def test_ema_update_on_cuda_matches_cpu(bf16):
 def test_codec_forward_backward_on_cuda(bf16, lstm):
     torch.manual_seed(0)
     q = QuantizerConfig(kind="ema", n_q=4, codebook_size=256, kmeans_init=False)
-    codec = Codec(CodecConfig(quantizer=q, lstm=lstm)).cuda().train()
+    codec = Codec(CodecConfig(encoder="seanet", quantizer=q, lstm=lstm)).cuda().train()
     wav = torch.randn(2, 1, 16000, device="cuda") * 0.1
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
         out = codec(wav)
@@ -84,7 +84,7 @@ def test_codec_forward_backward_on_cuda(bf16, lstm):
 
 def test_codec_encode_decode_on_cuda_equals_cpu():
     torch.manual_seed(0)
-    codec = Codec(CodecConfig(quantizer=QuantizerConfig(kind="ema", n_q=4, kmeans_init=False))).eval()
+    codec = Codec(CodecConfig(encoder="seanet", quantizer=QuantizerConfig(kind="ema", n_q=4, kmeans_init=False))).eval()
     wav = torch.randn(1, 1, 32000) * 0.1
     codes = codec.encode(wav)
     gpu = copy.deepcopy(codec).cuda()
@@ -97,7 +97,9 @@ def test_batched_extraction_on_cuda_equals_the_cpu_units():
     each waveform alone on the CPU, for a codec with non-zero biases (padding would show)."""
     torch.manual_seed(0)
     q = QuantizerConfig(kind="vq", n_q=2, codebook_size=64, kmeans_init=False, dead_code_threshold=0.0)
-    cfg = CodecConfig(channels=8, encoder_channels=8, latent_dim=16, max_channels=32, lstm=2, quantizer=q)
+    cfg = CodecConfig(
+        encoder="seanet", channels=8, encoder_channels=8, latent_dim=16, max_channels=32, lstm=2, quantizer=q
+    )
     codec = Codec(cfg).eval()
     with torch.no_grad():
         for name, param in codec.encoder.named_parameters():

@@ -64,7 +64,7 @@ def test_bad_frame_sizes_are_refused():
 def test_a_gradient_reaches_every_parameter_of_an_istft_codec():
     torch.manual_seed(0)
     q = QuantizerConfig(kind="vq", n_q=2, codebook_size=16, kmeans_init=False)
-    codec = Codec(CodecConfig(**{**SMALL, "lstm": 1, "lstm_dim": 12}, strides=[2, 4], quantizer=q))
+    codec = Codec(CodecConfig(encoder="seanet", **{**SMALL, "lstm": 1, "lstm_dim": 12}, strides=[2, 4], quantizer=q))
     assert isinstance(codec.decoder, IstftDecoder) and codec.decoder.n_fft == 32
     wav = torch.randn(2, 1, 83) * 0.2
     out = codec(wav)
@@ -75,7 +75,7 @@ def test_a_gradient_reaches_every_parameter_of_an_istft_codec():
 
 
 def test_decoder_lstm_off_leaves_the_encoder_its_lstm():
-    codec = Codec(CodecConfig(**{**SMALL, "lstm": 1, "lstm_dim": 12}, decoder_lstm=False))
+    codec = Codec(CodecConfig(encoder="seanet", **{**SMALL, "lstm": 1, "lstm_dim": 12}, decoder_lstm=False))
     assert codec.encoder_lstm is not None and codec.decoder_lstm is None
     actual = sum(p.numel() for n, p in codec.named_parameters() if "bias" not in n and "alpha" not in n)
     assert abs(approx_parameters(codec.config) - actual) < 0.05 * actual
@@ -83,7 +83,7 @@ def test_decoder_lstm_off_leaves_the_encoder_its_lstm():
 
 def test_codec_decode_and_save_round_trip(tmp_path):
     torch.manual_seed(0)
-    codec = Codec(CodecConfig(**SMALL, strides=[2, 4])).eval()
+    codec = Codec(CodecConfig(encoder="seanet", **SMALL, strides=[2, 4])).eval()
     codes = codec.encode(torch.randn(1, 1, 400) * 0.1)
     wav = codec.decode(codes, length=400)
     loaded = Codec.from_pretrained(codec.save_pretrained(tmp_path / "m"))
@@ -99,7 +99,7 @@ def test_files_without_a_decoder_kind_are_seanet(tmp_path):
     assert with_earlier_defaults("vocoder", 3, {})["decoder"] == "seanet"
     assert "decoder" not in with_earlier_defaults("codec", 4, {})
     arch = dict(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, lstm=1, lstm_dim=8)
-    codec = Codec(CodecConfig(**arch, decoder="seanet", decoder_lstm=True))
+    codec = Codec(CodecConfig(encoder="seanet", **arch, decoder="seanet", decoder_lstm=True))
     folder = codec.save_pretrained(tmp_path / "old")
     meta = json.loads((folder / "config.json").read_text())
     meta["version"] = 3
@@ -112,7 +112,7 @@ def test_files_without_a_decoder_kind_are_seanet(tmp_path):
 
 def test_an_unknown_decoder_kind_is_one_line():
     with pytest.raises(UserError, match="decoder must be one of"):
-        Codec(CodecConfig(**{**SMALL, "decoder": "hifigan"}))
+        Codec(CodecConfig(encoder="seanet", **{**SMALL, "decoder": "hifigan"}))
     with pytest.raises(UserError, match="decoder must be one of"):
         VocoderConfig(decoder="hifigan")
 

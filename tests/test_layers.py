@@ -28,6 +28,7 @@ def _randomise(module: nn.Module, seed: int) -> nn.Module:
 def random_config(rng: random.Random) -> CodecConfig:
     strides = [rng.choice([1, 2, 3, 4, 5]) for _ in range(rng.randint(1, 3))]
     return CodecConfig(
+        encoder="seanet",
         channels=rng.choice([2, 3, 4, 6]),
         encoder_channels=rng.choice([None, 2, 5]),
         strides=strides,

@@ -75,6 +75,10 @@ def test_fsq_codecs_say_they_cannot_export(tmp_path):
 
     torch.manual_seed(0)
     q = QuantizerConfig(kind="fsq", n_q=1)
-    codec = Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q, lstm=0))
+    codec = Codec(
+        CodecConfig(
+            encoder="seanet", channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q, lstm=0
+        )
+    )
     with pytest.raises(UserError, match="FSQ"):
         export_onnx(codec, tmp_path)

@@ -27,7 +27,7 @@ def causal_codec(seed: int, **arch) -> Codec:
     q = QuantizerConfig(kind="vq", n_q=3, codebook_size=32, kmeans_init=False, dead_code_threshold=0.0)
     base = dict(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, causal=True, quantizer=q, lstm=0)
     base.update(decoder="seanet", decoder_lstm=True)  # the LSTM on both sides when ``lstm``
-    codec = Codec(CodecConfig(**{**base, **arch})).double().eval()
+    codec = Codec(CodecConfig(encoder="seanet", **{**base, **arch})).double().eval()
     with torch.no_grad():  # non-zero biases, so a wrongly doubled or dropped bias shows
         for m in codec.modules():
             if isinstance(getattr(m, "bias", None), torch.Tensor):  # (an LSTM's ``bias`` is a flag)
@@ -86,7 +86,9 @@ def test_states_are_functional_and_the_context_manager_keeps_one(lstm):
 def test_what_cannot_stream_says_so():
     torch.manual_seed(0)
     for decoder in ("seanet", "istft"):
-        cfg = CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=16, decoder=decoder)
+        cfg = CodecConfig(
+            encoder="seanet", channels=4, encoder_channels=4, latent_dim=8, max_channels=16, decoder=decoder
+        )
         with pytest.raises(ValueError, match="causal"):
             Codec(cfg).init_stream()
     codec = causal_codec(0)

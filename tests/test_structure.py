@@ -92,11 +92,13 @@ def _tiny_codec(**kw) -> Codec:
     """A codec as files before format version 4 hold them: a SEANet decoder (with the LSTM when ``lstm``)."""
     q = QuantizerConfig(kind="ema", n_q=2, codebook_size=16, kmeans_init=False, dead_code_threshold=0.0)
     arch = {"channels": 4, "encoder_channels": 4, "latent_dim": 8, "max_channels": 8, "quantizer": q, "lstm": 0}
-    return Codec(CodecConfig(**{**arch, "decoder": "seanet", "decoder_lstm": True, **kw})).eval()
+    return Codec(CodecConfig(encoder="seanet", **{**arch, "decoder": "seanet", "decoder_lstm": True, **kw})).eval()
 
 
-# the keys format version 4 added (files before it are SEANet with a decoder-side LSTM)
+# the keys format version 4 added (files before it are SEANet with a decoder-side LSTM), and version 6 (files
+# before it have the SEANet encoder)
 V4_KEYS = ("decoder", "decoder_lstm", "decoder_dim", "decoder_blocks", "decoder_hidden", "decoder_kernel")
+V6_KEYS = ("encoder", "encoder_dim", "encoder_blocks", "n_mels")
 
 
 def test_a_version_1_codec_file_with_the_old_names_still_loads(tmp_path):
@@ -104,7 +106,7 @@ def test_a_version_1_codec_file_with_the_old_names_still_loads(tmp_path):
     config = to_dict(codec.config)
     config["quantizer"]["num_quantizers"] = config["quantizer"].pop("n_q")
     del config["lstm"], config["lstm_dim"]  # not in version 1
-    for key in V4_KEYS:
+    for key in (*V4_KEYS, *V6_KEYS):
         del config[key]
     old = {"format": "vqaudio-codec", "version": 1, "config": config, "state_dict": codec.state_dict()}
     torch.save(old, tmp_path / "old.pt")
@@ -121,7 +123,7 @@ def test_a_version_2_codec_file_keeps_the_defaults_of_its_time(tmp_path):
         (_tiny_codec(lstm=1, lstm_dim=None), ("lstm_dim",)),
     ):
         config = to_dict(codec.config)
-        for key in (*missing, *V4_KEYS):  # version 2 had no lstm_dim; a file written before lstm had neither
+        for key in (*missing, *V4_KEYS, *V6_KEYS):  # version 2 had no lstm_dim; a file written before lstm had neither
             del config[key]
         old = {"format": "vqaudio-codec", "version": 2, "config": config, "state_dict": codec.state_dict()}
         torch.save(old, tmp_path / "old.pt")
@@ -134,12 +136,30 @@ def test_a_version_4_codec_file_without_lstm_dim_keeps_its_512_units(tmp_path):
     codec = _tiny_codec(lstm=1, lstm_dim=512)
     config = to_dict(codec.config)
     del config["lstm_dim"]  # the default of versions 3 and 4
+    for key in V6_KEYS:
+        del config[key]
     torch.save(
         {"format": "vqaudio-codec", "version": 4, "config": config, "state_dict": codec.state_dict()},
         tmp_path / "v4.pt",
     )
     loaded = Codec.from_pretrained(tmp_path / "v4.pt")
     assert loaded.config.lstm_dim == 512 and loaded.config == codec.config
+
+
+def test_a_version_5_codec_file_without_an_encoder_kind_is_seanet(tmp_path):
+    codec = _tiny_codec(decoder="istft", decoder_lstm=False, decoder_dim=8, decoder_blocks=1)
+    config = to_dict(codec.config)
+    for key in V6_KEYS:
+        del config[key]
+    torch.save(
+        {"format": "vqaudio-codec", "version": 5, "config": config, "state_dict": codec.state_dict()},
+        tmp_path / "v5.pt",
+    )
+    loaded = Codec.from_pretrained(tmp_path / "v5.pt")
+    assert loaded.config.encoder == "seanet" and loaded.config == codec.config
+    wav = torch.randn(1, 1, 4000) * 0.1
+    assert torch.equal(loaded.encode(wav), codec.encode(wav))
+    assert CodecConfig().encoder == "mel"  # what a file of version 6 without the key means
 
 
 def test_a_version_1_prior_file_with_the_old_names_still_loads(tmp_path):
@@ -195,7 +215,9 @@ def test_old_units_json_reads_its_levels_as_n_q(tmp_path):
 
 def test_codes_are_b_q_t_for_a_single_codebook_too(tmp_path):
     q = QuantizerConfig(kind="fsq", n_q=1, levels=[4, 4])
-    codec = Codec(CodecConfig(channels=4, encoder_channels=4, latent_dim=8, max_channels=8, quantizer=q, lstm=0)).eval()
+    codec = Codec(
+        CodecConfig(encoder="seanet", channels=4, encoder_channels=4, latent_dim=8, max_channels=8, quantizer=q, lstm=0)
+    ).eval()
     wav = torch.randn(2, 1, 1000) * 0.1
     codes = codec.encode(wav)
     assert codes.shape == (2, 1, 4) and codec.n_q == 1

@@ -42,7 +42,7 @@ def small_codec(nq=2, lstm=0, decoder=CodecConfig.decoder, causal=False) -> Code
     torch.manual_seed(0)
     q = QuantizerConfig(kind="vq", n_q=nq, codebook_size=64, kmeans_init=False, dead_code_threshold=0.0)
     small = dict(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, decoder_dim=16, decoder_blocks=2)
-    cfg = CodecConfig(**small, quantizer=q, lstm=lstm, decoder=decoder, causal=causal)
+    cfg = CodecConfig(encoder="seanet", **small, quantizer=q, lstm=lstm, decoder=decoder, causal=causal)
     return Codec(cfg).eval()
 
 

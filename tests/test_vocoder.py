@@ -587,7 +587,9 @@ def test_init_decoder_takes_the_codecs_decoder_shape_and_weights(speech, capsys)
 
     tmp = speech["tmp"]
     torch.manual_seed(0)
-    cfg = CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=16, lstm=0, decoder="istft")
+    cfg = CodecConfig(
+        encoder="seanet", channels=4, encoder_channels=4, latent_dim=16, max_channels=16, lstm=0, decoder="istft"
+    )
     codec = Codec(CodecConfig(**{**vars(cfg), "decoder_dim": 12, "decoder_blocks": 2}))
     with torch.no_grad():
         for p in codec.decoder.parameters():

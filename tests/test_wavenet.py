@@ -180,6 +180,7 @@ def test_train_prior_and_sample_cli(tmp_path):
     assert ckpt["global_step"] == 30
     codec = Codec(
         CodecConfig(
+            encoder="seanet",
             channels=4,
             encoder_channels=4,
             latent_dim=8,

@@ -19,7 +19,9 @@ def tiny_codec_file(path: pathlib.Path, n_q: int = 2, codebook_size: int = 64) -
     """A codec with random weights (320-sample hop, 50 frames per second) saved at ``path``."""
     torch.manual_seed(0)
     q = QuantizerConfig(kind="vq", n_q=n_q, codebook_size=codebook_size, kmeans_init=False, dead_code_threshold=0.0)
-    cfg = CodecConfig(channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q, lstm=0)
+    cfg = CodecConfig(
+        encoder="seanet", channels=4, encoder_channels=4, latent_dim=16, max_channels=32, quantizer=q, lstm=0
+    )
     return Codec(cfg).eval().save_pretrained(path)
 
 

@@ -31,7 +31,8 @@ KINDS = ("codec", "kmeans", "wavenet-prior", "vocoder")  # every kind of model f
 # 4: codecs and vocoders name their decoder kind (``decoder: seanet | istft``); earlier files are SEANet.
 # 5: the default codec's LSTMs have ``latent_dim`` units (``lstm_dim: null``); earlier files without the key
 # had 512.
-VERSION = 5
+# 6: codecs name their encoder kind (``encoder: seanet | mel``), the default the mel encoder; earlier files are SEANet.
+VERSION = 6
 
 # Per kind, the values that config keys missing from a file older than a version meant when it was written:
 # a later change of a default never changes what an older file holds.
@@ -40,6 +41,7 @@ EARLIER_DEFAULTS: dict[str, dict[int, dict]] = {
         3: {"lstm": 0, "lstm_dim": None},
         4: {"decoder": "seanet", "decoder_lstm": True},
         5: {"lstm_dim": 512},
+        6: {"encoder": "seanet"},
     },
     "vocoder": {4: {"decoder": "seanet"}},
 }
