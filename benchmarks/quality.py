@@ -404,7 +404,7 @@ def train_one(arch: str, cfg: dict, args, work: pathlib.Path, curve_wavs: list[T
 def write_report(work: pathlib.Path, results: list[dict], args) -> None:
     names = {
         "ours": "vqaudio default (mel encoder, 128-unit LSTM; iSTFT decoder)",
-        "ours_seanet": "SEANet encoder and decoder, 512-unit LSTMs on both sides (the default until 2026-12-07)",
+        "ours_seanet": "vqaudio SEANet encoder and decoder, 512-unit LSTMs on both sides (default until 2026-12-07)",
         "ours_full": "vqaudio default, full-width encoder",
         "ours_3units": "vqaudio, Snake, 3 residual units per resolution, no LSTM (default before 2026-11-30)",
         "ours_elu": "vqaudio, ELU, 3 units, no LSTM, half-width encoder",
@@ -419,12 +419,12 @@ def write_report(work: pathlib.Path, results: list[dict], args) -> None:
         "ours_dropout_all": "vqaudio default, quantizer dropout on every example (SoundStream)",
         "ours_no_dropout": "vqaudio default, no quantizer dropout",
         "ours_adv_early": "vqaudio default, discriminators from 20 % of the budget",
-        "istft": "SEANet encoder, 512-unit LSTM, iSTFT decoder (ConvNeXt 6 x 256 at 50 frames/s, no decoder LSTM)",
+        "istft": "vqaudio SEANet encoder, 512-unit LSTM, iSTFT decoder (ConvNeXt 6 x 256, no decoder LSTM)",
         "istft_lstm128": "`istft` with a 128-unit encoder LSTM (the default on 2026-12-07 before the mel encoder)",
         "istft_no_lstm": "`istft` without the encoder LSTM",
         "ours_phase1": "vqaudio default, APNet phase losses at weight 1",
         "ours_phase3": "vqaudio default, APNet phase losses at weight 3",
-        "mel_encoder": "mel encoder (log-mel, ConvNeXt 4 x 256), 128-unit LSTM, iSTFT decoder (the default)",
+        "mel_encoder": "vqaudio mel encoder (log-mel, ConvNeXt 4 x 256), 128-unit LSTM, iSTFT decoder (the default)",
         "mel_encoder_phase1": "`mel_encoder` with APNet phase losses at weight 1",
     }
     lines = [
