@@ -81,7 +81,7 @@ class CodecConfig:
             :class:`~.seanet.Encoder`). At 60 minutes of CPU training the mel encoder made 2.1x the updates and
             reached at 1 kbps log-mel 0.356, STOI 0.805 and PESQ 1.37 against 0.373, 0.770 and 1.14 with the
             SEANet encoder, and the residual levels began to pay (STOI 0.858 at 4 kbps against 0.780); it
-            encodes 2.3x faster on one thread (benchmarks/README.md). Model files written before this field
+            encodes 2.0x faster on one thread (benchmarks/README.md). Model files written before this field
             existed are SEANet.
         encoder_dim, encoder_blocks, n_mels: ``mel``: the backbone's width and ConvNeXt blocks, and the mel bands.
     """
