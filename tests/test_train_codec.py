@@ -85,7 +85,7 @@ def test_train_codec_cli_trains_checkpoints_and_exports(tmp_path):
         assert (exp / name).is_file(), name
     assert list((exp / "tb").rglob("events.out.tfevents*"))
     saved = yaml.safe_load((exp / "config.yaml").read_text())
-    assert saved["loss"]["adversarial_start"] == 6 and saved["model"]["channels"] == 8
+    assert saved["loss"]["adversarial_start"] == 6 and saved["model"]["encoder_dim"] == 64
     ckpt = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert int(ckpt["state_dict"]["gen_steps"]) == 12
     # progress in the log file itself: every log_every (2) codec updates, and each validation (every 6)
