@@ -109,8 +109,9 @@ ARCHS = (
     "mel_encoder",
     "mel_encoder_phase1",
 )
-# the SEANet decoder with its LSTM (and the 512-unit LSTMs of the default until 2026-12-07): the default decoder
-# until 2026-12-07, which every row below but ``ours`` and the ``istft`` rows was measured with
+# the SEANet encoder and decoder with its LSTM (and the 512-unit LSTMs of the default until 2026-12-07): the
+# default until 2026-12-07, which every row below but ``ours`` and the ``istft``, ``mel`` and phase rows was
+# measured with
 SEANET = {"encoder": "seanet", "decoder": "seanet", "decoder_lstm": True, "lstm_dim": 512}
 THREE_UNITS = {**SEANET, "dilations": [1, 3, 9], "lstm": 0}  # the default before 2026-11-30
 OURS = {  # our variants: overrides of codec_base.yaml's model section
@@ -123,10 +124,10 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     "ours_lstm": {**THREE_UNITS, "lstm": 2, "lstm_dim": None},
     "ours_lstm512": {**THREE_UNITS, "lstm": 2, "lstm_dim": 512},
     "ours_dil13_lstm512": {**SEANET, "dilations": [1, 3]},
-    # training-schedule rows: the default model, another quantizer dropout or discriminator schedule
+    # training-schedule rows: the SEANet model of their time, another quantizer dropout or discriminator schedule
     "ours_dropout_all": {**SEANET, "quantizer": {"dropout_fraction": 1.0}},  # SoundStream's rule, until 2026-12-02
     "ours_no_dropout": {**SEANET, "quantizer": {"dropout": False}},
-    "ours_adv_early": {},
+    "ours_adv_early": SEANET,
     # the frame-rate iSTFT decoder (vqaudio.models.istft) without a decoder-side LSTM (its ConvNeXt blocks see
     # +-21 frames; the LSTM would cost 5x the decoder's own inference): codec_base's decoder since 2026-12-07
     "istft": {"encoder": "seanet", "decoder": "istft", "decoder_lstm": False, "lstm_dim": 512},
@@ -134,9 +135,13 @@ OURS = {  # our variants: overrides of codec_base.yaml's model section
     # instead of 512, and none
     "istft_lstm128": {"encoder": "seanet", "decoder": "istft", "decoder_lstm": False, "lstm_dim": None},
     "istft_no_lstm": {"encoder": "seanet", "decoder": "istft", "decoder_lstm": False, "lstm": 0},
+    # the frame-rate mel encoder (vqaudio.models.mel_encoder), named: codec_base's encoder since 2026-12-07
+    "mel_encoder": {"encoder": "mel", "encoder_dim": 256, "encoder_blocks": 4, "n_mels": 80},
+    # the default with APNet's phase losses (LOSSES)
+    "ours_phase1": {},
+    "ours_phase3": {},
 }
-MEL = {"encoder": "mel", "encoder_dim": 256, "encoder_blocks": 4, "n_mels": 80}
-OURS.update({"ours_phase1": {}, "ours_phase3": {}, "mel_encoder": MEL, "mel_encoder_phase1": MEL})
+OURS["mel_encoder_phase1"] = OURS["mel_encoder"]
 # rows whose loss weights differ from codec_base.yaml's: APNet's anti-wrapping phase losses on the iSTFT decoder's
 # phase (vqaudio.train.losses.phase_loss) at two weights
 LOSSES = {"ours_phase1": {"phase": 1.0}, "ours_phase3": {"phase": 3.0}, "mel_encoder_phase1": {"phase": 1.0}}

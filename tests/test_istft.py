@@ -140,6 +140,10 @@ def test_a_vocoder_with_an_istft_decoder_trains_every_stage():
     wav.square().mean().backward()
     dead = [n for n, p in vocoder.named_parameters() if p.grad is None and "null_speaker" not in n]
     assert not dead, dead
+    # what the vocoder's training step reads: the same waveform and the decoder's phase over its frames
+    vocoder.eval()
+    same, phase = vocoder.forward_with_phase(units, torch.tensor([0, 1]))
+    assert torch.equal(same, vocoder(units, torch.tensor([0, 1]))) and phase.shape == (2, 4 * 8 // 2 + 1, 12)
 
 
 @pytest.mark.parametrize("causal", [False, True])

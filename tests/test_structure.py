@@ -101,6 +101,15 @@ V4_KEYS = ("decoder", "decoder_lstm", "decoder_dim", "decoder_blocks", "decoder_
 V6_KEYS = ("encoder", "encoder_dim", "encoder_blocks", "n_mels")
 
 
+def _load_as_version(tmp_path, codec: Codec, version: int, config: dict) -> Codec:
+    """``codec``'s weights in a codec file of format ``version`` holding ``config``, loaded back."""
+    path = tmp_path / f"v{version}.pt"
+    torch.save(
+        {"format": "vqaudio-codec", "version": version, "config": config, "state_dict": codec.state_dict()}, path
+    )
+    return Codec.from_pretrained(path)
+
+
 def test_a_version_1_codec_file_with_the_old_names_still_loads(tmp_path):
     codec = _tiny_codec()
     config = to_dict(codec.config)
@@ -108,9 +117,7 @@ def test_a_version_1_codec_file_with_the_old_names_still_loads(tmp_path):
     del config["lstm"], config["lstm_dim"]  # not in version 1
     for key in (*V4_KEYS, *V6_KEYS):
         del config[key]
-    old = {"format": "vqaudio-codec", "version": 1, "config": config, "state_dict": codec.state_dict()}
-    torch.save(old, tmp_path / "old.pt")
-    loaded = Codec.from_pretrained(tmp_path / "old.pt")
+    loaded = _load_as_version(tmp_path, codec, 1, config)
     assert loaded.n_q == 2
     wav = torch.randn(1, 1, 4000) * 0.1
     assert torch.equal(loaded.encode(wav), codec.encode(wav))
@@ -125,9 +132,7 @@ def test_a_version_2_codec_file_keeps_the_defaults_of_its_time(tmp_path):
         config = to_dict(codec.config)
         for key in (*missing, *V4_KEYS, *V6_KEYS):  # version 2 had no lstm_dim; a file written before lstm had neither
             del config[key]
-        old = {"format": "vqaudio-codec", "version": 2, "config": config, "state_dict": codec.state_dict()}
-        torch.save(old, tmp_path / "old.pt")
-        loaded = Codec.from_pretrained(tmp_path / "old.pt")  # not version 3-4's 512-unit LSTMs
+        loaded = _load_as_version(tmp_path, codec, 2, config)  # not version 3-4's 512-unit LSTMs
         assert loaded.config == codec.config and torch.equal(loaded.encode(wav), codec.encode(wav))
     assert CodecConfig().lstm == 2 and CodecConfig().lstm_dim is None  # what the same keys mean in version 5
 
@@ -138,11 +143,7 @@ def test_a_version_4_codec_file_without_lstm_dim_keeps_its_512_units(tmp_path):
     del config["lstm_dim"]  # the default of versions 3 and 4
     for key in V6_KEYS:
         del config[key]
-    torch.save(
-        {"format": "vqaudio-codec", "version": 4, "config": config, "state_dict": codec.state_dict()},
-        tmp_path / "v4.pt",
-    )
-    loaded = Codec.from_pretrained(tmp_path / "v4.pt")
+    loaded = _load_as_version(tmp_path, codec, 4, config)
     assert loaded.config.lstm_dim == 512 and loaded.config == codec.config
 
 
@@ -151,11 +152,7 @@ def test_a_version_5_codec_file_without_an_encoder_kind_is_seanet(tmp_path):
     config = to_dict(codec.config)
     for key in V6_KEYS:
         del config[key]
-    torch.save(
-        {"format": "vqaudio-codec", "version": 5, "config": config, "state_dict": codec.state_dict()},
-        tmp_path / "v5.pt",
-    )
-    loaded = Codec.from_pretrained(tmp_path / "v5.pt")
+    loaded = _load_as_version(tmp_path, codec, 5, config)
     assert loaded.config.encoder == "seanet" and loaded.config == codec.config
     wav = torch.randn(1, 1, 4000) * 0.1
     assert torch.equal(loaded.encode(wav), codec.encode(wav))

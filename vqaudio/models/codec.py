@@ -20,7 +20,14 @@ from ..config import from_dict, to_dict
 from ..errors import UserError
 from ..quantize import QuantizerConfig, build_quantizer
 from .context import LatentLSTM, LSTMState, length_groups
-from .decoders import build_decoder, check_decoder_kind, decode_with_phase, istft_options, istft_parameters
+from .decoders import (
+    build_decoder,
+    check_decoder_kind,
+    convnext_parameters,
+    decode_with_phase,
+    istft_options,
+    istft_parameters,
+)
 from .mel_encoder import MelEncoder
 from .seanet import Encoder
 
@@ -152,9 +159,9 @@ def approx_parameters(config: CodecConfig) -> int:
     rk, ok = config.residual_kernel, config.residual_out_kernel
     total = 0
     widths = [config.channels if config.encoder_channels is None else config.encoder_channels]
-    if config.encoder == "mel":
-        dim = config.encoder_dim
-        total += config.n_mels * dim * 7 + config.encoder_blocks * (dim * 7 + 6 * dim * dim) + dim * config.latent_dim
+    if config.encoder == "mel":  # MelEncoder: its backbone (kernel 7, Vocos' MLP width) and a 1x1 conv out
+        backbone = convnext_parameters(config.n_mels, config.encoder_dim, config.encoder_blocks, None, 7)
+        total += backbone + config.encoder_dim * config.latent_dim
         widths = []
     if config.decoder == "istft":
         total += istft_parameters(
@@ -599,12 +606,8 @@ class Codec(nn.Module):
         """
         if not self.config.causal:
             raise ValueError("streaming needs a causal codec (model.causal: true); this codec is not causal")
-        from .streaming import init_state
-
         return StreamState(
-            self.encoder.init_state(batch)
-            if isinstance(self.encoder, MelEncoder)
-            else init_state(self.encoder.net, batch),
+            self.encoder.init_state(batch),
             self.decoder.init_state(batch),
             None if self.encoder_lstm is None else self.encoder_lstm.init_state(batch),
             None if self.decoder_lstm is None else self.decoder_lstm.init_state(batch),
@@ -614,8 +617,6 @@ class Codec(nn.Module):
     def encode_step(self, wav: Tensor, state: StreamState, n_q: int | None = None) -> tuple[Tensor, StreamState]:
         """One chunk ``(B, 1, k * hop)`` -> codes ``(B, n_q, k)`` and the new state; the concatenated codes of
         any chunking equal :meth:`encode` of the whole waveform."""
-        from .streaming import step
-
         wav = self._check_wav(wav)
         if wav.shape[-1] % self.hop_length:
             raise ValueError(
@@ -623,10 +624,7 @@ class Codec(nn.Module):
             )
         n_q = self._check_n_q(n_q)
         _check_stream_batch(wav.shape[0], state.encoder, state.encoder_lstm, "chunk")
-        if isinstance(self.encoder, MelEncoder):
-            latents, enc = self.encoder.step(wav, state.encoder)
-        else:
-            latents, enc = step(self.encoder.net, wav, state.encoder)
+        latents, enc = self.encoder.step(wav, state.encoder)
         enc_lstm = state.encoder_lstm
         if self.encoder_lstm is not None:
             latents, enc_lstm = self.encoder_lstm.step(latents, enc_lstm)

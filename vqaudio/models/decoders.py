@@ -57,7 +57,14 @@ def istft_options(config) -> dict:
     )
 
 
+def convnext_parameters(cin: int, dim: int, blocks: int, hidden: int | None, kernel: int) -> int:
+    """The weights of a frame-rate ConvNeXt backbone (biases aside): an embedding conv from ``cin`` channels and
+    ``blocks`` blocks (depthwise conv, MLP of width ``hidden``, ``None``: ``3 * dim``), as the iSTFT decoder and
+    the mel encoder build it."""
+    hidden = 3 * dim if hidden is None else hidden
+    return cin * dim * kernel + blocks * (dim * kernel + 2 * dim * hidden)
+
+
 def istft_parameters(latent_dim: int, dim: int, blocks: int, hidden: int | None, kernel: int, hop: int) -> int:
     """The weights of an :class:`IstftDecoder` (biases aside): embedding conv, blocks, head."""
-    hidden = 3 * dim if hidden is None else hidden
-    return latent_dim * dim * kernel + blocks * (dim * kernel + 2 * dim * hidden) + dim * (4 * hop + 2)
+    return convnext_parameters(latent_dim, dim, blocks, hidden, kernel) + dim * (4 * hop + 2)

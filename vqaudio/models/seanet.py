@@ -110,6 +110,19 @@ class _Stack(nn.Module):
         self._check(x)
         return self.net(x)
 
+    def init_state(self, batch: int) -> list:
+        """The stream state before any input, for a causal stack (see :mod:`vqaudio.models.streaming`)."""
+        from .streaming import init_state
+
+        return init_state(self.net, batch)
+
+    def step(self, x: Tensor, states: list) -> tuple[Tensor, list]:
+        """One chunk ``(B, C, k * frame_rows)`` -> its output and the new state (``states`` unchanged): an
+        encoder's ``(B, D, k)`` latents, a decoder's ``(B, 1, k * hop)`` waveform."""
+        from .streaming import step
+
+        return step(self.net, x, states)
+
     def infer(self, x: Tensor) -> Tensor:
         """``forward(x)`` without autograd; on CPU in float32/64, each layer's time-major form in windows."""
         self._check(x)
@@ -240,15 +253,3 @@ class Decoder(_Stack):
         layers += [make_activation(activation, channels, inplace=True), PaddedConv1d(channels, 1, kernel, **kw)]
         self.net = nn.Sequential(*layers)
         self.use_fast_path(True)
-
-    def init_state(self, batch: int) -> list:
-        """The stream state before any frame, for a causal decoder (see :mod:`vqaudio.models.streaming`)."""
-        from .streaming import init_state
-
-        return init_state(self.net, batch)
-
-    def step(self, x: Tensor, states: list) -> tuple[Tensor, list]:
-        """One chunk of frames ``(B, D, k)`` -> ``(B, 1, k * hop)`` and the new state (``states`` unchanged)."""
-        from .streaming import step
-
-        return step(self.net, x, states)
