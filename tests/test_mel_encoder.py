@@ -4,11 +4,15 @@ it encodes alike whole, chunked, batched and streamed, trains end to end, and sa
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
 from vqaudio.errors import UserError
+from vqaudio.features import slaney_mel_filters
 from vqaudio.models import Codec, CodecConfig
 from vqaudio.models.codec import approx_parameters
 from vqaudio.models.mel_encoder import LogMelFrames, MelEncoder
@@ -122,3 +126,31 @@ def test_parameter_estimate_and_bad_kinds():
     with pytest.raises(ValueError, match="multiple of 8"):
         codec.encoder(torch.zeros(1, 1, 12, dtype=torch.float64))
     assert isinstance(LogMelFrames(16000, 320, 80, causal=False).filters, torch.Tensor)
+
+
+@pytest.mark.parametrize(
+    "sample_rate, n_fft, n_mels, fmin, fmax",
+    [
+        (16000, 1280, 80, 0.0, None),
+        (16000, 1024, 80, 0.0, 8000.0),
+        (24000, 2048, 100, 50.0, 11000.0),
+        (22050, 512, 40, 300.0, None),
+    ],
+)
+def test_slaney_filters_equal_librosa_to_the_bit(sample_rate, n_fft, n_mels, fmin, fmax):
+    librosa = pytest.importorskip("librosa")
+    ours = slaney_mel_filters(sample_rate, n_fft, n_mels, fmin, fmax)
+    theirs = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+    with pytest.raises(ValueError, match="fmin=9000"):
+        slaney_mel_filters(sample_rate, n_fft, n_mels, 9000.0, 8000.0)
+
+
+def test_building_and_running_the_default_codec_imports_neither_scipy_signal_nor_numba():
+    """The start of a short extraction job: librosa.filters would import both (0.7-0.9 s)."""
+    code = (
+        "import sys, torch; from vqaudio import Codec; Codec().encode(torch.zeros(1, 1, 3200)); "
+        "print(sorted(m for m in ('scipy.signal', 'numba', 'librosa.filters') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -416,3 +416,43 @@ def test_stoi_pesq_and_distances_on_speech_like_signals():
 def test_unit_stats():
     s = metrics.unit_stats([[0, 1, 2, 3], [0, 1, 2, 3]], 8)
     assert s["usage"] == 0.5 and s["entropy_bits"] == pytest.approx(2.0) and s["perplexity"] == pytest.approx(4.0)
+
+
+def test_read_ahead_keeps_order_reads_at_most_two_ahead_and_hands_failures_back_in_place():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vqaudio.data.audio import AudioError
+    from vqaudio.data.kaldi import Utterance
+    from vqaudio.units.extract import _read_ahead
+
+    utts = [Utterance(f"u{i}", f"/x/u{i}.wav") for i in range(7)]
+    have = {"u1": 10, "u4": 10}
+    started: list[str] = []
+
+    def read(u):
+        started.append(u.utt_id)
+        if u.utt_id == "u3":
+            raise AudioError("u3.wav: not a sound file")
+        return np.full(3, int(u.utt_id[1:]), dtype=np.float32)
+
+    stages = {"read": 0.0}
+    got = []
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        for u, wav in _read_ahead(utts, have, read, reader, stages, ahead=2):
+            time.sleep(0.01)  # the reader has caught up with what it was given
+            got.append((u.utt_id, wav))
+            done = [x for x, _ in got if x not in have]
+            assert len(started) - len(done) <= 2  # never more than two waveforms beyond the ones handed out
+    assert [x for x, _ in got] == [u.utt_id for u in utts]
+    assert started == ["u0", "u2", "u3", "u5", "u6"]  # those extracted before are never read
+    kinds = {x: (None if w is None else type(w).__name__) for x, w in got}
+    assert kinds == {
+        "u0": "ndarray",
+        "u1": None,
+        "u2": "ndarray",
+        "u3": "AudioError",
+        "u4": None,
+        "u5": "ndarray",
+        "u6": "ndarray",
+    }
+    assert float(got[5][1][0]) == 5.0

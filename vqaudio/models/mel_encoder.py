@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 
-import librosa
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..features import slaney_mel_filters
 from .istft import ChannelNorm, ConvNeXtBlock, FrameConv, _init_weights, init_layer_states, step_layers
 
 # Floor of the mel magnitudes before the log, as vqaudio.features.MelSpectrogram clamps.
@@ -26,7 +26,7 @@ MEL_FLOOR = 1e-5
 
 
 class LogMelFrames(nn.Module):
-    """``(B, 1, T)`` -> ``(B, n_mels, T / hop)``: log10 mel magnitudes (librosa's Slaney filters) of periodic-Hann
+    """``(B, 1, T)`` -> ``(B, n_mels, T / hop)``: log10 Slaney mel magnitudes (librosa's filters) of periodic-Hann
     frames of ``n_fft = 4 * hop``; frame ``t`` spans ``[t * hop - n_fft / 2, t * hop + n_fft / 2)``, or
     ``[(t + 1) * hop - n_fft, (t + 1) * hop)`` when ``causal``, zeros beyond the ends.
 
@@ -38,7 +38,7 @@ class LogMelFrames(nn.Module):
         self.hop, self.n_fft, self.causal = hop, 4 * hop, causal
         total = self.n_fft - hop
         self.pad = (total, 0) if causal else (self.n_fft // 2, total - self.n_fft // 2)
-        filters = librosa.filters.mel(sr=sample_rate, n_fft=self.n_fft, n_mels=n_mels)
+        filters = slaney_mel_filters(sample_rate, self.n_fft, n_mels)
         self.register_buffer("filters", torch.from_numpy(filters).float().T.contiguous(), persistent=False)
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
 

@@ -158,7 +158,10 @@ class ResidualQuantizer(Quantizer):
         """(B, D, T) -> (B, n_q, T) int64 indices."""
         self.check_latents(z)
         n_q = self._num_stages(n_q)
-        residual, indices = z, []
+        # frames-major memory, the layout of a stage's decode (B, T, D).transpose: the stages' rows are views and
+        # each subtraction one contiguous pass (on (B, D, T) memory it was strided, 10x slower: a quarter of an
+        # 8-level search)
+        residual, indices = z.transpose(1, 2).contiguous().transpose(1, 2), []
         with torch.no_grad():
             for i, stage in enumerate(self.stages[:n_q]):
                 idx = stage.encode(self._first_input(residual) if i == 0 else residual)

@@ -9,9 +9,9 @@ Layout of a job's work in ``OUT_DIR/.work/``::
     job<I>of<N>.lock       held (flock) while job I runs, so a second run of the same job is refused
 
 A re-run checks ``state.json`` first and refuses, naming what differs, to resume work made from another
-model, other levels or another utterance list. Utterances are read one at a time and encoded as soon as
-``batch_seconds`` of audio is waiting (or at the end), so memory follows ``batch_seconds``, not the number
-or length of the files; lines are appended whole and fsync'ed per batch, failures as they happen. A
+model, other levels or another utterance list. Utterances are read one at a time, by a reader thread at most
+``READ_AHEAD`` utterances ahead of the encoder, and encoded as soon as ``batch_seconds`` of audio is waiting
+(or at the end), so memory follows ``batch_seconds``, not the number or length of the files; lines are appended whole and fsync'ed per batch, failures as they happen. A
 killed job truncates a partial last line on restart and skips what it has, so nothing is duplicated or
 lost. When every job of N is done, the outputs are merged in sorted order (each file written atomically,
 see :mod:`vqaudio.units.formats`) after checking that extracted + failed covers every utterance.
@@ -27,6 +27,8 @@ import logging
 import os
 import pathlib
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,12 +65,15 @@ FORMATS = ("kaldi", "fairseq", "npy", "lhotse", "hf")
 # Audio encoded together: 20-30 utterances of LibriSpeech's length, enough to fill the LSTM's batches
 # (vqaudio.models.context.GROUP_SIZE); 12 MiB of float32 samples waiting.
 BATCH_SECONDS = 200.0
+# Utterances read ahead of the encoder on a reader thread (at most this many waveforms beyond the pending batch).
+READ_AHEAD = 2
 
 
 @dataclass
 class ExtractResult:
-    """Counts of one ``extract_units`` call (this job), its time in reading (and resampling) audio, encoding and
-    writing units (``stage_seconds``), and whether the merged outputs were written."""
+    """Counts of one ``extract_units`` call (this job), its time waiting for audio (read and resampled ahead on
+    a reader thread), encoding and writing units (``stage_seconds``), and whether the merged outputs were
+    written."""
 
     extracted: int
     failed: int
@@ -264,16 +269,19 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
     pending: list[tuple[Utterance, np.ndarray | None]] = []  # None: written by an earlier run, not read yet
 
     def read(u: Utterance) -> np.ndarray:
+        return load_audio(u.source, sr, u.start, u.end, name=u.utt_id)
+
+    def timed_read(u: Utterance) -> np.ndarray:
         start = time.perf_counter()
         try:
-            return load_audio(u.source, sr, u.start, u.end, name=u.utt_id)
+            return read(u)
         finally:
             stages["read"] += time.perf_counter() - start
 
     def flush() -> None:
         nonlocal audio_seconds, n_ok
         if any(w is not None for _, w in pending):  # not all written before: encoded whole, as uninterrupted
-            batch = [(u, read(u) if w is None else w) for u, w in pending]
+            batch = [(u, timed_read(u) if w is None else w) for u, w in pending]
             start = time.perf_counter()
             wavs = [torch.from_numpy(w) for _, w in batch]
             if device != "cpu":  # page-locked, so the copies to the GPU run asynchronously
@@ -293,25 +301,24 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
         pending.clear()
 
     waiting = 0
-    for u in order:
-        if u.utt_id in have:
-            pending.append((u, None))
-            samples = have[u.utt_id]
-        else:
-            try:
-                wav = read(u)
-            except AudioError as err:
-                log.warning("%s failed: %s", u.utt_id, err)
-                _append_lines(failed_file, [{"utt": u.utt_id, "reason": one_line(str(err))}])
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
+        for u, wav in _read_ahead(order, have, read, reader, stages):
+            if wav is None:
+                pending.append((u, None))
+                samples = have[u.utt_id]
+            elif isinstance(wav, AudioError):
+                log.warning("%s failed: %s", u.utt_id, wav)
+                _append_lines(failed_file, [{"utt": u.utt_id, "reason": one_line(str(wav))}])
                 n_failed += 1
                 bar.update(1)
                 continue
-            pending.append((u, wav))
-            samples = wav.shape[0]
-        waiting += samples
-        if waiting >= batch_samples:
-            flush()
-            waiting = 0
+            else:
+                pending.append((u, wav))
+                samples = wav.shape[0]
+            waiting += samples
+            if waiting >= batch_samples:
+                flush()
+                waiting = 0
     flush()
     bar.close()
     atomic_write_text(done_file, f"{len(mine)}\n")
@@ -330,6 +337,36 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
             stages["write"],
         )
     return n_ok, n_failed, len(have), audio_seconds, wall, stages
+
+
+def _read_ahead(order, have, read, reader: ThreadPoolExecutor, stages: dict[str, float], ahead: int = READ_AHEAD):
+    """``(utterance, waveform | AudioError | None)`` in ``order`` (``None``: in ``have``, not read), each read on
+    ``reader`` up to ``ahead`` utterances before it is wanted, so decoding and resampling overlap the encoder
+    (libsndfile and soxr release the GIL). ``stages["read"]`` gains the time spent waiting for audio."""
+    queue: deque = deque()
+    todo = iter(order)
+
+    def submit() -> None:
+        for u in todo:
+            queue.append((u, None if u.utt_id in have else reader.submit(read, u)))
+            if queue[-1][1] is not None:
+                return
+
+    for _ in range(ahead):
+        submit()
+    while queue:
+        u, future = queue.popleft()
+        if future is None:
+            yield u, None
+            continue
+        start = time.perf_counter()
+        try:
+            wav = future.result()
+        except AudioError as err:
+            wav = err
+        stages["read"] += time.perf_counter() - start
+        submit()
+        yield u, wav
 
 
 def _merge(
