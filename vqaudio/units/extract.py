@@ -8,13 +8,14 @@ Layout of a job's work in ``OUT_DIR/.work/``::
     job<I>of<N>.done       written when job I has been through all of its utterances
     job<I>of<N>.lock       held (flock) while job I runs, so a second run of the same job is refused
 
-A re-run checks ``state.json`` first and refuses, naming what differs, to resume work made from another
-model, other levels or another utterance list. Utterances are read one at a time, by a reader thread at most
+A re-run checks ``state.json`` first and refuses, naming what differs, to resume work made from another model,
+other levels or another utterance list. Utterances are read one at a time, by a reader thread at most
 ``READ_AHEAD`` utterances ahead of the encoder, and encoded as soon as ``batch_seconds`` of audio is waiting
-(or at the end), so memory follows ``batch_seconds``, not the number or length of the files; lines are appended whole and fsync'ed per batch, failures as they happen. A
-killed job truncates a partial last line on restart and skips what it has, so nothing is duplicated or
-lost. When every job of N is done, the outputs are merged in sorted order (each file written atomically,
-see :mod:`vqaudio.units.formats`) after checking that extracted + failed covers every utterance.
+(or at the end), so memory follows ``batch_seconds``, not the number or length of the files; lines are
+appended whole and fsync'ed per batch, failures as they happen. A killed job truncates a partial last line on
+restart and skips what it has, so nothing is duplicated or lost. When every job of N is done, the outputs are
+merged in sorted order (each file written atomically, see :mod:`vqaudio.units.formats`) after checking that
+extracted + failed covers every utterance.
 """
 
 from __future__ import annotations
@@ -97,12 +98,12 @@ def _read_jsonl(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in data[:end].decode().splitlines() if line.strip()]
 
 
-def _state(model: pathlib.Path, utts: list[Utterance], n_q: int, dedup: bool, nj: int) -> dict:
+def _state(checksum: str, utts: list[Utterance], n_q: int, dedup: bool, nj: int) -> dict:
     listing = hashlib.sha256()
     for u in utts:
         listing.update(f"{u.utt_id}\t{u.source}\t{u.start}\t{u.end}\n".encode())
     return {
-        "model_checksum": model_checksum(model),
+        "model_checksum": checksum,
         "n_q": n_q,
         "dedup": dedup,
         "nj": nj,
@@ -232,14 +233,15 @@ def extract_units(
         work.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"--out {out}: cannot create it ({err.strerror})") from None
-    check_state(work, _state(model, utts, n_q, dedup, nj), out, (file_checksum(model),))
+    checksum = model_checksum(model)  # read once: the state, units.json and the hf card record it
+    check_state(work, _state(checksum, utts, n_q, dedup, nj), out, (file_checksum(model),))
     stem = work / f"job{job}of{nj}"
     with job_lock(stem.with_suffix(".lock"), f"extract-units job {job} of {nj} into {out}"):
         counts = _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progress, data_dir, job, nj)
     merged = all((work / f"job{j}of{nj}.done").exists() for j in range(1, nj + 1))
     if merged:
         with job_lock(work / "merge.lock", f"the merge of {out}"):
-            _merge(codec, model, utts, out, work, nj, formats, dedup, n_q, data_dir, progress)
+            _merge(codec, checksum, utts, out, work, nj, formats, dedup, n_q, data_dir, progress)
     return ExtractResult(*counts, merged)
 
 
@@ -371,7 +373,7 @@ def _read_ahead(order, have, read, reader: ThreadPoolExecutor, stages: dict[str,
 
 def _merge(
     codec: UnitModel,
-    model: pathlib.Path,
+    checksum: str,
     utts: list[Utterance],
     out: pathlib.Path,
     work: pathlib.Path,
@@ -431,14 +433,14 @@ def _merge(
         cuts = source_cuts(data_dir, order, samples, codec.sample_rate)
         write_lhotse(out, cuts, per_utt, codec.hop_length / codec.sample_rate, codec.codebook_size, progress)
     if "hf" in formats:
-        _write_hf(out, data_dir, per_utt, codec, model, n_q, dedup)
+        _write_hf(out, data_dir, per_utt, codec, checksum, n_q, dedup)
     atomic_write_text(
         out / "failed.txt", "".join(f"{utt}\t{one_line(reason)}\n" for utt, reason in sorted(failed.items()))
     )
     write_info(
         out,
         UnitsInfo(
-            model_checksum=model_checksum(model),
+            model_checksum=checksum,
             sample_rate=codec.sample_rate,
             frame_rate=codec.frame_rate,
             codebook_size=codec.codebook_size,
@@ -451,10 +453,12 @@ def _merge(
     log.info("merged %d utterances (%d failed) into %s", len(order), len(failed), out)
 
 
-def _write_hf(out, data_dir, per_utt: dict[str, list[list[int]]], codec: UnitModel, model, n_q: int, dedup: bool):
+def _write_hf(
+    out, data_dir, per_utt: dict[str, list[list[int]]], codec: UnitModel, checksum: str, n_q: int, dedup: bool
+):
     """Parquet shards and the dataset card of ``per_utt`` (``{utt: (n_q, T) units}``), see :func:`write_hf`."""
     texts, speakers = read_text(data_dir) or {}, read_utt2spk(data_dir) or {}
-    checksum, frame_rate = model_checksum(model), float(codec.frame_rate)
+    frame_rate = float(codec.frame_rate)
     rows = [
         {
             "id": utt,
