@@ -5,6 +5,10 @@ at equal training time per vocoder; and voice conversion into unseen voices.
     python benchmarks/vocoder.py --codec CODEC/model.pt --threads 1 --minutes-per-row 5 --max-test-utts 12
     python benchmarks/vocoder.py --codec CODEC/model.pt --device cuda --threads 8 --minutes-per-row 30 \\
         --config recipes/librispeech/conf/vocoder_base.yaml                                   # one GPU
+    # at a codec's CPU budget, as quality.py trains it (8 crops of 1 s, no discriminators)
+    python benchmarks/vocoder.py --codec /tmp/q29/mel_encoder/model.pt --threads 1 --minutes-per-row 60 \
+        --config recipes/librispeech/conf/vocoder_base.yaml --batch-size 8 --segment-frames 50 \
+        --adversarial-start never --rows codec_all codec_l0 voc_l0_ref_f0
 
 Needs pocketsphinx and Resemblyzer (``pip install 'vqaudio[eval]'``).
 
@@ -347,6 +351,13 @@ def vocoder_config(args, row: Row, work: pathlib.Path) -> TrainVocoderConfig:
     if row.init_decoder:
         cfg.init_decoder = str(args.codec)
     cfg.data.f0_cache = str(work / "f0_cache")  # pYIN runs once over the training audio for every F0 row
+    for section, key, value in (
+        (cfg.data, "batch_size", args.batch_size),
+        (cfg.data, "segment_frames", args.segment_frames),
+        (cfg.loss, "adversarial_start", args.adversarial_start),
+    ):
+        if value is not None:
+            setattr(section, key, value)
     cfg.trainer.max_steps = NEVER
     cfg.trainer.seed = args.seed
     cfg.trainer.accelerator = "gpu" if args.device == "cuda" else "cpu"
@@ -759,6 +770,13 @@ def main() -> None:
     parser.add_argument("--conversion-sources", type=int, default=4, help="source utterances converted")
     parser.add_argument("--conversion-targets", type=int, default=3, help="target voices (held-out speakers)")
     parser.add_argument("--kmeans-k", type=int, default=256, help="units of the MFCC k-means model")
+    parser.add_argument("--batch-size", type=int, help="training batch (default: --config's data.batch_size)")
+    parser.add_argument("--segment-frames", type=int, help="training crop in frames (default: --config's)")
+    parser.add_argument(
+        "--adversarial-start",
+        type=lambda x: NEVER if x == "never" else int(x),
+        help="step the discriminators start, or 'never' (default: --config's loss.adversarial_start)",
+    )
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")

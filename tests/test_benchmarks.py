@@ -328,7 +328,7 @@ def test_vocoder(corpus, tmp_path):
     work = tmp_path / "work"
     args = ["vocoder.py", "--codec", str(codec), "--corpus", str(corpus), "--work", str(work), "--threads", "1"]
     args += ["--minutes-per-row", "0.05", "--max-test-utts", "2", "--conversion-sources", "1"]
-    args += ["--conversion-targets", "1", "--kmeans-k", "16"]
+    args += ["--conversion-targets", "1", "--kmeans-k", "16", "--batch-size", "3", "--adversarial-start", "never"]
     rows = ("codec_all", "codec_l0", "voc_l0_ref_f0", "voc_km_ref_f0_istft", "voc_l0_ge2e_f0")
     args += ["--rows", *rows]
     out = run(*args, timeout=300)
@@ -342,6 +342,8 @@ def test_vocoder(corpus, tmp_path):
         assert (result["train"]["steps"] > 0) if vocoder else result["train"] is None, row
         assert (work / "rows" / row / "wav").is_dir()
     assert (work / "rows" / "voc_l0_ref_f0" / "exp" / "model.pt" / "unit_model").is_dir()
+    trained = yaml.safe_load((work / "rows" / "voc_l0_ref_f0" / "exp" / "config.yaml").read_text())
+    assert trained["data"]["batch_size"] == 3 and trained["loss"]["adversarial_start"] == 10**12
     originals = json.loads((work / "originals.json").read_text())["utterances"]
     finite([r["secs"] for r in originals] + [r["word_errors"] / r["ref_words"] for r in originals], "originals")
     table = (work / "RESULTS.md").read_text()
