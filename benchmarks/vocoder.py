@@ -6,8 +6,8 @@ at equal training time per vocoder; and voice conversion into unseen voices.
     python benchmarks/vocoder.py --codec CODEC/model.pt --device cuda --threads 8 --minutes-per-row 30 \\
         --config recipes/librispeech/conf/vocoder_base.yaml                                   # one GPU
     # at a codec's CPU budget, as quality.py trains it (8 crops of 1 s, no discriminators)
-    python benchmarks/vocoder.py --codec /tmp/q29/mel_encoder/model.pt --threads 1 --minutes-per-row 60 \
-        --config recipes/librispeech/conf/vocoder_base.yaml --batch-size 8 --segment-frames 50 \
+    python benchmarks/vocoder.py --codec /tmp/q29/mel_encoder/model.pt --threads 1 --minutes-per-row 60 \\
+        --config recipes/librispeech/conf/vocoder_base.yaml --batch-size 8 --segment-frames 50 --num-workers 0 \\
         --adversarial-start never --rows codec_all codec_l0 voc_l0_ref_f0
 
 Needs pocketsphinx and Resemblyzer (``pip install 'vqaudio[eval]'``).
@@ -354,6 +354,7 @@ def vocoder_config(args, row: Row, work: pathlib.Path) -> TrainVocoderConfig:
     for section, key, value in (
         (cfg.data, "batch_size", args.batch_size),
         (cfg.data, "segment_frames", args.segment_frames),
+        (cfg.data, "num_workers", args.num_workers),
         (cfg.loss, "adversarial_start", args.adversarial_start),
     ):
         if value is not None:
@@ -772,6 +773,7 @@ def main() -> None:
     parser.add_argument("--kmeans-k", type=int, default=256, help="units of the MFCC k-means model")
     parser.add_argument("--batch-size", type=int, help="training batch (default: --config's data.batch_size)")
     parser.add_argument("--segment-frames", type=int, help="training crop in frames (default: --config's)")
+    parser.add_argument("--num-workers", type=int, help="data loader workers (default: --config's)")
     parser.add_argument(
         "--adversarial-start",
         type=lambda x: NEVER if x == "never" else int(x),

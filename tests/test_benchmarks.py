@@ -329,6 +329,7 @@ def test_vocoder(corpus, tmp_path):
     args = ["vocoder.py", "--codec", str(codec), "--corpus", str(corpus), "--work", str(work), "--threads", "1"]
     args += ["--minutes-per-row", "0.05", "--max-test-utts", "2", "--conversion-sources", "1"]
     args += ["--conversion-targets", "1", "--kmeans-k", "16", "--batch-size", "3", "--adversarial-start", "never"]
+    args += ["--num-workers", "0"]
     rows = ("codec_all", "codec_l0", "voc_l0_ref_f0", "voc_km_ref_f0_istft", "voc_l0_ge2e_f0")
     args += ["--rows", *rows]
     out = run(*args, timeout=300)
