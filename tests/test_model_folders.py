@@ -53,6 +53,19 @@ def test_prior_and_kmeans_folders_round_trip(tmp_path):
     assert same_state(KMeansUnitModel.from_pretrained(km.save_pretrained(tmp_path / "km")), km)
 
 
+def test_a_unit_model_loaded_with_its_id_has_the_checksum_of_its_file(tmp_path):
+    from vqaudio.checkpoint import model_checksum
+    from vqaudio.units.model import load_unit_model_and_id
+
+    km = KMeansUnitModel(KMeansConfig(k=8))
+    paths = [small_codec().save_pretrained(tmp_path / "codec.pt"), small_codec().save_pretrained(tmp_path / "c")]
+    paths.append(km.save_pretrained(tmp_path / "km.pt"))
+    for path in paths:
+        _, checksum = load_unit_model_and_id(path)
+        assert checksum == model_checksum(path), path
+    assert load_unit_model_and_id(paths[0])[1] != load_unit_model_and_id(paths[2])[1]
+
+
 def test_a_folder_with_a_pickle_for_weights_is_refused(tmp_path):
     folder = small_codec().save_pretrained(tmp_path / "codec")
 

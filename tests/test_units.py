@@ -418,31 +418,36 @@ def test_unit_stats():
     assert s["usage"] == 0.5 and s["entropy_bits"] == pytest.approx(2.0) and s["perplexity"] == pytest.approx(4.0)
 
 
-def test_read_ahead_keeps_order_reads_at_most_two_ahead_and_hands_failures_back_in_place():
-    from concurrent.futures import ThreadPoolExecutor
-
-    from vqaudio.data.audio import AudioError
+def _utts_and_reader(fail: str, error: type[Exception]):
     from vqaudio.data.kaldi import Utterance
-    from vqaudio.units.extract import _read_ahead
 
     utts = [Utterance(f"u{i}", f"/x/u{i}.wav") for i in range(7)]
-    have = {"u1": 10, "u4": 10}
     started: list[str] = []
 
     def read(u):
         started.append(u.utt_id)
-        if u.utt_id == "u3":
-            raise AudioError("u3.wav: not a sound file")
+        if u.utt_id == fail:
+            raise error(f"{u.utt_id}.wav: not a sound file")
         return np.full(3, int(u.utt_id[1:]), dtype=np.float32)
 
+    return utts, started, read
+
+
+def test_read_ahead_reads_a_batch_ahead_in_order_and_hands_failures_back_in_place():
+    from vqaudio.data.audio import AudioError
+    from vqaudio.units.extract import _read_ahead
+
+    utts, started, read = _utts_and_reader("u3", AudioError)
+    have = {"u1": 10, "u4": 10}
     stages = {"read": 0.0}
     got = []
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        for u, wav in _read_ahead(utts, have, read, reader, stages, ahead=2):
-            time.sleep(0.01)  # the reader has caught up with what it was given
-            got.append((u.utt_id, wav))
-            done = [x for x, _ in got if x not in have]
-            assert len(started) - len(done) <= 2  # never more than two waveforms beyond the ones handed out
+    for u, wav in _read_ahead(utts, have, read, 6, stages):  # 6 samples: two waveforms of 3
+        time.sleep(0.05)  # the reader catches up
+        if not got:  # while the first is encoded, the reader goes on up to the limit: u2 (3), u3 (failed), u5 (3)
+            assert started == ["u0", "u2", "u3", "u5"]
+        got.append((u.utt_id, wav))
+        handed = {x for x, w in got if isinstance(w, np.ndarray)}
+        assert 3 * sum(x not in handed and x != "u3" for x in started) <= 6  # never more than the limit waiting
     assert [x for x, _ in got] == [u.utt_id for u in utts]
     assert started == ["u0", "u2", "u3", "u5", "u6"]  # those extracted before are never read
     kinds = {x: (None if w is None else type(w).__name__) for x, w in got}
@@ -456,3 +461,27 @@ def test_read_ahead_keeps_order_reads_at_most_two_ahead_and_hands_failures_back_
         "u6": "ndarray",
     }
     assert float(got[5][1][0]) == 5.0
+
+
+def test_a_bug_in_reading_reaches_the_caller_after_the_utterances_before_it():
+    from vqaudio.units.extract import _read_ahead
+
+    utts, _, read = _utts_and_reader("u4", RuntimeError)
+    got = []
+    with pytest.raises(RuntimeError, match="u4.wav"):
+        for u, _wav in _read_ahead(utts, {}, read, 100, {"read": 0.0}):
+            got.append(u.utt_id)
+    assert got == ["u0", "u1", "u2", "u3"]
+
+
+def test_read_ahead_stops_its_reader_when_the_caller_stops():
+    import threading
+
+    from vqaudio.units.extract import _read_ahead
+
+    utts, started, read = _utts_and_reader("none", RuntimeError)
+    reading = _read_ahead(utts, {}, read, 3, {"read": 0.0})
+    assert next(reading)[0].utt_id == "u0"
+    reading.close()  # an encode failed: the job stops
+    assert not any(t.name == "read-ahead" for t in threading.enumerate())
+    assert len(started) < len(utts)

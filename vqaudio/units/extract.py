@@ -9,8 +9,8 @@ Layout of a job's work in ``OUT_DIR/.work/``::
     job<I>of<N>.lock       held (flock) while job I runs, so a second run of the same job is refused
 
 A re-run checks ``state.json`` first and refuses, naming what differs, to resume work made from another model,
-other levels or another utterance list. Utterances are read one at a time, by a reader thread at most
-``READ_AHEAD`` utterances ahead of the encoder, and encoded as soon as ``batch_seconds`` of audio is waiting
+other levels or another utterance list. Utterances are read one at a time, by a reader thread up to one
+batch ahead of the encoder, and encoded as soon as ``batch_seconds`` of audio is waiting
 (or at the end), so memory follows ``batch_seconds``, not the number or length of the files; lines are
 appended whole and fsync'ed per batch, failures as they happen. A killed job truncates a partial last line on
 restart and skips what it has, so nothing is duplicated or lost. When every job of N is done, the outputs are
@@ -27,16 +27,16 @@ import json
 import logging
 import os
 import pathlib
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import file_checksum, model_checksum
+from ..checkpoint import file_checksum
 from ..data.audio import AudioError, is_file_source, load_audio, one_line
 from ..data.kaldi import Utterance, data_name, read_data_dir, read_text, read_utt2dur, read_utt2spk
 from ..errors import UserError
@@ -51,7 +51,7 @@ from .formats import (
     write_token_list,
     write_units,
 )
-from .model import UnitModel, load_unit_model
+from .model import UnitModel, load_unit_model_and_id
 from .toolkits import (
     dataset_card,
     require_format_packages,
@@ -66,8 +66,6 @@ FORMATS = ("kaldi", "fairseq", "npy", "lhotse", "hf")
 # Audio encoded together: 20-30 utterances of LibriSpeech's length, enough to fill the LSTM's batches
 # (vqaudio.models.context.GROUP_SIZE); 12 MiB of float32 samples waiting.
 BATCH_SECONDS = 200.0
-# Utterances read ahead of the encoder on a reader thread (at most this many waveforms beyond the pending batch).
-READ_AHEAD = 2
 
 
 @dataclass
@@ -221,7 +219,8 @@ def extract_units(
         )
     require_format_packages(formats)
     model = pathlib.Path(model)
-    codec = load_unit_model(model, map_location=device).to(device)
+    codec, checksum = load_unit_model_and_id(model, map_location=device)  # the checksum: state, units.json
+    codec = codec.to(device)
     if n_q is not None and not 1 <= n_q <= codec.n_q:
         raise UserError(f"--n-q must lie in [1, {codec.n_q}] for {model}, got {n_q}")
     n_q = n_q or codec.n_q
@@ -233,7 +232,6 @@ def extract_units(
         work.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"--out {out}: cannot create it ({err.strerror})") from None
-    checksum = model_checksum(model)  # read once: the state, units.json and the hf card record it
     check_state(work, _state(checksum, utts, n_q, dedup, nj), out, (file_checksum(model),))
     stem = work / f"job{job}of{nj}"
     with job_lock(stem.with_suffix(".lock"), f"extract-units job {job} of {nj} into {out}"):
@@ -303,24 +301,23 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
         pending.clear()
 
     waiting = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
-        for u, wav in _read_ahead(order, have, read, reader, stages):
-            if wav is None:
-                pending.append((u, None))
-                samples = have[u.utt_id]
-            elif isinstance(wav, AudioError):
-                log.warning("%s failed: %s", u.utt_id, wav)
-                _append_lines(failed_file, [{"utt": u.utt_id, "reason": one_line(str(wav))}])
-                n_failed += 1
-                bar.update(1)
-                continue
-            else:
-                pending.append((u, wav))
-                samples = wav.shape[0]
-            waiting += samples
-            if waiting >= batch_samples:
-                flush()
-                waiting = 0
+    for u, wav in _read_ahead(order, have, read, batch_samples, stages):
+        if wav is None:
+            pending.append((u, None))
+            samples = have[u.utt_id]
+        elif isinstance(wav, AudioError):
+            log.warning("%s failed: %s", u.utt_id, wav)
+            _append_lines(failed_file, [{"utt": u.utt_id, "reason": one_line(str(wav))}])
+            n_failed += 1
+            bar.update(1)
+            continue
+        else:
+            pending.append((u, wav))
+            samples = wav.shape[0]
+        waiting += samples
+        if waiting >= batch_samples:
+            flush()
+            waiting = 0
     flush()
     bar.close()
     atomic_write_text(done_file, f"{len(mine)}\n")
@@ -341,34 +338,65 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
     return n_ok, n_failed, len(have), audio_seconds, wall, stages
 
 
-def _read_ahead(order, have, read, reader: ThreadPoolExecutor, stages: dict[str, float], ahead: int = READ_AHEAD):
-    """``(utterance, waveform | AudioError | None)`` in ``order`` (``None``: in ``have``, not read), each read on
-    ``reader`` up to ``ahead`` utterances before it is wanted, so decoding and resampling overlap the encoder
-    (libsndfile and soxr release the GIL). ``stages["read"]`` gains the time spent waiting for audio."""
-    queue: deque = deque()
-    todo = iter(order)
+def _read_ahead(order, have, read, limit: int, stages: dict[str, float]):
+    """``(utterance, waveform | AudioError | None)`` in ``order`` (``None``: in ``have``, not read), each read on a
+    reader thread while the caller encodes: the thread reads on until ``limit`` samples wait unconsumed, so the
+    next batch's audio is decoded and resampled during this batch's encode (libsndfile and soxr release the
+    GIL). Memory: at most ``limit`` samples and one file beyond what the caller holds. ``stages["read"]`` gains
+    the time the caller waited for audio. An error other than ``AudioError`` (a bug) is raised to the caller
+    after the utterances before it."""
+    ready: deque = deque()
+    cond = threading.Condition()
+    state = {"waiting": 0, "done": False, "stop": False, "error": None}
 
-    def submit() -> None:
-        for u in todo:
-            queue.append((u, None if u.utt_id in have else reader.submit(read, u)))
-            if queue[-1][1] is not None:
-                return
-
-    for _ in range(ahead):
-        submit()
-    while queue:
-        u, future = queue.popleft()
-        if future is None:
-            yield u, None
-            continue
-        start = time.perf_counter()
+    def produce() -> None:
         try:
-            wav = future.result()
-        except AudioError as err:
-            wav = err
-        stages["read"] += time.perf_counter() - start
-        submit()
-        yield u, wav
+            for u in order:
+                if u.utt_id in have:
+                    item, size = (u, None), 0
+                else:
+                    with cond:
+                        cond.wait_for(lambda: state["waiting"] < limit or state["stop"])
+                        if state["stop"]:
+                            return
+                    try:
+                        wav = read(u)
+                        size = wav.shape[0]
+                    except AudioError as err:
+                        wav, size = err, 0
+                    item = (u, wav)
+                with cond:
+                    ready.append((item, size))
+                    state["waiting"] += size
+                    cond.notify_all()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller, traceback and all
+            state["error"] = err
+        finally:
+            with cond:
+                state["done"] = True
+                cond.notify_all()
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            start = time.perf_counter()
+            with cond:
+                cond.wait_for(lambda: ready or state["done"])
+                if not ready:
+                    break
+                item, size = ready.popleft()
+                state["waiting"] -= size
+                cond.notify_all()
+            stages["read"] += time.perf_counter() - start
+            yield item
+        if state["error"] is not None:
+            raise state["error"]
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        thread.join()
 
 
 def _merge(
