@@ -4,6 +4,7 @@
     git worktree add /tmp/before <commit>                          # the code to compare with
     python benchmarks/extract.py --compare /tmp/before             # both, in one run, the same model and audio
     python benchmarks/extract.py --model exp/codec/model.pt        # a trained codec instead of random weights
+    python benchmarks/extract.py --repeat 4                        # every file 4 times: 3 h, fixed costs diluted
 
 Builds a Kaldi data dir over every FLAC file of the corpus (all of speech-mini: 308 utterances, 45 min) and
 saves the default codec (random weights, seed 0: speed does not depend on them), then, for this checkout and
@@ -253,6 +254,12 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=200.0, help="audio per batch (as extract-units)")
     parser.add_argument("--limit", type=int, help="only the first N files (a smoke run)")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="list every file N times (ids <stem>-r<k>): a longer corpus, where a job's fixed costs weigh less",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         help="cuda: the encoder and the jobs on the GPU (benchmarks/gpu.sh); cpu parts skipped",
@@ -272,7 +279,10 @@ def main() -> None:
         tmp = pathlib.Path(tmp)
         data = tmp / "data"
         data.mkdir()
-        (data / "wav.scp").write_text("".join(f"{f.stem} {f}\n" for f in files))
+        if args.repeat < 1:
+            raise SystemExit(f"--repeat must be >= 1, got {args.repeat}")
+        ids = [(f"{f.stem}-r{k}" if args.repeat > 1 else f.stem, f) for k in range(args.repeat) for f in files]
+        (data / "wav.scp").write_text("".join(f"{utt} {f}\n" for utt, f in sorted(ids)))
         model = args.model
         if model is None:
             sys.path.insert(0, str(ROOT))

@@ -182,11 +182,17 @@ def test_prior():
 
 
 def test_extract(corpus, tmp_path):
-    """This checkout against itself as the code to compare: the same units, every stage timed, jobs merged."""
+    """This checkout against itself as the code to compare, every file listed twice: the same units, every stage
+    timed, jobs merged."""
+    import soundfile as sf
+
     root = pathlib.Path(__file__).resolve().parents[1]
-    out = run("extract.py", "--corpus", str(corpus), "--compare", str(root), "--out", str(tmp_path), timeout=400)
+    args = ["--corpus", str(corpus), "--compare", str(root), "--out", str(tmp_path), "--repeat", "2"]
+    out = run("extract.py", *args, timeout=400)
     assert "| units identical to this checkout's (frames) | - | 100.0000% |" in out, out
     results = json.loads((tmp_path / "results.json").read_text())
+    seconds = sum(sf.info(str(f)).duration for f in pathlib.Path(corpus).rglob("*.flac"))
+    assert all(abs(r["audio_s"] - 2 * seconds) < 0.01 * seconds for r in results), (seconds, out)
     assert len(results) == 2 and all(r["two_jobs_h_per_h"] > 0 and r["bare_rtf"] > 0 for r in results), out
     assert all("read" in r["one_job_stages"] and "encode" in r["one_job_stages"] for r in results), out
     assert all(0 < r["encoder_gmacs"] < r["matmul_gmacs"] * 2 for r in results), out
