@@ -433,21 +433,12 @@ def _utts_and_reader(fail: str, error: type[Exception]):
     return utts, started, read
 
 
-def test_read_ahead_reads_a_batch_ahead_in_order_and_hands_failures_back_in_place():
+def test_audio_comes_in_order_without_rereading_and_failures_in_place():
     from vqaudio.data.audio import AudioError
-    from vqaudio.units.extract import _read_ahead
+    from vqaudio.units.extract import _audio_in_order
 
     utts, started, read = _utts_and_reader("u3", AudioError)
-    have = {"u1": 10, "u4": 10}
-    stages = {"read": 0.0}
-    got = []
-    for u, wav in _read_ahead(utts, have, read, 6, stages):  # 6 samples: two waveforms of 3
-        time.sleep(0.05)  # the reader catches up
-        if not got:  # while the first is encoded, the reader goes on up to the limit: u2 (3), u3 (failed), u5 (3)
-            assert started == ["u0", "u2", "u3", "u5"]
-        got.append((u.utt_id, wav))
-        handed = {x for x, w in got if isinstance(w, np.ndarray)}
-        assert 3 * sum(x not in handed and x != "u3" for x in started) <= 6  # never more than the limit waiting
+    got = [(u.utt_id, wav) for u, wav in _audio_in_order(utts, {"u1": 10, "u4": 10}, read, {"read": 0.0})]
     assert [x for x, _ in got] == [u.utt_id for u in utts]
     assert started == ["u0", "u2", "u3", "u5", "u6"]  # those extracted before are never read
     kinds = {x: (None if w is None else type(w).__name__) for x, w in got}
@@ -464,24 +455,11 @@ def test_read_ahead_reads_a_batch_ahead_in_order_and_hands_failures_back_in_plac
 
 
 def test_a_bug_in_reading_reaches_the_caller_after_the_utterances_before_it():
-    from vqaudio.units.extract import _read_ahead
+    from vqaudio.units.extract import _audio_in_order
 
     utts, _, read = _utts_and_reader("u4", RuntimeError)
     got = []
     with pytest.raises(RuntimeError, match="u4.wav"):
-        for u, _wav in _read_ahead(utts, {}, read, 100, {"read": 0.0}):
+        for u, _wav in _audio_in_order(utts, {}, read, {"read": 0.0}):
             got.append(u.utt_id)
     assert got == ["u0", "u1", "u2", "u3"]
-
-
-def test_read_ahead_stops_its_reader_when_the_caller_stops():
-    import threading
-
-    from vqaudio.units.extract import _read_ahead
-
-    utts, started, read = _utts_and_reader("none", RuntimeError)
-    reading = _read_ahead(utts, {}, read, 3, {"read": 0.0})
-    assert next(reading)[0].utt_id == "u0"
-    reading.close()  # an encode failed: the job stops
-    assert not any(t.name == "read-ahead" for t in threading.enumerate())
-    assert len(started) < len(utts)

@@ -9,13 +9,12 @@ Layout of a job's work in ``OUT_DIR/.work/``::
     job<I>of<N>.lock       held (flock) while job I runs, so a second run of the same job is refused
 
 A re-run checks ``state.json`` first and refuses, naming what differs, to resume work made from another model,
-other levels or another utterance list. Utterances are read one at a time, by a reader thread up to one
-batch ahead of the encoder, and encoded as soon as ``batch_seconds`` of audio is waiting
-(or at the end), so memory follows ``batch_seconds``, not the number or length of the files; lines are
-appended whole and fsync'ed per batch, failures as they happen. A killed job truncates a partial last line on
-restart and skips what it has, so nothing is duplicated or lost. When every job of N is done, the outputs are
-merged in sorted order (each file written atomically, see :mod:`vqaudio.units.formats`) after checking that
-extracted + failed covers every utterance.
+other levels or another utterance list. Utterances are read one at a time and encoded as soon as
+``batch_seconds`` of audio is waiting (or at the end), so memory follows ``batch_seconds``, not the number or
+length of the files; lines are appended whole and fsync'ed per batch, failures as they happen. A killed job
+truncates a partial last line on restart and skips what it has, so nothing is duplicated or lost. When every
+job of N is done, the outputs are merged in sorted order (each file written atomically, see
+:mod:`vqaudio.units.formats`) after checking that extracted + failed covers every utterance.
 """
 
 from __future__ import annotations
@@ -27,9 +26,7 @@ import json
 import logging
 import os
 import pathlib
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,9 +67,8 @@ BATCH_SECONDS = 200.0
 
 @dataclass
 class ExtractResult:
-    """Counts of one ``extract_units`` call (this job), its time waiting for audio (read and resampled ahead on
-    a reader thread), encoding and writing units (``stage_seconds``), and whether the merged outputs were
-    written."""
+    """Counts of one ``extract_units`` call (this job), its time in reading (and resampling) audio, encoding and
+    writing units (``stage_seconds``), and whether the merged outputs were written."""
 
     extracted: int
     failed: int
@@ -301,7 +297,7 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
         pending.clear()
 
     waiting = 0
-    for u, wav in _read_ahead(order, have, read, batch_samples, stages):
+    for u, wav in _audio_in_order(order, have, read, stages):
         if wav is None:
             pending.append((u, None))
             samples = have[u.utt_id]
@@ -338,65 +334,21 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
     return n_ok, n_failed, len(have), audio_seconds, wall, stages
 
 
-def _read_ahead(order, have, read, limit: int, stages: dict[str, float]):
-    """``(utterance, waveform | AudioError | None)`` in ``order`` (``None``: in ``have``, not read), each read on a
-    reader thread while the caller encodes: the thread reads on until ``limit`` samples wait unconsumed, so the
-    next batch's audio is decoded and resampled during this batch's encode (libsndfile and soxr release the
-    GIL). Memory: at most ``limit`` samples and one file beyond what the caller holds. ``stages["read"]`` gains
-    the time the caller waited for audio. An error other than ``AudioError`` (a bug) is raised to the caller
-    after the utterances before it."""
-    ready: deque = deque()
-    cond = threading.Condition()
-    state = {"waiting": 0, "done": False, "stop": False, "error": None}
-
-    def produce() -> None:
+def _audio_in_order(order, have, read, stages: dict[str, float]):
+    """``(utterance, waveform | AudioError | None)`` in ``order`` (``None``: in ``have``, not read); an unreadable
+    file is handed back in its place, any other error (a bug) is raised. ``stages["read"]`` gains the time spent
+    reading."""
+    for u in order:
+        if u.utt_id in have:
+            yield u, None
+            continue
+        start = time.perf_counter()
         try:
-            for u in order:
-                if u.utt_id in have:
-                    item, size = (u, None), 0
-                else:
-                    with cond:
-                        cond.wait_for(lambda: state["waiting"] < limit or state["stop"])
-                        if state["stop"]:
-                            return
-                    try:
-                        wav = read(u)
-                        size = wav.shape[0]
-                    except AudioError as err:
-                        wav, size = err, 0
-                    item = (u, wav)
-                with cond:
-                    ready.append((item, size))
-                    state["waiting"] += size
-                    cond.notify_all()
-        except BaseException as err:  # noqa: BLE001 - handed to the caller, traceback and all
-            state["error"] = err
-        finally:
-            with cond:
-                state["done"] = True
-                cond.notify_all()
-
-    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            start = time.perf_counter()
-            with cond:
-                cond.wait_for(lambda: ready or state["done"])
-                if not ready:
-                    break
-                item, size = ready.popleft()
-                state["waiting"] -= size
-                cond.notify_all()
-            stages["read"] += time.perf_counter() - start
-            yield item
-        if state["error"] is not None:
-            raise state["error"]
-    finally:
-        with cond:
-            state["stop"] = True
-            cond.notify_all()
-        thread.join()
+            wav = read(u)
+        except AudioError as err:
+            wav = err
+        stages["read"] += time.perf_counter() - start
+        yield u, wav
 
 
 def _merge(
