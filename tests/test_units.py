@@ -438,7 +438,7 @@ def test_audio_comes_in_order_without_rereading_and_failures_in_place():
     from vqaudio.units.extract import _audio_in_order
 
     utts, started, read = _utts_and_reader("u3", AudioError)
-    got = [(u.utt_id, wav) for u, wav in _audio_in_order(utts, {"u1": 10, "u4": 10}, read, {"read": 0.0})]
+    got = [(u.utt_id, wav) for u, wav in _audio_in_order(utts, {"u1": 10, "u4": 10}, read)]
     assert [x for x, _ in got] == [u.utt_id for u in utts]
     assert started == ["u0", "u2", "u3", "u5", "u6"]  # those extracted before are never read
     kinds = {x: (None if w is None else type(w).__name__) for x, w in got}
@@ -460,6 +460,6 @@ def test_a_bug_in_reading_reaches_the_caller_after_the_utterances_before_it():
     utts, _, read = _utts_and_reader("u4", RuntimeError)
     got = []
     with pytest.raises(RuntimeError, match="u4.wav"):
-        for u, _wav in _audio_in_order(utts, {}, read, {"read": 0.0}):
+        for u, _wav in _audio_in_order(utts, {}, read):
             got.append(u.utt_id)
     assert got == ["u0", "u1", "u2", "u3"]

@@ -265,19 +265,16 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
     pending: list[tuple[Utterance, np.ndarray | None]] = []  # None: written by an earlier run, not read yet
 
     def read(u: Utterance) -> np.ndarray:
-        return load_audio(u.source, sr, u.start, u.end, name=u.utt_id)
-
-    def timed_read(u: Utterance) -> np.ndarray:
         start = time.perf_counter()
         try:
-            return read(u)
+            return load_audio(u.source, sr, u.start, u.end, name=u.utt_id)
         finally:
             stages["read"] += time.perf_counter() - start
 
     def flush() -> None:
         nonlocal audio_seconds, n_ok
         if any(w is not None for _, w in pending):  # not all written before: encoded whole, as uninterrupted
-            batch = [(u, timed_read(u) if w is None else w) for u, w in pending]
+            batch = [(u, read(u) if w is None else w) for u, w in pending]
             start = time.perf_counter()
             wavs = [torch.from_numpy(w) for _, w in batch]
             if device != "cpu":  # page-locked, so the copies to the GPU run asynchronously
@@ -297,7 +294,7 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
         pending.clear()
 
     waiting = 0
-    for u, wav in _audio_in_order(order, have, read, stages):
+    for u, wav in _audio_in_order(order, have, read):
         if wav is None:
             pending.append((u, None))
             samples = have[u.utt_id]
@@ -334,20 +331,17 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
     return n_ok, n_failed, len(have), audio_seconds, wall, stages
 
 
-def _audio_in_order(order, have, read, stages: dict[str, float]):
+def _audio_in_order(order, have, read):
     """``(utterance, waveform | AudioError | None)`` in ``order`` (``None``: in ``have``, not read); an unreadable
-    file is handed back in its place, any other error (a bug) is raised. ``stages["read"]`` gains the time spent
-    reading."""
+    file is handed back in its place, any other error (a bug) is raised."""
     for u in order:
         if u.utt_id in have:
             yield u, None
             continue
-        start = time.perf_counter()
         try:
             wav = read(u)
         except AudioError as err:
             wav = err
-        stages["read"] += time.perf_counter() - start
         yield u, wav
 
 
