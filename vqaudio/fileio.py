@@ -103,6 +103,22 @@ def atomic_output(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def atomic_text_files(*paths: str | pathlib.Path) -> Iterator[list]:
+    """Open text files (UTF-8) for ``paths`` to write line by line, each through :func:`atomic_output`: on
+    success every one replaces its path, on error none does, so a long streamed write needs no memory for the
+    whole text.
+
+    Example::
+
+        with atomic_text_files("out/a.tsv", "out/a.km") as (tsv, km):
+            tsv.write(row)
+    """
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_output(p)) for p in paths]
+        yield [stack.enter_context(open(t, "w", encoding="utf-8")) for t in tmps]
+
+
 def atomic_write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     with atomic_output(path) as tmp:

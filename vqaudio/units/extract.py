@@ -39,23 +39,22 @@ from ..data.kaldi import Utterance, data_name, read_data_dir, read_text, read_ut
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .formats import (
+    FairseqWriter,
+    KaldiUnitsWriter,
+    NpyWriter,
     UnitsInfo,
     dedup_units,
-    level_path,
-    write_fairseq,
     write_info,
-    write_npy_scp,
     write_token_list,
-    write_units,
 )
 from .model import UnitModel, load_unit_model_and_id
 from .toolkits import (
+    HfWriter,
+    LhotseWriter,
     dataset_card,
     require_format_packages,
     source_cuts,
     split_name,
-    write_hf,
-    write_lhotse,
 )
 
 log = logging.getLogger(__name__)
@@ -79,17 +78,65 @@ class ExtractResult:
     merged: bool
 
 
-def _read_jsonl(path: pathlib.Path) -> list[dict]:
-    """Complete JSON lines of ``path``; a partial last line (a killed write) is cut off the file."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with open(path, "r+b") as f:
+def _complete_lines(path: pathlib.Path) -> int:
+    """Cut a partial last line (a killed write) off ``path``; returns the size of its complete lines."""
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
             f.truncate(end)
-        log.info("%s: dropped a partial last line left by a killed run", path)
-    return [json.loads(line) for line in data[:end].decode().splitlines() if line.strip()]
+            log.info("%s: dropped a partial last line left by a killed run", path)
+    return end
+
+
+def _record_heads(path: pathlib.Path):
+    """``(utt, num_samples, byte offset)`` of each record of a job's ``.jsonl``, read a line at a time (flat
+    memory, whatever the corpus) after cutting off a partial last line."""
+    if not path.exists():
+        return
+    _complete_lines(path)
+    with open(path, "rb") as f:
+        offset = 0
+        for line in f:
+            if line.strip():
+                utt, samples = _head(line, path)
+                yield utt, samples, offset
+            offset += len(line)
+
+
+_KEYS = (b'{"utt":', b',"num_samples":', b',"codes":')
+
+
+def _head(line: bytes, path: pathlib.Path) -> tuple[str, int]:
+    """The ``utt`` and ``num_samples`` of one record, parsed from the line's head when it has the layout
+    ``_append_lines`` writes (its codes are not parsed), else from the whole line."""
+    utt_end = line.find(_KEYS[1])  # a JSON string holds a quote only escaped, so its key cannot occur in the id
+    samples_end = line.find(_KEYS[2], utt_end)
+    if line.startswith(_KEYS[0]) and 0 < utt_end < samples_end:
+        return json.loads(line[len(_KEYS[0]) : utt_end]), int(line[utt_end + len(_KEYS[1]) : samples_end])
+    try:
+        record = json.loads(line)
+        return record["utt"], record["num_samples"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: a line is not an extraction record; remove the folder to start afresh") from None
+
+
+def _read_failed(path: pathlib.Path) -> dict[str, str]:
+    """``{utt: reason}`` of a job's ``.failed`` (one short line per failed utterance)."""
+    if not path.exists():
+        return {}
+    end = _complete_lines(path)
+    with open(path, "rb") as f:
+        data = f.read(end)
+    return {r["utt"]: r["reason"] for r in map(json.loads, data.decode().splitlines()) if r}
 
 
 def _state(checksum: str, utts: list[Utterance], n_q: int, dedup: bool, nj: int) -> dict:
@@ -249,7 +296,7 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
     killed is encoded whole again and only its missing utterances are written.
     """
     units_file, failed_file, done_file = (stem.with_suffix(s) for s in (".jsonl", ".failed", ".done"))
-    have = {r["utt"]: r["num_samples"] for r in _read_jsonl(units_file)}
+    have = {utt: samples for utt, samples, _ in _record_heads(units_file)}
     failed_file.unlink(missing_ok=True)  # earlier failures are retried
     order = list(mine)
     durations = read_utt2dur(data_dir)
@@ -358,56 +405,36 @@ def _merge(
     data_dir: str | pathlib.Path,
     progress: bool = True,
 ) -> None:
-    records: dict[str, dict] = {}
+    where: dict[str, tuple[int, int, int]] = {}  # utt: (job, byte offset of its record, num_samples)
     failed: dict[str, str] = {}
     for j in range(1, nj + 1):
-        for r in _read_jsonl(work / f"job{j}of{nj}.jsonl"):
-            records[r["utt"]] = r
-        for r in _read_jsonl(work / f"job{j}of{nj}.failed"):
-            failed[r["utt"]] = r["reason"]
-    missing = [u.utt_id for u in utts if u.utt_id not in records and u.utt_id not in failed]
+        for utt, samples, offset in _record_heads(work / f"job{j}of{nj}.jsonl"):
+            where[utt] = (j, offset, samples)
+        failed.update(_read_failed(work / f"job{j}of{nj}.failed"))
+    missing = [u.utt_id for u in utts if u.utt_id not in where and u.utt_id not in failed]
     if missing:
         raise UserError(
             f"merge into {out}: {len(missing)} utterance(s) neither extracted nor failed, e.g. "
             + ", ".join(missing[:5])
             + "; run the jobs that hold them again"
         )
-    order = [u for u in utts if u.utt_id in records]  # sorted by utterance id (C locale)
-
-    def frames_of(utt: str) -> list[list[int]]:
-        codes = records[utt]["codes"][:n_q]
-        if not dedup:
-            return codes
-        steps = list(zip(*codes, strict=True))
-        kept = dedup_units(steps)
-        return [list(level) for level in zip(*kept, strict=True)] if kept else [[] for _ in codes]
-
-    per_utt = {u.utt_id: frames_of(u.utt_id) for u in order}
+    order = [u for u in utts if u.utt_id in where]  # sorted by utterance id (C locale)
+    num_samples = {u.utt_id: where[u.utt_id][2] for u in order}
+    with contextlib.ExitStack() as stack:
+        jobs = {j for j, _, _ in where.values()}
+        jsonl = {j: stack.enter_context(open(work / f"job{j}of{nj}.jsonl", "rb")) for j in sorted(jobs)}
+        sinks = _merge_sinks(stack, codec, checksum, out, formats, dedup, n_q, data_dir, order, num_samples)
+        for u in tqdm(order, desc="merge", unit="utt", disable=not progress):
+            j, offset, _ = where[u.utt_id]
+            jsonl[j].seek(offset)
+            codes = json.loads(jsonl[j].readline())["codes"][:n_q]
+            if dedup:
+                kept = dedup_units(list(zip(*codes, strict=True)))
+                codes = [list(level) for level in zip(*kept, strict=True)] if kept else [[] for _ in codes]
+            for sink in sinks:
+                sink(u, codes)
     if "kaldi" in formats:
-        for q in range(n_q):
-            write_units(level_path(out, q), {utt: codes[q] for utt, codes in per_utt.items()})
         write_token_list(out / "tokens.txt", codec.codebook_size)
-    if "npy" in formats:
-        write_npy_scp(out, per_utt, codec.codebook_size)
-    if "fairseq" in formats:
-        sources = [u.source for u in order]
-        files = [s for s in sources if is_file_source(s)]
-        root = os.path.commonpath([os.path.dirname(os.path.abspath(s)) for s in files]) if files else ""
-        rows = [
-            (
-                os.path.relpath(os.path.abspath(u.source), root) if u.source in files else u.utt_id,
-                records[u.utt_id]["num_samples"],
-                per_utt[u.utt_id][0],
-            )
-            for u in order
-        ]
-        write_fairseq(out, data_name(data_dir), root, rows)
-    if "lhotse" in formats:
-        samples = {utt: r["num_samples"] for utt, r in records.items()}
-        cuts = source_cuts(data_dir, order, samples, codec.sample_rate)
-        write_lhotse(out, cuts, per_utt, codec.hop_length / codec.sample_rate, codec.codebook_size, progress)
-    if "hf" in formats:
-        _write_hf(out, data_dir, per_utt, codec, checksum, n_q, dedup)
     atomic_write_text(
         out / "failed.txt", "".join(f"{utt}\t{one_line(reason)}\n" for utt, reason in sorted(failed.items()))
     )
@@ -427,23 +454,49 @@ def _merge(
     log.info("merged %d utterances (%d failed) into %s", len(order), len(failed), out)
 
 
-def _write_hf(
-    out, data_dir, per_utt: dict[str, list[list[int]]], codec: UnitModel, checksum: str, n_q: int, dedup: bool
-):
-    """Parquet shards and the dataset card of ``per_utt`` (``{utt: (n_q, T) units}``), see :func:`write_hf`."""
-    texts, speakers = read_text(data_dir) or {}, read_utt2spk(data_dir) or {}
-    frame_rate = float(codec.frame_rate)
-    rows = [
-        {
-            "id": utt,
-            "speaker": speakers.get(utt),
-            "text": texts.get(utt),
-            "units": codes,
-            "frame_rate": frame_rate,
-            "codec": checksum,
-        }
-        for utt, codes in per_utt.items()
-    ]
-    split = split_name(data_name(data_dir))
-    card = dataset_card(split, data_name(data_dir), len(rows), n_q, codec.codebook_size, frame_rate, checksum, dedup)
-    write_hf(out, split, rows, codec.codebook_size, card)
+def _merge_sinks(stack, codec, checksum, out, formats, dedup, n_q, data_dir, order, num_samples) -> list:
+    """A writer per format, entered on ``stack`` (they commit when it closes without error); each is handed
+    back as a function of ``(utterance, (n_q, T) units)``, to be called in ``order``."""
+    sinks = []
+    if "kaldi" in formats:
+        kaldi = stack.enter_context(KaldiUnitsWriter(out, n_q))
+        sinks.append(lambda u, codes: kaldi.add(u.utt_id, codes))
+    if "npy" in formats:
+        npy = stack.enter_context(NpyWriter(out, codec.codebook_size))
+        sinks.append(lambda u, codes: npy.add(u.utt_id, codes))
+    if "fairseq" in formats:
+        files = {u.source for u in order if is_file_source(u.source)}
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(s)) for s in files]) if files else ""
+        fairseq = stack.enter_context(FairseqWriter(out, data_name(data_dir), root))
+
+        def to_fairseq(u, codes):
+            rel = os.path.relpath(os.path.abspath(u.source), root) if u.source in files else u.utt_id
+            fairseq.add(rel, num_samples[u.utt_id], codes[0])
+
+        sinks.append(to_fairseq)
+    if "lhotse" in formats:
+        cuts = source_cuts(data_dir, order, num_samples, codec.sample_rate)
+        frame_shift = codec.hop_length / codec.sample_rate
+        lhotse = stack.enter_context(LhotseWriter(out, frame_shift, codec.codebook_size))
+        sinks.append(lambda u, codes: lhotse.add(next(cuts), codes))
+    if "hf" in formats:
+        texts, speakers = read_text(data_dir) or {}, read_utt2spk(data_dir) or {}
+        frame_rate = float(codec.frame_rate)
+        split = split_name(data_name(data_dir))
+        card = dataset_card(
+            split, data_name(data_dir), len(order), n_q, codec.codebook_size, frame_rate, checksum, dedup
+        )
+        hf = stack.enter_context(HfWriter(out, split, len(order), codec.codebook_size, card))
+        sinks.append(
+            lambda u, codes: hf.add(
+                {
+                    "id": u.utt_id,
+                    "speaker": speakers.get(u.utt_id),
+                    "text": texts.get(u.utt_id),
+                    "units": codes,
+                    "frame_rate": frame_rate,
+                    "codec": checksum,
+                }
+            )
+        )
+    return sinks

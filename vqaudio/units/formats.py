@@ -21,7 +21,7 @@ from typing import ClassVar
 from ..config import from_dict
 from ..data.kaldi import check_id
 from ..errors import UserError
-from ..fileio import atomic_output, atomic_write_text, path_inside
+from ..fileio import atomic_output, atomic_text_files, atomic_write_text, make_dirs, path_inside
 
 
 @dataclass
@@ -59,11 +59,42 @@ class _UnitNames(dict):
         return name
 
 
+class KaldiUnitsWriter:
+    """Kaldi text units of ``n_q`` levels (``units``, ``units.level<q>``) streamed one utterance at a time, each
+    file renamed into place when the block ends without error. Utterances are written in the order given.
+
+    Example::
+
+        with KaldiUnitsWriter(out, n_q=2) as writer:
+            writer.add("utt1", [[1, 2, 3], [4, 5, 6]])
+    """
+
+    def __init__(self, out_dir: str | pathlib.Path, n_q: int):
+        self._files = atomic_text_files(*(level_path(out_dir, q) for q in range(n_q)))
+        self._name = _UnitNames().__getitem__
+
+    def __enter__(self) -> KaldiUnitsWriter:
+        self._levels = self._files.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._files.__exit__(*exc)
+
+    def add(self, utt: str, codes: Sequence[Sequence[int]]) -> None:
+        """``codes``: ``(n_q, T)`` units of ``utt``."""
+        if len(codes) != len(self._levels):
+            raise ValueError(f"{utt}: {len(codes)} levels of units, the writer has {len(self._levels)}")
+        for f, units in zip(self._levels, codes, strict=True):
+            f.write(f"{utt} {' '.join(map(self._name, units))}\n")
+
+
 def write_units(path: str | pathlib.Path, units: dict[str, Sequence[int]]) -> pathlib.Path:
     """Kaldi text ``utt u1 u2 ...`` in C-locale order of utterance ids, atomically."""
     name = _UnitNames().__getitem__
-    lines = [f"{utt} {' '.join(map(name, units[utt]))}\n" for utt in sorted(units, key=str.encode)]
-    return atomic_write_text(path, "".join(lines))
+    with atomic_text_files(path) as (f,):
+        for utt in sorted(units, key=str.encode):
+            f.write(f"{utt} {' '.join(map(name, units[utt]))}\n")
+    return pathlib.Path(path)
 
 
 def read_units(path: str | pathlib.Path) -> dict[str, list[int]]:
@@ -138,20 +169,63 @@ def write_npy(path: pathlib.Path, codes, codebook_size: int) -> pathlib.Path:
     return path
 
 
+class NpyWriter:
+    """ESPnet ``npy/<utt>.npy`` arrays ``(T, n_q)``, each written atomically as it is added, and ``codes.scp``
+    listing them, renamed into place when the block ends without error."""
+
+    def __init__(self, out_dir: str | pathlib.Path, codebook_size: int):
+        self.folder = pathlib.Path(out_dir) / "npy"
+        self._scp = atomic_text_files(pathlib.Path(out_dir) / "codes.scp")
+        self.codebook_size = codebook_size
+
+    def __enter__(self) -> NpyWriter:
+        make_dirs(self.folder)
+        (self._lines,) = self._scp.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._scp.__exit__(*exc)
+
+    def add(self, utt: str, codes: Sequence[Sequence[int]]) -> None:
+        """``codes``: ``(n_q, T)`` units of ``utt``."""
+        import numpy as np
+
+        path = write_npy(path_inside(self.folder, utt, ".npy"), np.asarray(codes).T, self.codebook_size)
+        self._lines.write(f"{utt} {path.resolve()}\n")
+
+
 def write_npy_scp(
     out_dir: str | pathlib.Path, per_utt: dict[str, Sequence[Sequence[int]]], codebook_size: int
 ) -> pathlib.Path:
     """``npy/<utt>.npy`` (``(T, n_q)``) for each utterance and ``codes.scp`` listing them, each file atomically."""
-    import numpy as np
+    with NpyWriter(out_dir, codebook_size) as writer:
+        for utt in sorted(per_utt, key=str.encode):
+            writer.add(utt, per_utt[utt])
+    return pathlib.Path(out_dir) / "codes.scp"
 
-    out_dir = pathlib.Path(out_dir)
-    folder = out_dir / "npy"
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for utt in sorted(per_utt, key=str.encode):
-        path = write_npy(path_inside(folder, utt, ".npy"), np.asarray(per_utt[utt]).T, codebook_size)
-        lines.append(f"{utt} {path.resolve()}\n")
-    return atomic_write_text(out_dir / "codes.scp", "".join(lines))
+
+class FairseqWriter:
+    """fairseq manifest ``<name>.tsv`` and level-0 units ``<name>.km`` streamed row by row in the same order,
+    both renamed into place when the block ends without error; ``root`` is the manifest's first line (audio
+    paths are relative to it)."""
+
+    def __init__(self, out_dir: str | pathlib.Path, name: str, root: str):
+        out_dir = pathlib.Path(out_dir)
+        self._files = atomic_text_files(out_dir / f"{name}.tsv", out_dir / f"{name}.km")
+        self.root = root
+        self._name = _UnitNames().__getitem__
+
+    def __enter__(self) -> FairseqWriter:
+        self._tsv, self._km = self._files.__enter__()
+        self._tsv.write(self.root + "\n")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._files.__exit__(*exc)
+
+    def add(self, rel: str, num_samples: int, units: Sequence[int]) -> None:
+        self._tsv.write(f"{rel}\t{num_samples}\n")
+        self._km.write(" ".join(map(self._name, units)) + "\n")
 
 
 def write_fairseq(
@@ -163,14 +237,10 @@ def write_fairseq(
         root: the manifest's first line (audio paths are relative to it).
         rows: ``(relative_path, num_samples, level-0 units)`` per utterance.
     """
-    rows = list(rows)
-    tsv = atomic_write_text(
-        pathlib.Path(out_dir) / f"{name}.tsv", root + "\n" + "".join(f"{rel}\t{n}\n" for rel, n, _ in rows)
-    )
-    km = atomic_write_text(
-        pathlib.Path(out_dir) / f"{name}.km", "".join(" ".join(map(str, units)) + "\n" for _, _, units in rows)
-    )
-    return tsv, km
+    with FairseqWriter(out_dir, name, root) as writer:
+        for rel, n, units in rows:
+            writer.add(rel, n, units)
+    return pathlib.Path(out_dir) / f"{name}.tsv", pathlib.Path(out_dir) / f"{name}.km"
 
 
 def read_fairseq(out_dir: str | pathlib.Path, name: str) -> tuple[str, list[tuple[str, int, list[int]]]]:

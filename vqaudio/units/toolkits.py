@@ -27,7 +27,7 @@ import os
 import pathlib
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -43,6 +43,7 @@ LHOTSE_MANIFEST = "cuts.jsonl.gz"
 LHOTSE_ARRAYS = "lhotse_units"
 HF_FOLDER = "data"
 HF_ROWS_PER_SHARD = 20000
+HF_GROUP_UNITS = 1 << 22  # units waiting for a row group: 8 MiB as int16
 
 
 def require_format_packages(formats: Sequence[str]) -> None:
@@ -66,32 +67,32 @@ def lhotse_frames(duration: float, frame_shift: float, frames: int) -> int:
 
 
 def source_cuts(data: str | pathlib.Path, utts: Sequence[Utterance], num_samples: dict[str, int], sample_rate: int):
-    """The lhotse cuts of ``utts`` (in their order): a cut manifest's own cuts, or cuts made from a Kaldi data
-    dir: a cut per utterance over its file's span (all channels; ``num_samples`` at ``sample_rate`` gives the
-    length of a ``cmd |`` utterance, whose cut has no recording), with a supervision holding its text and
-    speaker where the data dir gives them."""
+    """The lhotse cuts of ``utts``, one at a time in their order: a cut manifest's own cuts, or cuts made from a
+    Kaldi data dir: a cut per utterance over its file's span (all channels; ``num_samples`` at ``sample_rate``
+    gives the length of a ``cmd |`` utterance, whose cut has no recording), with a supervision holding its text
+    and speaker where the data dir gives them."""
     require("lhotse", "extract-units --format lhotse", extra="lhotse")
     if is_cut_manifest(data):
         cuts = read_cuts(data)
-        return [cuts[u.utt_id] for u in utts]
+        yield from (cuts[u.utt_id] for u in utts)
+        return
     from lhotse import MonoCut, MultiCut, Recording, SupervisionSegment
 
     data = pathlib.Path(data)
     texts, speakers = read_text(data) or {}, read_utt2spk(data) or {}
     segments = data / "segments"
     rec_ids = {u: rest.split()[0] for u, rest in read_table(segments, 4).items()} if segments.is_file() else {}
-    recordings: dict[str, Recording] = {}
-    cuts = []
+    last: tuple[str, Recording] | None = None  # segments of one recording follow each other: one header read
     for u in utts:
         rec, start, channels = None, 0.0, [0]
         duration = num_samples[u.utt_id] / sample_rate
         if is_file_source(u.source):
-            if u.source not in recordings:
+            if last is None or last[0] != u.source:
                 try:
-                    recordings[u.source] = Recording.from_file(u.source, recording_id=rec_ids.get(u.utt_id, u.utt_id))
+                    last = u.source, Recording.from_file(u.source, recording_id=rec_ids.get(u.utt_id, u.utt_id))
                 except Exception as err:  # lhotse's audio backends raise their own kinds
                     raise UserError(f"{u.source}: lhotse cannot read this file's header ({err})") from None
-            rec = recordings[u.source]
+            rec = last[1]
             end = rec.duration if u.end is None else min(u.end, rec.duration)
             start, duration, channels = u.start, end - u.start, list(rec.channel_ids)
         channel = channels if len(channels) > 1 else channels[0]
@@ -105,51 +106,197 @@ def source_cuts(data: str | pathlib.Path, utts: Sequence[Utterance], num_samples
             speaker=speakers.get(u.utt_id),
         )
         kind = MultiCut if len(channels) > 1 else MonoCut
-        cuts.append(kind(u.utt_id, start, duration, channel, supervisions=[supervision], recording=rec))
-    return cuts
+        yield kind(u.utt_id, start, duration, channel, supervisions=[supervision], recording=rec)
+
+
+class LhotseWriter:
+    """lhotse cuts with the custom field ``units``, streamed cut by cut: each cut's ``(Q, T)`` units are stored
+    time-major ``(T', Q)`` by lhotse's ``NumpyFilesWriter`` in a fresh folder (``T'`` = :func:`lhotse_frames`)
+    and the cut is written to ``OUT/cuts.jsonl.gz``; when the block ends without error the folder replaces
+    ``OUT/lhotse_units/`` and the manifest is renamed into place, on error neither is touched."""
+
+    def __init__(self, out_dir: str | pathlib.Path, frame_shift: float, codebook_size: int):
+        require("lhotse", "extract-units --format lhotse", extra="lhotse")
+        self.out = pathlib.Path(out_dir)
+        self.final = self.out / LHOTSE_ARRAYS
+        self.stage = self.out / f".{LHOTSE_ARRAYS}.tmp{os.getpid()}"
+        self.frame_shift, self.dtype = frame_shift, _int_type(codebook_size)
+        self.manifest = self.out / LHOTSE_MANIFEST
+
+    def __enter__(self) -> LhotseWriter:
+        from lhotse.features.io import NumpyFilesWriter
+
+        shutil.rmtree(self.stage, ignore_errors=True)
+        self._arrays = NumpyFilesWriter(self.stage)
+        self._manifest = atomic_output(self.manifest)
+        self._cuts = gzip.open(self._manifest.__enter__(), "wt", encoding="utf-8")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._cuts.close()
+        if exc_type is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            self._manifest.__exit__(exc_type, exc, tb)
+            return
+        old = self.out / f".{LHOTSE_ARRAYS}.old{os.getpid()}"
+        if self.final.exists():
+            self.final.rename(old)
+        self.stage.rename(self.final)
+        shutil.rmtree(old, ignore_errors=True)
+        self._manifest.__exit__(None, None, None)  # the manifest, last: it names the folder now in place
+
+    def add(self, cut, codes: Sequence[Sequence[int]]) -> None:
+        """``codes``: ``(Q, T)`` units of ``cut``."""
+        from lhotse.utils import fastcopy
+
+        path_inside(self.stage, cut.id)  # the writer names a file after the id
+        units = np.asarray(codes, dtype=self.dtype).T  # (T, Q)
+        units = np.ascontiguousarray(units[: lhotse_frames(cut.duration, self.frame_shift, units.shape[0])])
+        array = self._arrays.store_array(cut.id, units, frame_shift=self.frame_shift, temporal_dim=0, start=cut.start)
+        array = fastcopy(array, array=fastcopy(array.array, storage_path=str(self.final.resolve())))
+        self._cuts.write(json.dumps(cut.with_custom("units", array).to_dict(), ensure_ascii=False) + "\n")
 
 
 def write_lhotse(
     out_dir: str | pathlib.Path,
-    cuts: Sequence,
-    codes: dict[str, Sequence[Sequence[int]]],
+    cuts: Iterable,
+    codes: Mapping[str, Sequence[Sequence[int]]],
     frame_shift: float,
     codebook_size: int,
     progress: bool = True,
 ) -> pathlib.Path:
-    """``OUT/cuts.jsonl.gz``: ``cuts`` with the custom field ``units``, each ``codes[cut.id]`` (``(Q, T)``) stored
-    time-major ``(T', Q)`` by lhotse's ``NumpyFilesWriter`` under ``OUT/lhotse_units/``, ``T'`` =
-    :func:`lhotse_frames`. Returns the manifest's path."""
-    require("lhotse", "extract-units --format lhotse", extra="lhotse")
-    from lhotse.features.io import NumpyFilesWriter
-    from lhotse.utils import fastcopy
-
-    out = pathlib.Path(out_dir)
-    final = out / LHOTSE_ARRAYS
-    stage, old = out / f".{LHOTSE_ARRAYS}.tmp{os.getpid()}", out / f".{LHOTSE_ARRAYS}.old{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    dtype, written = _int_type(codebook_size), []
-    with NumpyFilesWriter(stage) as writer:
+    """``OUT/cuts.jsonl.gz``: ``cuts`` with the custom field ``units`` (``codes[cut.id]``, ``(Q, T)``), see
+    :class:`LhotseWriter`. Returns the manifest's path."""
+    with LhotseWriter(out_dir, frame_shift, codebook_size) as writer:
         for cut in tqdm(cuts, desc="lhotse units", unit="cut", disable=not progress):
-            path_inside(stage, cut.id)  # the writer names a file after the id
-            units = np.asarray(codes[cut.id], dtype=dtype).T  # (T, Q)
-            units = np.ascontiguousarray(units[: lhotse_frames(cut.duration, frame_shift, units.shape[0])])
-            array = writer.store_array(cut.id, units, frame_shift=frame_shift, temporal_dim=0, start=cut.start)
-            array = fastcopy(array, array=fastcopy(array.array, storage_path=str(final.resolve())))
-            written.append(cut.with_custom("units", array))
-    if final.exists():
-        final.rename(old)
-    stage.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    manifest = out / LHOTSE_MANIFEST
-    with atomic_output(manifest) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
-        f.writelines(json.dumps(cut.to_dict(), ensure_ascii=False) + "\n" for cut in written)
-    return manifest
+            writer.add(cut, codes[cut.id])
+    return writer.manifest
 
 
 def split_name(name: str) -> str:
     """A Hugging Face split name (word characters and dots) made from a data set's name."""
     return re.sub(r"[^\w.]+", "_", name).strip("._") or "train"
+
+
+class HfWriter:
+    """Parquet shards ``OUT/data/<split>-<i>-of-<n>.parquet`` streamed row by row, ``num_rows`` rows in all and
+    at most ``rows_per_shard`` per shard; each shard is renamed into place when full, and at the end of a block
+    without error, shards of an earlier, longer write are removed and the dataset card ``OUT/README.md``
+    (``card``) is written. A row is a dict with ``id``, ``speaker``, ``text``, ``units`` (``Q`` lists of ints),
+    ``frame_rate`` and ``codec``. Rows wait as integer arrays (2 or 4 bytes a unit) and go out as a row group
+    when ``group_rows`` rows or ``group_units`` units wait, so memory is bounded whatever the corpus."""
+
+    def __init__(
+        self,
+        out_dir: str | pathlib.Path,
+        split: str,
+        num_rows: int,
+        codebook_size: int,
+        card: str,
+        rows_per_shard: int = HF_ROWS_PER_SHARD,
+        group_rows: int = 1024,
+        group_units: int | None = None,
+    ):
+        pa = require("pyarrow", "extract-units --format hf", extra="hf")
+        self.dtype = _int_type(codebook_size)
+        self.integer = pa.int16() if self.dtype is np.int16 else pa.int32()
+        self.schema = pa.schema(
+            [
+                ("id", pa.string()),
+                ("speaker", pa.string()),
+                ("text", pa.string()),
+                ("units", pa.list_(pa.list_(self.integer))),
+                ("frame_rate", pa.float64()),
+                ("codec", pa.string()),
+            ]
+        )
+        self.out, self.split, self.card = pathlib.Path(out_dir), split, card
+        self.folder = self.out / HF_FOLDER
+        self.num_rows, self.rows_per_shard = num_rows, rows_per_shard
+        self.group_rows, self.group_units = group_rows, group_units or HF_GROUP_UNITS
+        self.count = max(1, math.ceil(num_rows / rows_per_shard))
+        self.paths: list[pathlib.Path] = []
+        self._rows: list[dict] = []
+        self._added = self._in_shard = self._units = 0
+        self._shard = None  # (atomic_output context, ParquetWriter)
+
+    def __enter__(self) -> HfWriter:
+        return self
+
+    def _open(self) -> None:
+        import pyarrow.parquet as pq
+
+        path = self.folder / f"{self.split}-{len(self.paths):05d}-of-{self.count:05d}.parquet"
+        output = atomic_output(path)
+        self._shard = (output, pq.ParquetWriter(output.__enter__(), self.schema))
+        self.paths.append(path)
+
+    def _write_group(self) -> None:
+        import pyarrow as pa
+
+        if self._shard is None:
+            self._open()
+        levels = [level for row in self._rows for level in row["units"]]
+        inner = np.cumsum([0] + [len(level) for level in levels])
+        outer = np.cumsum([0] + [len(row["units"]) for row in self._rows])
+        values = np.concatenate(levels) if levels else np.zeros(0, self.dtype)
+        units = pa.ListArray.from_arrays(
+            pa.array(outer, pa.int32()), pa.ListArray.from_arrays(pa.array(inner, pa.int32()), pa.array(values))
+        )
+        columns = {
+            name: pa.array([row[name] for row in self._rows], self.schema.field(name).type)
+            for name in ("id", "speaker", "text", "frame_rate", "codec")
+        }
+        columns["units"] = units
+        self._shard[1].write_table(pa.Table.from_pydict(columns, schema=self.schema))
+        self._in_shard += len(self._rows)
+        self._rows, self._units = [], 0
+
+    def _close(self, *exc) -> None:
+        output, writer = self._shard
+        self._shard, self._in_shard = None, 0
+        try:
+            writer.close()
+        except BaseException as err:  # the shard's temporary file goes with it
+            output.__exit__(type(err), err, err.__traceback__)
+            raise
+        output.__exit__(*exc)
+
+    def add(self, row: dict) -> None:
+        if self._added == self.num_rows:
+            raise ValueError(f"{self.folder}: more rows than the {self.num_rows} the writer was made for")
+        self._added += 1
+        units = [np.asarray(level, dtype=self.dtype) for level in row["units"]]
+        self._rows.append({**row, "units": units})
+        self._units += sum(len(level) for level in units)
+        waiting = len(self._rows)
+        if (
+            waiting == self.group_rows
+            or self._units >= self.group_units
+            or self._in_shard + waiting == self.rows_per_shard
+        ):
+            self._write_group()
+            if self._in_shard == self.rows_per_shard:
+                self._close(None, None, None)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self._added != self.num_rows:
+            exc_type, exc = ValueError, ValueError(f"{self.folder}: {self._added} rows, made for {self.num_rows}")
+            if self._shard is not None:
+                self._close(exc_type, exc, None)
+            raise exc
+        if exc_type is not None:
+            if self._shard is not None:
+                self._close(exc_type, exc, tb)
+            return
+        if self._rows or not self.paths:  # the last rows, or one empty shard when there are none
+            self._write_group()
+        if self._shard is not None:
+            self._close(None, None, None)
+        for stale in self.folder.glob(f"{self.split}-*-of-*.parquet"):
+            if stale not in self.paths:
+                stale.unlink()
+        atomic_write_text(self.out / "README.md", self.card)
 
 
 def write_hf(
@@ -160,38 +307,11 @@ def write_hf(
     card: str,
     rows_per_shard: int = HF_ROWS_PER_SHARD,
 ) -> list[pathlib.Path]:
-    """Parquet shards ``OUT/data/<split>-<i>-of-<n>.parquet`` of ``rows`` (dicts with ``id``, ``speaker``,
-    ``text``, ``units`` (``Q`` lists of ints), ``frame_rate``, ``codec``), at most ``rows_per_shard`` rows each,
-    and the dataset card ``OUT/README.md`` (``card``); shards of an earlier, longer write are removed.
-    Returns the shards' paths."""
-    pa = require("pyarrow", "extract-units --format hf", extra="hf")
-    import pyarrow.parquet as pq
-
-    integer = pa.int16() if _int_type(codebook_size) is np.int16 else pa.int32()
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("speaker", pa.string()),
-            ("text", pa.string()),
-            ("units", pa.list_(pa.list_(integer))),
-            ("frame_rate", pa.float64()),
-            ("codec", pa.string()),
-        ]
-    )
-    folder = pathlib.Path(out_dir) / HF_FOLDER
-    count = max(1, math.ceil(len(rows) / rows_per_shard))
-    paths = []
-    for i in range(count):
-        table = pa.Table.from_pylist(list(rows[i * rows_per_shard : (i + 1) * rows_per_shard]), schema=schema)
-        path = folder / f"{split}-{i:05d}-of-{count:05d}.parquet"
-        with atomic_output(path) as tmp:
-            pq.write_table(table, tmp)
-        paths.append(path)
-    for stale in folder.glob(f"{split}-*-of-*.parquet"):
-        if stale not in paths:
-            stale.unlink()
-    atomic_write_text(pathlib.Path(out_dir) / "README.md", card)
-    return paths
+    """Parquet shards of ``rows`` and the dataset card, see :class:`HfWriter`. Returns the shards' paths."""
+    with HfWriter(out_dir, split, len(rows), codebook_size, card, rows_per_shard) as writer:
+        for row in rows:
+            writer.add(row)
+    return writer.paths
 
 
 def dataset_card(
