@@ -207,6 +207,16 @@ def test_extract_memory(corpus):
         assert r[2] > 0, out  # peak RSS
 
 
+def test_extract_memory_over_corpus_lengths(corpus):
+    out = run("extract_memory.py", "--corpus", str(corpus), "--repeats", "1", "2", "--threads", "1")
+    rows = [numbers(line) for line in out.splitlines() if re.match(r"\| \d", line)]
+    assert [r[0] for r in rows] == [1, 2], out
+    assert rows[1][2] == 2 * rows[0][2] and rows[1][1] > 1.9 * rows[0][1], out  # utterances, hours
+    for r in rows:
+        finite(r, out)
+        assert r[3] > 100 and r[4] > 100, out  # a torch process's RSS, extracting and merging
+
+
 def test_extract_ssl(corpus):
     """A tiny HuBERT: the bare forward, extract-units as by default and in padded batches, whose units must agree
     on every frame."""

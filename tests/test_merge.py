@@ -148,3 +148,20 @@ def test_hf_writer_refuses_a_row_count_other_than_announced(tmp_path):
     assert [p.name for p in sorted((tmp_path / "data").iterdir())] == [
         f"train-0000{i}-of-00003.parquet" for i in range(3)
     ]
+
+
+def test_merge_takes_failures_and_a_job_that_extracted_nothing(tmp_path):
+    utts, data, work, codes = _work(tmp_path, 4, 3, n_q=1, nj=1)
+    lines = (work / "job1of1.jsonl").read_text().splitlines(keepends=True)
+    for f in work.iterdir():
+        f.unlink()
+    (work / "job1of2.jsonl").write_text("".join(x for x in lines if '"spk-00002"' not in x and '"spk-00003"' not in x))
+    failed = [{"utt": "spk-00002", "reason": "unreadable"}, {"utt": "spk-00003", "reason": "empty audio"}]
+    (work / "job2of2.failed").write_text("\n".join(json.dumps(r) for r in failed) + "\n\n")  # no .jsonl at all
+    _merge(CODEC, "sum", utts, work.parent, work, 2, ("kaldi",), False, 1, data, progress=False)
+    assert read_units(work.parent / "units") == {u: codes[u][0] for u in ("spk-00000", "spk-00001")}
+    assert (work.parent / "failed.txt").read_text() == "spk-00002\tunreadable\nspk-00003\tempty audio\n"
+    assert read_info(work.parent).num_failed == 2
+    (work / "job2of2.failed").write_text(json.dumps(failed[0]) + "\n")
+    with pytest.raises(UserError, match="1 utterance.*spk-00003"):
+        _merge(CODEC, "sum", utts, work.parent, work, 2, ("kaldi",), False, 1, data, progress=False)

@@ -424,34 +424,21 @@ def _utts_and_reader(fail: str, error: type[Exception]):
     utts = [Utterance(f"u{i}", f"/x/u{i}.wav") for i in range(7)]
     started: list[str] = []
 
-    def fetch(u):
+    def read(u):
         started.append(u.utt_id)
         if u.utt_id == fail:
             raise error(f"{u.utt_id}.wav: not a sound file")
-        return np.full((3, 1), int(u.utt_id[1:]), dtype=np.float32), SR
+        return np.full(3, int(u.utt_id[1:]), dtype=np.float32)
 
-    def read(u, fetched=None):
-        return (fetched or fetch(u))[0][:, 0]
-
-    return utts, started, fetch, read
+    return utts, started, read
 
 
-# read on the calling thread, or decoded ahead by a reader thread holding at most 0 or 4 samples beyond one file
-AHEAD = [
-    pytest.param(False, 0, id="no-thread"),
-    pytest.param(True, 0, id="ahead-0"),
-    pytest.param(True, 4, id="ahead-4"),
-]
-
-
-@pytest.mark.parametrize("threaded, ahead", AHEAD)
-def test_audio_comes_in_order_without_rereading_and_failures_in_place(threaded, ahead):
+def test_audio_comes_in_order_without_rereading_and_failures_in_place():
     from vqaudio.data.audio import AudioError
     from vqaudio.units.extract import _audio_in_order
 
-    utts, started, fetch, read = _utts_and_reader("u3", AudioError)
-    audio = _audio_in_order(utts, {"u1": 10, "u4": 10}, read, fetch if threaded else None, ahead)
-    got = [(u.utt_id, wav) for u, wav in audio]
+    utts, started, read = _utts_and_reader("u3", AudioError)
+    got = [(u.utt_id, wav) for u, wav in _audio_in_order(utts, {"u1": 10, "u4": 10}, read)]
     assert [x for x, _ in got] == [u.utt_id for u in utts]
     assert started == ["u0", "u2", "u3", "u5", "u6"]  # those extracted before are never read
     kinds = {x: (None if w is None else type(w).__name__) for x, w in got}
@@ -467,32 +454,12 @@ def test_audio_comes_in_order_without_rereading_and_failures_in_place(threaded, 
     assert float(got[5][1][0]) == 5.0
 
 
-@pytest.mark.parametrize("threaded, ahead", AHEAD)
-def test_a_bug_in_reading_reaches_the_caller_after_the_utterances_before_it(threaded, ahead):
+def test_a_bug_in_reading_reaches_the_caller_after_the_utterances_before_it():
     from vqaudio.units.extract import _audio_in_order
 
-    utts, _, fetch, read = _utts_and_reader("u4", RuntimeError)
+    utts, _, read = _utts_and_reader("u4", RuntimeError)
     got = []
     with pytest.raises(RuntimeError, match="u4.wav"):
-        for u, _wav in _audio_in_order(utts, {}, read, fetch if threaded else None, ahead):
+        for u, _wav in _audio_in_order(utts, {}, read):
             got.append(u.utt_id)
     assert got == ["u0", "u1", "u2", "u3"]
-
-
-def test_the_reader_thread_stays_within_its_budget_and_stops_with_the_caller():
-    import threading
-
-    from vqaudio.units.extract import _audio_in_order
-
-    utts, started, fetch, read = _utts_and_reader("none", RuntimeError)
-    before = threading.active_count()
-    audio = _audio_in_order(utts, {}, read, fetch, 6)  # 3 samples a file: two held, and the one being decoded
-    assert next(audio)[0].utt_id == "u0"
-    deadline = time.time() + 10
-    while len(started) < 4 and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)
-    assert started == ["u0", "u1", "u2", "u3"]  # u0 handed out; u1, u2 held; u3 decoded, waiting for room
-    audio.close()
-    assert threading.active_count() == before
-    assert started == ["u0", "u1", "u2", "u3"]

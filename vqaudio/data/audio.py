@@ -142,28 +142,13 @@ def load_audio(
     """
     label = name or ("a lhotse cut" if source.startswith(CUT_SOURCE) else source)
     wav, sr = _read(source, start, end, label)
-    return mono_at(wav, sr, sample_rate, label)
-
-
-def read_file_samples(source: str, start: float = 0.0, end: float | None = None) -> tuple[np.ndarray, int]:
-    """``(T, C)`` float32 samples of the audio file ``source`` from ``start`` to ``end`` seconds, and its rate:
-    libsndfile only, so it may run in a thread beside the models; :func:`mono_at` finishes what
-    :func:`load_audio` does. Raises :class:`AudioError` naming the file."""
-    if not is_file_source(source):
-        raise ValueError(f"read_file_samples reads files, not {source[:80]!r}")
-    return _read(source, start, end, source)
-
-
-def mono_at(wav: np.ndarray, sr: int, sample_rate: int, label: str) -> np.ndarray:
-    """``(T, C)`` samples at ``sr`` as :func:`load_audio` returns them: ``(T,)`` float32 mono at ``sample_rate``;
-    empty audio and NaN/Inf samples raise :class:`AudioError` naming ``label``."""
     if wav.shape[0] == 0:
         raise AudioError(f"{label}: empty audio (0 samples)")
     if wav.shape[1] > 1:
         log.info("%s: downmixing %d channels to mono", label, wav.shape[1])
         wav = wav.mean(axis=1)
     else:
-        wav = wav[:, 0]
+        wav = wav[:, 0]  # the mean of one channel, without a pass over it
     if not np.isfinite(wav).all():
         raise AudioError(f"{label}: {int((~np.isfinite(wav)).sum())} NaN/Inf sample(s)")
     if sr != sample_rate:

@@ -10,19 +10,17 @@ Layout of a job's work in ``OUT_DIR/.work/``::
 
 A re-run checks ``state.json`` first and refuses, naming what differs, to resume work made from another model,
 other levels or another utterance list. Utterances are read one at a time and encoded as soon as
-``batch_seconds`` of audio is waiting (or at the end); a reader thread decodes the files of the next batch
-(libsndfile, at most ``batch_seconds`` ahead) while the encoder runs. Memory follows ``batch_seconds``, not the
-number or length of the files; lines are appended whole and fsync'ed per batch, failures as they happen. A
-killed job truncates a partial last line on restart and skips what it has, so nothing is duplicated or lost.
-When every job of N is done, the outputs are merged in sorted order after checking that extracted + failed
-covers every utterance: the records are found by byte offset in the jobs' files and read back one at a time
-into streaming writers (each file renamed into place whole, see :mod:`vqaudio.units.formats`), so the merge's
-memory does not grow with the corpus either.
+``batch_seconds`` of audio is waiting (or at the end), so memory follows ``batch_seconds``, not the number or
+length of the files; lines are appended whole and fsync'ed per batch, failures as they happen. A killed job
+truncates a partial last line on restart and skips what it has, so nothing is duplicated or lost. When every
+job of N is done, the outputs are merged in sorted order after checking that extracted + failed covers every
+utterance: the records are found by byte offset in the jobs' files and read back one at a time into streaming
+writers (each file renamed into place whole, see :mod:`vqaudio.units.formats`), so the merge's memory does
+not grow with the corpus either.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import fcntl
 import hashlib
@@ -30,7 +28,6 @@ import json
 import logging
 import os
 import pathlib
-import threading
 import time
 from dataclasses import dataclass
 
@@ -39,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import file_checksum
-from ..data.audio import AudioError, is_file_source, load_audio, mono_at, one_line, read_file_samples
+from ..data.audio import AudioError, is_file_source, load_audio, one_line
 from ..data.kaldi import Utterance, data_name, read_data_dir, read_text, read_utt2dur, read_utt2spk
 from ..errors import UserError
 from ..fileio import atomic_write_text
@@ -141,7 +138,7 @@ def _read_failed(path: pathlib.Path) -> dict[str, str]:
     end = _complete_lines(path)
     with open(path, "rb") as f:
         data = f.read(end)
-    return {r["utt"]: r["reason"] for r in map(json.loads, data.decode().splitlines()) if r}
+    return {r["utt"]: r["reason"] for r in map(json.loads, filter(str.strip, data.decode().splitlines()))}
 
 
 def _state(checksum: str, utts: list[Utterance], n_q: int, dedup: bool, nj: int) -> dict:
@@ -316,20 +313,17 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
     bar = tqdm(total=todo, desc=f"extract job {job}/{nj}", unit="utt", disable=not progress)
     pending: list[tuple[Utterance, np.ndarray | None]] = []  # None: written by an earlier run, not read yet
 
-    def fetch(u: Utterance):
-        return read_file_samples(u.source, u.start, u.end) if is_file_source(u.source) else None
-
-    def read(u: Utterance, fetched=None) -> np.ndarray:
-        if fetched is None:
+    def read(u: Utterance) -> np.ndarray:
+        start = time.perf_counter()
+        try:
             return load_audio(u.source, sr, u.start, u.end, name=u.utt_id)
-        return mono_at(*fetched, sr, u.utt_id)
+        finally:
+            stages["read"] += time.perf_counter() - start
 
     def flush() -> None:
         nonlocal audio_seconds, n_ok
         if any(w is not None for _, w in pending):  # not all written before: encoded whole, as uninterrupted
-            start = time.perf_counter()
             batch = [(u, read(u) if w is None else w) for u, w in pending]
-            stages["read"] += time.perf_counter() - start
             start = time.perf_counter()
             wavs = [torch.from_numpy(w) for _, w in batch]
             if device != "cpu":  # page-locked, so the copies to the GPU run asynchronously
@@ -349,32 +343,23 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
         pending.clear()
 
     waiting = 0
-    # the next batch's files are decoded while this one is encoded; "read" is the wait for them
-    audio = _audio_in_order(order, have, read, fetch, batch_samples)
-    with contextlib.closing(audio):
-        while True:
-            start = time.perf_counter()
-            got = next(audio, None)
-            stages["read"] += time.perf_counter() - start
-            if got is None:
-                break
-            u, wav = got
-            if wav is None:
-                pending.append((u, None))
-                samples = have[u.utt_id]
-            elif isinstance(wav, AudioError):
-                log.warning("%s failed: %s", u.utt_id, wav)
-                _append_lines(failed_file, [{"utt": u.utt_id, "reason": one_line(str(wav))}])
-                n_failed += 1
-                bar.update(1)
-                continue
-            else:
-                pending.append((u, wav))
-                samples = wav.shape[0]
-            waiting += samples
-            if waiting >= batch_samples:
-                flush()
-                waiting = 0
+    for u, wav in _audio_in_order(order, have, read):
+        if wav is None:
+            pending.append((u, None))
+            samples = have[u.utt_id]
+        elif isinstance(wav, AudioError):
+            log.warning("%s failed: %s", u.utt_id, wav)
+            _append_lines(failed_file, [{"utt": u.utt_id, "reason": one_line(str(wav))}])
+            n_failed += 1
+            bar.update(1)
+            continue
+        else:
+            pending.append((u, wav))
+            samples = wav.shape[0]
+        waiting += samples
+        if waiting >= batch_samples:
+            flush()
+            waiting = 0
     flush()
     bar.close()
     atomic_write_text(done_file, f"{len(mine)}\n")
@@ -395,80 +380,18 @@ def _run_job(codec, mine, stem, n_q, device, batch_seconds, chunk_seconds, progr
     return n_ok, n_failed, len(have), audio_seconds, wall, stages
 
 
-def _audio_in_order(order, have, read, fetch=None, ahead_samples: int = 0):
+def _audio_in_order(order, have, read):
     """``(utterance, waveform | AudioError | None)`` in ``order`` (``None``: in ``have``, not read); an unreadable
-    file is handed back in its place, any other error (a bug) is raised there, after the utterances before it.
-
-    ``read(u, fetched)`` makes the waveform on the calling thread. With ``fetch``, a reader thread calls
-    ``fetch(u)`` for the utterances ahead (libsndfile decoding, which releases the GIL, beside the encoder) and
-    ``read`` gets its result: ``(samples (T, C), rate)``, or ``None`` for what ``read`` reads itself. The thread
-    holds at most ``ahead_samples`` decoded samples (and the one it is decoding) and is stopped and joined
-    when the caller stops iterating.
-    """
-    fetched = _fetched_ahead(order, have, fetch, ahead_samples) if fetch is not None else _not_fetched(order)
-    try:
-        for u, item in fetched:
-            if u.utt_id in have:
-                yield u, None
-                continue
-            try:
-                if isinstance(item, BaseException):
-                    raise item
-                wav = read(u, item)
-            except AudioError as err:
-                wav = err
-            yield u, wav
-    finally:
-        fetched.close()
-
-
-def _not_fetched(order):
+    file is handed back in its place, any other error (a bug) is raised."""
     for u in order:
-        yield u, None
-
-
-def _fetched_ahead(order, have, fetch, ahead_samples: int):
-    """``(u, fetch(u) or the exception it raised)`` in ``order``, fetched by a thread (None for ``have``)."""
-    ready: collections.deque = collections.deque()
-    cond = threading.Condition()
-    state = {"held": 0, "stop": False}
-
-    def size(item) -> int:
-        return item[0].shape[0] if isinstance(item, tuple) else 0
-
-    def produce() -> None:
-        for u in order:
-            item = None
-            if u.utt_id not in have:
-                try:
-                    item = fetch(u)
-                except BaseException as err:  # handed to the consumer, raised there in its place
-                    item = err
-            with cond:
-                ready.append((u, item))
-                state["held"] += size(item)
-                cond.notify_all()
-                while not state["stop"] and state["held"] > ahead_samples:
-                    cond.wait()
-                if state["stop"]:
-                    return
-
-    reader = threading.Thread(target=produce, name="vqaudio-read-ahead", daemon=True)
-    reader.start()
-    try:
-        for _ in order:
-            with cond:
-                while not ready:
-                    cond.wait()
-                u, item = ready.popleft()
-                state["held"] -= size(item)
-                cond.notify_all()
-            yield u, item
-    finally:
-        with cond:
-            state["stop"] = True
-            cond.notify_all()
-        reader.join()
+        if u.utt_id in have:
+            yield u, None
+            continue
+        try:
+            wav = read(u)
+        except AudioError as err:
+            wav = err
+        yield u, wav
 
 
 def _merge(
@@ -499,6 +422,7 @@ def _merge(
         )
     order = [u for u in utts if u.utt_id in where]  # sorted by utterance id (C locale)
     num_samples = {u.utt_id: where[u.utt_id][2] for u in order}
+    log.info("merging %d utterances into %s", len(order), out)
     with contextlib.ExitStack() as stack:
         jobs = {j for j, _, _ in where.values()}
         jsonl = {j: stack.enter_context(open(work / f"job{j}of{nj}.jsonl", "rb")) for j in sorted(jobs)}
