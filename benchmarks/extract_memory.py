@@ -80,6 +80,8 @@ def corpus_lengths(args, model: pathlib.Path, tmp: pathlib.Path) -> None:
     """One job over the corpus listed ``r`` times for each of ``args.repeats``: its peak RSS extracting and
     merging."""
     files = sorted(args.corpus.rglob("*.flac"), key=lambda f: f.stem)
+    if not files:
+        raise SystemExit(f"no FLAC files under {args.corpus}")
     seconds = sum(sf.info(str(f)).duration for f in files)
     print(f"{len(files)} files ({seconds / 60:.1f} min) listed N times, --format {args.formats}, {args.threads} thr")
     print("| times listed | audio (h) | utterances | peak RSS extracting (MiB) | peak RSS merging (MiB) | wall (s) |")
