@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from vqaudio.data.kaldi import Utterance
 from vqaudio.errors import UserError
@@ -145,9 +146,14 @@ def test_hf_writer_refuses_a_row_count_other_than_announced(tmp_path):
     with HfWriter(tmp_path, "train", 5, 64, "card", rows_per_shard=2, group_rows=1) as hf:
         for i in range(5):
             hf.add({**row, "id": f"u{i}"})
-    assert [p.name for p in sorted((tmp_path / "data").iterdir())] == [
-        f"train-0000{i}-of-00003.parquet" for i in range(3)
-    ]
+    shards = sorted((tmp_path / "data").iterdir())
+    assert [p.name for p in shards] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    written = [p.read_bytes() for p in shards]
+    with pytest.raises(RuntimeError), HfWriter(tmp_path, "train", 5, 64, "card", rows_per_shard=2) as hf:
+        for i in range(4):  # two shards full, then the job dies
+            hf.add({**row, "id": f"v{i}"})
+        raise RuntimeError("killed")
+    assert sorted((tmp_path / "data").iterdir()) == shards and [p.read_bytes() for p in shards] == written
 
 
 def test_merge_takes_failures_and_a_job_that_extracted_nothing(tmp_path):
@@ -165,3 +171,98 @@ def test_merge_takes_failures_and_a_job_that_extracted_nothing(tmp_path):
     (work / "job2of2.failed").write_text(json.dumps(failed[0]) + "\n")
     with pytest.raises(UserError, match="1 utterance.*spk-00003"):
         _merge(CODEC, "sum", utts, work.parent, work, 2, ("kaldi",), False, 1, data, progress=False)
+
+
+def test_a_merge_that_fails_part_way_replaces_no_output(tmp_path, monkeypatch):
+    """A damaged record met late in the merge: every format keeps the previous merge's files, none is mixed, and
+    no temporary file or folder is left."""
+    pytest.importorskip("pyarrow")
+    monkeypatch.setattr(toolkits, "HF_GROUP_UNITS", 50)  # parquet row groups written before the failure
+    utts, data, work, codes = _work(tmp_path, 6, 20, n_q=2, nj=1)
+    formats = ("kaldi", "npy", "fairseq", "hf")
+    _merge(CODEC, "sum", utts, work.parent, work, 1, formats, False, 2, data, progress=False)
+    before = {p.relative_to(work.parent): p.read_bytes() for p in work.parent.rglob("*") if p.is_file()}
+    last = utts[-1].utt_id
+    lines = (work / "job1of1.jsonl").read_text().splitlines(keepends=True)
+    records = [json.loads(x) for x in lines]
+    for r in records:  # other units this time, so a file written before the failure would show
+        r["codes"] = [[(c + 1) % 1024 for c in level] for level in r["codes"]]
+    damaged = [json.dumps(r, separators=(",", ":")) + "\n" for r in records]  # as jobs write them
+    damaged = [x.replace("[[", "[[oops", 1) if f'"{last}"' in x else x for x in damaged]
+    (work / "job1of1.jsonl").write_text("".join(damaged))
+    with pytest.raises(UserError, match=f"record of {last} is damaged"):
+        _merge(CODEC, "sum", utts, work.parent, work, 1, formats, False, 2, data, progress=False)
+    after = {p.relative_to(work.parent): p.read_bytes() for p in work.parent.rglob("*") if p.is_file()}
+    assert after.keys() - {pathlib.Path(".work/job1of1.jsonl")} == before.keys() - {pathlib.Path(".work/job1of1.jsonl")}
+    assert all(after[k] == before[k] for k in before if k.parts[0] != ".work")
+    assert [p.name for p in work.parent.iterdir() if p.name.startswith(".")] == [".work"]
+
+
+def test_lhotse_output_of_no_utterance_replaces_the_old_one(tmp_path):
+    pytest.importorskip("lhotse")
+    utts, data, work, codes = _work(tmp_path, 2, 5, n_q=1, nj=1)
+    for u in utts:  # lhotse reads each file's header
+        pathlib.Path(u.source).parent.mkdir(exist_ok=True)
+        sf.write(u.source, np.zeros(320 * len(codes[u.utt_id][0]), dtype=np.float32), 16000)
+    _merge(CODEC, "sum", utts, work.parent, work, 1, ("lhotse",), False, 1, data, progress=False)
+    assert len(list((work.parent / "lhotse_units").rglob("*.npy"))) == 2
+    (work / "job1of1.jsonl").unlink()
+    (work / "job1of1.failed").write_text("".join(json.dumps({"utt": u.utt_id, "reason": "gone"}) + "\n" for u in utts))
+    _merge(CODEC, "sum", utts, work.parent, work, 1, ("lhotse",), False, 1, data, progress=False)
+    assert list((work.parent / "lhotse_units").rglob("*")) == []
+    assert read_info(work.parent).num_utterances == 0
+    assert [p.name for p in work.parent.iterdir() if p.name.startswith(".")] == [".work"]
+
+
+def test_hf_writer_leaves_no_shard_when_its_last_write_fails(tmp_path, monkeypatch):
+    pq = pytest.importorskip("pyarrow.parquet")
+    row = {"id": "u", "speaker": None, "text": None, "units": [[1]], "frame_rate": 50.0, "codec": "c"}
+
+    def full(self, table, row_group_size=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    with pytest.raises(OSError, match="No space"), HfWriter(tmp_path, "train", 1, 64, "card") as hf:
+        hf.add(row)
+    assert list((tmp_path / "data").iterdir()) == [] and not (tmp_path / "README.md").exists()
+
+
+def test_atomic_files_replace_none_when_one_fails_to_commit(tmp_path, monkeypatch):
+    from vqaudio import fileio
+
+    a, b = tmp_path / "a.tsv", tmp_path / "b.km"
+    a.write_text("old a\n")
+    b.write_text("old b\n")
+    chmod = fileio.os.chmod
+
+    def refuse_b(path, mode):
+        if pathlib.Path(path).name.startswith(".b.km"):
+            raise OSError(28, "No space left on device")
+        chmod(path, mode)
+
+    monkeypatch.setattr(fileio.os, "chmod", refuse_b)
+    with pytest.raises(OSError), fileio.atomic_text_files(a, b) as (fa, fb):
+        fa.write("new a\n")
+        fb.write("new b\n")
+    assert (a.read_text(), b.read_text()) == ("old a\n", "old b\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tsv", "b.km"]
+
+
+@pytest.mark.parametrize(
+    "line, head",
+    [
+        ('{"utt":"u1","job":1,"num_samples":5,"codes":[[1]]}', ("u1", 5)),
+        ('{"utt":"u1","num_samples":5,"frames":1,"codes":[[1]]}', ("u1", 5)),
+        ('{"num_samples":5,"utt":"u1","codes":[[1]]}', ("u1", 5)),
+        ('{"utt":"u1","num_samples":5.0,"codes":[[1]]}', None),
+        ('{"utt":7,"num_samples":5,"codes":[[1]]}', None),
+    ],
+)
+def test_record_heads_of_other_layouts_fall_back_or_are_refused(line, head):
+    from vqaudio.units.extract import _head
+
+    if head is None:
+        with pytest.raises(UserError, match="not an extraction record"):
+            _head(line.encode(), pathlib.Path("job1of1.jsonl"))
+    else:
+        assert _head(line.encode(), pathlib.Path("job1of1.jsonl")) == head

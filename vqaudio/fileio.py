@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import pathlib
+import shutil
 import stat
 from collections.abc import Iterator
 
@@ -66,6 +67,47 @@ def check_writable(path: pathlib.Path, what: str = "output") -> None:
 
 
 @contextlib.contextmanager
+def atomic_files(*paths: str | pathlib.Path) -> Iterator[list[pathlib.Path]]:
+    """Yield a temporary path beside each of ``paths`` to write. When the block ends without error, every one is
+    fsync'ed and given the mode of the file it replaces (a new file: ``0o666`` less the umask) before the first
+    is renamed over its path, then the directories are fsync'ed (the renames survive a power cut); so an error
+    while writing or syncing any of them replaces none. On error they are removed. A parent folder that cannot
+    be created, or in which no file can be created, is a :class:`UserError`.
+    """
+    paths = [pathlib.Path(p) for p in paths]
+    tmps: list[pathlib.Path] = []
+    try:
+        for path in paths:
+            make_dirs(path.parent)
+            if path.is_dir():
+                raise UserError(f"{path}: is a folder; name a file to write")
+            tmps.append(path.with_name(f".{path.name}.tmp{os.getpid()}"))
+            try:
+                tmps[-1].open("wb").close()  # the writer replaces it; a folder that takes no file is one line
+            except OSError as err:
+                tmps.pop()
+                raise UserError(f"{path}: cannot write it ({err.strerror or err})") from None
+        yield tmps
+        for tmp, path in zip(tmps, paths, strict=True):
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, file_mode(path))
+        for tmp, path in zip(tmps, paths, strict=True):
+            tmp.replace(path)
+    except BaseException:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise
+    for folder in dict.fromkeys(path.parent for path in paths):
+        with contextlib.suppress(OSError):  # some filesystems refuse to open directories
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+@contextlib.contextmanager
 def atomic_output(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
     """Yield a temporary path beside ``path`` to write; on success it is fsync'ed, given the mode of the file
     it replaces (a new file: ``0o666`` less the umask), and renamed over ``path`` (and the directory
@@ -77,46 +119,39 @@ def atomic_output(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
         with atomic_output("exp/model.pt") as tmp:
             torch.save(payload, tmp)
     """
-    path = pathlib.Path(path)
-    make_dirs(path.parent)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; name a file to write")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.open("wb").close()  # the writer replaces it; a folder that takes no file is one line, not its traceback
-    except OSError as err:
-        raise UserError(f"{path}: cannot write it ({err.strerror or err})") from None
-    try:
+    with atomic_files(path) as (tmp,):
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode(path))
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # some filesystems refuse to open directories
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_text_files(*paths: str | pathlib.Path) -> Iterator[list]:
-    """Open text files (UTF-8) for ``paths`` to write line by line, each through :func:`atomic_output`: on
-    success every one replaces its path, on error none does, so a long streamed write needs no memory for the
-    whole text.
+    """Open text files (UTF-8) for ``paths`` to write line by line, committed together by :func:`atomic_files`:
+    on success every one replaces its path, on an error while writing or syncing none does, so a long
+    streamed write needs no memory for the whole text.
 
     Example::
 
         with atomic_text_files("out/a.tsv", "out/a.km") as (tsv, km):
             tsv.write(row)
     """
-    with contextlib.ExitStack() as stack:
-        tmps = [stack.enter_context(atomic_output(p)) for p in paths]
+    with atomic_files(*paths) as tmps, contextlib.ExitStack() as stack:
         yield [stack.enter_context(open(t, "w", encoding="utf-8")) for t in tmps]
+
+
+def replace_folder(stage: pathlib.Path, final: pathlib.Path) -> None:
+    """Put the folder ``stage`` in the place of ``final`` (which need not exist): ``final`` is moved aside,
+    ``stage`` renamed to it and the old folder removed; when the rename fails, ``final`` is put back."""
+    old = final.with_name(f".{final.name}.old{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    try:
+        stage.rename(final)
+    except BaseException:
+        if old.exists():
+            old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:

@@ -82,7 +82,7 @@ class ExtractResult:
 
 def _complete_lines(path: pathlib.Path) -> int:
     """Cut a partial last line (a killed write) off ``path``; returns the size of its complete lines."""
-    with open(path, "r+b") as f:
+    with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         end = size
         while end > 0:
@@ -93,9 +93,10 @@ def _complete_lines(path: pathlib.Path) -> int:
                 end = start + newline + 1
                 break
             end = start
-        if end < size:
+    if end < size:
+        with open(path, "r+b") as f:
             f.truncate(end)
-            log.info("%s: dropped a partial last line left by a killed run", path)
+        log.info("%s: dropped a partial last line left by a killed run", path)
     return end
 
 
@@ -123,12 +124,31 @@ def _head(line: bytes, path: pathlib.Path) -> tuple[str, int]:
     utt_end = line.find(_KEYS[1])  # a JSON string holds a quote only escaped, so its key cannot occur in the id
     samples_end = line.find(_KEYS[2], utt_end)
     if line.startswith(_KEYS[0]) and 0 < utt_end < samples_end:
-        return json.loads(line[len(_KEYS[0]) : utt_end]), int(line[utt_end + len(_KEYS[1]) : samples_end])
+        with contextlib.suppress(ValueError):  # another layout: the whole line is parsed below
+            utt = json.loads(line[len(_KEYS[0]) : utt_end])
+            if isinstance(utt, str):
+                return utt, int(line[utt_end + len(_KEYS[1]) : samples_end])
     try:
         record = json.loads(line)
-        return record["utt"], record["num_samples"]
+        if isinstance(record["utt"], str) and type(record["num_samples"]) is int:
+            return record["utt"], record["num_samples"]
     except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path}: a line is not an extraction record; remove the folder to start afresh") from None
+        pass
+    raise UserError(f"{path}: a line is not an extraction record; remove the folder to start afresh")
+
+
+def _codes_of(f, utt: str, n_q: int) -> list[list[int]]:
+    """The first ``n_q`` levels of the record at ``f``'s position; a damaged record is one line naming it."""
+    try:
+        record = json.loads(f.readline())
+        codes = record["codes"][:n_q]
+        if record["utt"] == utt and len(codes) == n_q:
+            return codes
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise UserError(
+        f"{f.name}: the record of {utt} is damaged; remove its line (or the folder, to start afresh) and run again"
+    )
 
 
 def _read_failed(path: pathlib.Path) -> dict[str, str]:
@@ -430,7 +450,7 @@ def _merge(
         for u in tqdm(order, desc="merge", unit="utt", disable=not progress):
             j, offset, _ = where[u.utt_id]
             jsonl[j].seek(offset)
-            codes = json.loads(jsonl[j].readline())["codes"][:n_q]
+            codes = _codes_of(jsonl[j], u.utt_id, n_q)
             if dedup:
                 kept = dedup_units(list(zip(*codes, strict=True)))
                 codes = [list(level) for level in zip(*kept, strict=True)] if kept else [[] for _ in codes]

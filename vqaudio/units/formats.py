@@ -7,13 +7,16 @@
   ESPnet's npy features) and ``codes.scp`` (``utt /abs/path/utt.npy``).
 * fairseq: ``<set>.tsv`` (root on line 1, then ``relpath<TAB>num_samples``) and ``<set>.km`` (one line of
   space-separated level-0 units per manifest row, same order).
-All writers write a temporary file and rename it, so a reader never sees a half-written file.
+All writers write temporary files (the npy arrays a fresh folder) and rename them into place only when all is
+written, so a reader never sees a half-written file, and a merge that fails part-way replaces nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import ClassVar
@@ -21,7 +24,7 @@ from typing import ClassVar
 from ..config import from_dict
 from ..data.kaldi import check_id
 from ..errors import UserError
-from ..fileio import atomic_output, atomic_text_files, atomic_write_text, make_dirs, path_inside
+from ..fileio import atomic_output, atomic_text_files, atomic_write_text, make_dirs, path_inside, replace_folder
 
 
 @dataclass
@@ -159,39 +162,61 @@ def write_token_list(path: str | pathlib.Path, codebook_size: int) -> pathlib.Pa
     return atomic_write_text(path, "\n".join(tokens) + "\n")
 
 
+def npy_array(codes, codebook_size: int):
+    """``codes`` as an array of the smallest integer type holding ``[0, codebook_size)`` (int16 or int32)."""
+    import numpy as np
+
+    return np.asarray(codes).astype(np.int16 if codebook_size <= 2**15 else np.int32)
+
+
 def write_npy(path: pathlib.Path, codes, codebook_size: int) -> pathlib.Path:
-    """``codes`` as an ``.npy`` of the smallest integer type holding ``[0, codebook_size)`` (int16 or int32),
-    atomically."""
+    """``codes`` as an ``.npy`` of :func:`npy_array`'s type, atomically."""
     import numpy as np
 
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.asarray(codes).astype(np.int16 if codebook_size <= 2**15 else np.int32))
+        np.save(f, npy_array(codes, codebook_size))
     return path
 
 
 class NpyWriter:
-    """ESPnet ``npy/<utt>.npy`` arrays ``(T, n_q)``, each written atomically as it is added, and ``codes.scp``
-    listing them, renamed into place when the block ends without error."""
+    """ESPnet ``npy/<utt>.npy`` arrays ``(T, n_q)`` and ``codes.scp`` listing them. The arrays go to a fresh
+    folder that replaces ``npy/`` (:func:`~vqaudio.fileio.replace_folder`), and ``codes.scp`` is renamed into
+    place after it, when the block ends without error; on error neither is touched."""
 
     def __init__(self, out_dir: str | pathlib.Path, codebook_size: int):
-        self.folder = pathlib.Path(out_dir) / "npy"
-        self._scp = atomic_text_files(pathlib.Path(out_dir) / "codes.scp")
+        out_dir = pathlib.Path(out_dir)
+        self.final, self.stage = out_dir / "npy", out_dir / f".npy.tmp{os.getpid()}"
+        self._scp = atomic_text_files(out_dir / "codes.scp")
         self.codebook_size = codebook_size
 
     def __enter__(self) -> NpyWriter:
-        make_dirs(self.folder)
+        shutil.rmtree(self.stage, ignore_errors=True)
+        make_dirs(self.stage)
+        self._listed = self.final.resolve()  # where the arrays will be
         (self._lines,) = self._scp.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._scp.__exit__(*exc)
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is not None:
+                raise exc
+            replace_folder(self.stage, self.final)
+        except BaseException as err:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            self._scp.__exit__(type(err), err, err.__traceback__)
+            if err is exc:
+                return
+            raise
+        self._scp.__exit__(None, None, None)
 
     def add(self, utt: str, codes: Sequence[Sequence[int]]) -> None:
         """``codes``: ``(n_q, T)`` units of ``utt``."""
         import numpy as np
 
-        path = write_npy(path_inside(self.folder, utt, ".npy"), np.asarray(codes).T, self.codebook_size)
-        self._lines.write(f"{utt} {path.resolve()}\n")
+        name = path_inside(self.stage, utt, ".npy").name
+        with open(self.stage / name, "wb") as f:
+            np.save(f, npy_array(codes, self.codebook_size).T)
+        self._lines.write(f"{utt} {self._listed / name}\n")
 
 
 def write_npy_scp(

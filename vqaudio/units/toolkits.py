@@ -20,6 +20,7 @@ Every file is written whole or not at all (the arrays into a fresh folder that r
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import math
@@ -36,7 +37,7 @@ from ..data.audio import is_file_source
 from ..data.cuts import is_cut_manifest, read_cuts
 from ..data.kaldi import Utterance, read_table, read_text, read_utt2spk
 from ..errors import UserError
-from ..fileio import atomic_output, atomic_write_text, path_inside
+from ..fileio import atomic_files, atomic_output, atomic_write_text, make_dirs, path_inside, replace_folder
 from ..scoring.packages import require
 
 LHOTSE_MANIFEST = "cuts.jsonl.gz"
@@ -82,17 +83,17 @@ def source_cuts(data: str | pathlib.Path, utts: Sequence[Utterance], num_samples
     texts, speakers = read_text(data) or {}, read_utt2spk(data) or {}
     segments = data / "segments"
     rec_ids = {u: rest.split()[0] for u, rest in read_table(segments, 4).items()} if segments.is_file() else {}
-    last: tuple[str, Recording] | None = None  # segments of one recording follow each other: one header read
+    recordings: dict[str, Recording] = {}
     for u in utts:
         rec, start, channels = None, 0.0, [0]
         duration = num_samples[u.utt_id] / sample_rate
         if is_file_source(u.source):
-            if last is None or last[0] != u.source:
+            if u.source not in recordings:
                 try:
-                    last = u.source, Recording.from_file(u.source, recording_id=rec_ids.get(u.utt_id, u.utt_id))
+                    recordings[u.source] = Recording.from_file(u.source, recording_id=rec_ids.get(u.utt_id, u.utt_id))
                 except Exception as err:  # lhotse's audio backends raise their own kinds
                     raise UserError(f"{u.source}: lhotse cannot read this file's header ({err})") from None
-            rec = last[1]
+            rec = recordings[u.source]
             end = rec.duration if u.end is None else min(u.end, rec.duration)
             start, duration, channels = u.start, end - u.start, list(rec.channel_ids)
         channel = channels if len(channels) > 1 else channels[0]
@@ -127,22 +128,24 @@ class LhotseWriter:
         from lhotse.features.io import NumpyFilesWriter
 
         shutil.rmtree(self.stage, ignore_errors=True)
+        make_dirs(self.stage)
         self._arrays = NumpyFilesWriter(self.stage)
         self._manifest = atomic_output(self.manifest)
         self._cuts = gzip.open(self._manifest.__enter__(), "wt", encoding="utf-8")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._cuts.close()
-        if exc_type is not None:
+        try:
+            self._cuts.close()
+            if exc_type is not None:
+                raise exc
+            replace_folder(self.stage, self.final)
+        except BaseException as err:
             shutil.rmtree(self.stage, ignore_errors=True)
-            self._manifest.__exit__(exc_type, exc, tb)
-            return
-        old = self.out / f".{LHOTSE_ARRAYS}.old{os.getpid()}"
-        if self.final.exists():
-            self.final.rename(old)
-        self.stage.rename(self.final)
-        shutil.rmtree(old, ignore_errors=True)
+            self._manifest.__exit__(type(err), err, err.__traceback__)
+            if err is exc:
+                return
+            raise
         self._manifest.__exit__(None, None, None)  # the manifest, last: it names the folder now in place
 
     def add(self, cut, codes: Sequence[Sequence[int]]) -> None:
@@ -180,11 +183,12 @@ def split_name(name: str) -> str:
 
 class HfWriter:
     """Parquet shards ``OUT/data/<split>-<i>-of-<n>.parquet`` streamed row by row, ``num_rows`` rows in all and
-    at most ``rows_per_shard`` per shard; each shard is renamed into place when full, and at the end of a block
-    without error, shards of an earlier, longer write are removed and the dataset card ``OUT/README.md``
-    (``card``) is written. A row is a dict with ``id``, ``speaker``, ``text``, ``units`` (``Q`` lists of ints),
-    ``frame_rate`` and ``codec``. Rows wait as integer arrays (2 or 4 bytes a unit) and go out as a row group
-    when ``group_rows`` rows or ``group_units`` units wait, so memory is bounded whatever the corpus."""
+    at most ``rows_per_shard`` per shard, into temporary files that replace the shards together when the block
+    ends without error (:func:`~vqaudio.fileio.atomic_files`; on error none does); then shards of an earlier,
+    longer write are removed and the dataset card ``OUT/README.md`` (``card``) is written. A row is a dict with
+    ``id``, ``speaker``, ``text``, ``units`` (``Q`` lists of ints), ``frame_rate`` and ``codec``. Rows wait as
+    integer arrays (2 or 4 bytes a unit) and go out as a row group when ``group_rows`` rows or ``group_units``
+    units wait, so memory is bounded whatever the corpus."""
 
     def __init__(
         self,
@@ -215,26 +219,27 @@ class HfWriter:
         self.num_rows, self.rows_per_shard = num_rows, rows_per_shard
         self.group_rows, self.group_units = group_rows, group_units or HF_GROUP_UNITS
         self.count = max(1, math.ceil(num_rows / rows_per_shard))
-        self.paths: list[pathlib.Path] = []
+        self.paths = [self.folder / f"{split}-{i:05d}-of-{self.count:05d}.parquet" for i in range(self.count)]
+        self._written = 0  # shards begun
         self._rows: list[dict] = []
         self._added = self._in_shard = self._units = 0
-        self._shard = None  # (atomic_output context, ParquetWriter)
+        self._writer = None  # the ParquetWriter of the shard being written
 
     def __enter__(self) -> HfWriter:
+        self._files = atomic_files(*self.paths)
+        self._tmps = self._files.__enter__()
         return self
 
     def _open(self) -> None:
         import pyarrow.parquet as pq
 
-        path = self.folder / f"{self.split}-{len(self.paths):05d}-of-{self.count:05d}.parquet"
-        output = atomic_output(path)
-        self._shard = (output, pq.ParquetWriter(output.__enter__(), self.schema))
-        self.paths.append(path)
+        self._writer = pq.ParquetWriter(self._tmps[self._written], self.schema)
+        self._written += 1
 
     def _write_group(self) -> None:
         import pyarrow as pa
 
-        if self._shard is None:
+        if self._writer is None:
             self._open()
         levels = [level for row in self._rows for level in row["units"]]
         inner = np.cumsum([0] + [len(level) for level in levels])
@@ -248,19 +253,13 @@ class HfWriter:
             for name in ("id", "speaker", "text", "frame_rate", "codec")
         }
         columns["units"] = units
-        self._shard[1].write_table(pa.Table.from_pydict(columns, schema=self.schema))
+        self._writer.write_table(pa.Table.from_pydict(columns, schema=self.schema))
         self._in_shard += len(self._rows)
         self._rows, self._units = [], 0
 
-    def _close(self, *exc) -> None:
-        output, writer = self._shard
-        self._shard, self._in_shard = None, 0
-        try:
-            writer.close()
-        except BaseException as err:  # the shard's temporary file goes with it
-            output.__exit__(type(err), err, err.__traceback__)
-            raise
-        output.__exit__(*exc)
+    def _close(self) -> None:
+        writer, self._writer, self._in_shard = self._writer, None, 0
+        writer.close()
 
     def add(self, row: dict) -> None:
         if self._added == self.num_rows:
@@ -277,22 +276,27 @@ class HfWriter:
         ):
             self._write_group()
             if self._in_shard == self.rows_per_shard:
-                self._close(None, None, None)
+                self._close()
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and self._added != self.num_rows:
-            exc_type, exc = ValueError, ValueError(f"{self.folder}: {self._added} rows, made for {self.num_rows}")
-            if self._shard is not None:
-                self._close(exc_type, exc, None)
-            raise exc
-        if exc_type is not None:
-            if self._shard is not None:
-                self._close(exc_type, exc, tb)
-            return
-        if self._rows or not self.paths:  # the last rows, or one empty shard when there are none
-            self._write_group()
-        if self._shard is not None:
-            self._close(None, None, None)
+        try:
+            if exc_type is not None:
+                raise exc
+            if self._added != self.num_rows:
+                raise ValueError(f"{self.folder}: {self._added} rows, made for {self.num_rows}")
+            if self._rows or not self._written:  # the last rows, or one empty shard when there are none
+                self._write_group()
+            if self._writer is not None:
+                self._close()
+        except BaseException as err:
+            if self._writer is not None:
+                with contextlib.suppress(Exception):
+                    self._writer.close()
+            self._files.__exit__(type(err), err, err.__traceback__)  # every temporary shard goes
+            if err is exc:
+                return
+            raise
+        self._files.__exit__(None, None, None)
         for stale in self.folder.glob(f"{self.split}-*-of-*.parquet"):
             if stale not in self.paths:
                 stale.unlink()
