@@ -154,6 +154,24 @@ def replace_folder(stage: pathlib.Path, final: pathlib.Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def finish_staged(stage: pathlib.Path, final: pathlib.Path, output, exc: BaseException | None) -> None:
+    """End a write of the folder ``stage`` (to replace ``final``) together with a file written through
+    ``output``, an entered :func:`atomic_output` or :func:`atomic_files` context. With ``exc`` ``None`` the
+    folder replaces ``final`` (:func:`replace_folder`) and then the file is committed; when ``exc`` is given
+    or the swap fails, the folder is removed and the file's temporary goes with it (a failed swap raises)."""
+    try:
+        if exc is not None:
+            raise exc
+        replace_folder(stage, final)
+    except BaseException as err:
+        shutil.rmtree(stage, ignore_errors=True)
+        output.__exit__(type(err), err, err.__traceback__)
+        if err is exc:
+            return
+        raise
+    output.__exit__(None, None, None)
+
+
 def atomic_write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     with atomic_output(path) as tmp:

@@ -24,7 +24,7 @@ from typing import ClassVar
 from ..config import from_dict
 from ..data.kaldi import check_id
 from ..errors import UserError
-from ..fileio import atomic_output, atomic_text_files, atomic_write_text, make_dirs, path_inside, replace_folder
+from ..fileio import atomic_output, atomic_text_files, atomic_write_text, finish_staged, make_dirs, path_inside
 
 
 @dataclass
@@ -197,17 +197,7 @@ class NpyWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is not None:
-                raise exc
-            replace_folder(self.stage, self.final)
-        except BaseException as err:
-            shutil.rmtree(self.stage, ignore_errors=True)
-            self._scp.__exit__(type(err), err, err.__traceback__)
-            if err is exc:
-                return
-            raise
-        self._scp.__exit__(None, None, None)
+        finish_staged(self.stage, self.final, self._scp, exc)
 
     def add(self, utt: str, codes: Sequence[Sequence[int]]) -> None:
         """``codes``: ``(n_q, T)`` units of ``utt``."""

@@ -37,7 +37,7 @@ from ..data.audio import is_file_source
 from ..data.cuts import is_cut_manifest, read_cuts
 from ..data.kaldi import Utterance, read_table, read_text, read_utt2spk
 from ..errors import UserError
-from ..fileio import atomic_files, atomic_output, atomic_write_text, make_dirs, path_inside, replace_folder
+from ..fileio import atomic_files, atomic_output, atomic_write_text, finish_staged, make_dirs, path_inside
 from ..scoring.packages import require
 
 LHOTSE_MANIFEST = "cuts.jsonl.gz"
@@ -137,16 +137,10 @@ class LhotseWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self._cuts.close()
-            if exc_type is not None:
-                raise exc
-            replace_folder(self.stage, self.final)
         except BaseException as err:
-            shutil.rmtree(self.stage, ignore_errors=True)
-            self._manifest.__exit__(type(err), err, err.__traceback__)
-            if err is exc:
-                return
+            finish_staged(self.stage, self.final, self._manifest, exc or err)
             raise
-        self._manifest.__exit__(None, None, None)  # the manifest, last: it names the folder now in place
+        finish_staged(self.stage, self.final, self._manifest, exc)  # the manifest last: it names the folder
 
     def add(self, cut, codes: Sequence[Sequence[int]]) -> None:
         """``codes``: ``(Q, T)`` units of ``cut``."""
