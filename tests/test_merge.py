@@ -16,7 +16,7 @@ from vqaudio.data.kaldi import Utterance
 from vqaudio.errors import UserError
 from vqaudio.units import read_fairseq, read_info, read_levels, read_units, toolkits, write_units
 from vqaudio.units.extract import _append_lines, _complete_lines, _merge, _record_heads
-from vqaudio.units.formats import KaldiUnitsWriter
+from vqaudio.units.formats import KaldiUnitsWriter, level_path
 from vqaudio.units.toolkits import HfWriter
 
 # what _merge reads of a unit model
@@ -120,13 +120,13 @@ def test_a_partial_last_line_longer_than_the_search_block_is_cut(tmp_path):
 
 def test_streamed_writers_leave_the_old_files_on_error(tmp_path):
     write_units(tmp_path / "units", {"old": [1]})
-    with pytest.raises(RuntimeError), KaldiUnitsWriter(tmp_path, 2) as writer:
+    with pytest.raises(RuntimeError), KaldiUnitsWriter([level_path(tmp_path, 0), level_path(tmp_path, 1)]) as writer:
         writer.add("new", [[2], [3]])
         raise RuntimeError("killed")
     assert read_units(tmp_path / "units") == {"old": [1]}
     assert not (tmp_path / "units.level1").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["units"]  # no temporary file left
-    with pytest.raises(ValueError, match="2 levels"), KaldiUnitsWriter(tmp_path, 1) as writer:
+    with pytest.raises(ValueError, match="2 levels"), KaldiUnitsWriter([level_path(tmp_path, 0)]) as writer:
         writer.add("new", [[2], [3]])
 
 

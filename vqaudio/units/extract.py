@@ -46,6 +46,7 @@ from .formats import (
     NpyWriter,
     UnitsInfo,
     dedup_units,
+    level_path,
     write_info,
     write_token_list,
 )
@@ -482,7 +483,7 @@ def _merge_sinks(stack, codec, checksum, out, formats, dedup, n_q, data_dir, ord
     back as a function of ``(utterance, (n_q, T) units)``, to be called in ``order``."""
     sinks = []
     if "kaldi" in formats:
-        kaldi = stack.enter_context(KaldiUnitsWriter(out, n_q))
+        kaldi = stack.enter_context(KaldiUnitsWriter([level_path(out, q) for q in range(n_q)]))
         sinks.append(lambda u, codes: kaldi.add(u.utt_id, codes))
     if "npy" in formats:
         npy = stack.enter_context(NpyWriter(out, codec.codebook_size))

@@ -63,17 +63,18 @@ class _UnitNames(dict):
 
 
 class KaldiUnitsWriter:
-    """Kaldi text units of ``n_q`` levels (``units``, ``units.level<q>``) streamed one utterance at a time, each
-    file renamed into place when the block ends without error. Utterances are written in the order given.
+    """Kaldi text units, one file per level (``units``, ``units.level<q>``: :func:`level_path`), streamed one
+    utterance at a time, the files renamed into place together when the block ends without error. Utterances
+    are written in the order given.
 
     Example::
 
-        with KaldiUnitsWriter(out, n_q=2) as writer:
+        with KaldiUnitsWriter([level_path(out, 0), level_path(out, 1)]) as writer:
             writer.add("utt1", [[1, 2, 3], [4, 5, 6]])
     """
 
-    def __init__(self, out_dir: str | pathlib.Path, n_q: int):
-        self._files = atomic_text_files(*(level_path(out_dir, q) for q in range(n_q)))
+    def __init__(self, paths: Sequence[str | pathlib.Path]):
+        self._files = atomic_text_files(*paths)
         self._name = _UnitNames().__getitem__
 
     def __enter__(self) -> KaldiUnitsWriter:
@@ -84,7 +85,7 @@ class KaldiUnitsWriter:
         self._files.__exit__(*exc)
 
     def add(self, utt: str, codes: Sequence[Sequence[int]]) -> None:
-        """``codes``: ``(n_q, T)`` units of ``utt``."""
+        """``codes``: ``(n_q, T)`` units of ``utt``, a row per file."""
         if len(codes) != len(self._levels):
             raise ValueError(f"{utt}: {len(codes)} levels of units, the writer has {len(self._levels)}")
         for f, units in zip(self._levels, codes, strict=True):
@@ -93,10 +94,9 @@ class KaldiUnitsWriter:
 
 def write_units(path: str | pathlib.Path, units: dict[str, Sequence[int]]) -> pathlib.Path:
     """Kaldi text ``utt u1 u2 ...`` in C-locale order of utterance ids, atomically."""
-    name = _UnitNames().__getitem__
-    with atomic_text_files(path) as (f,):
+    with KaldiUnitsWriter([path]) as writer:
         for utt in sorted(units, key=str.encode):
-            f.write(f"{utt} {' '.join(map(name, units[utt]))}\n")
+            writer.add(utt, [units[utt]])
     return pathlib.Path(path)
 
 
@@ -162,11 +162,18 @@ def write_token_list(path: str | pathlib.Path, codebook_size: int) -> pathlib.Pa
     return atomic_write_text(path, "\n".join(tokens) + "\n")
 
 
-def npy_array(codes, codebook_size: int):
-    """``codes`` as an array of the smallest integer type holding ``[0, codebook_size)`` (int16 or int32)."""
+def unit_dtype(codebook_size: int):
+    """The smallest integer type holding units ``[0, codebook_size)``: int16, or int32 above 2**15 codes."""
     import numpy as np
 
-    return np.asarray(codes).astype(np.int16 if codebook_size <= 2**15 else np.int32)
+    return np.int16 if codebook_size <= 2**15 else np.int32
+
+
+def npy_array(codes, codebook_size: int):
+    """``codes`` as an array of :func:`unit_dtype`."""
+    import numpy as np
+
+    return np.asarray(codes).astype(unit_dtype(codebook_size))
 
 
 def write_npy(path: pathlib.Path, codes, codebook_size: int) -> pathlib.Path:

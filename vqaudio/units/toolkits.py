@@ -39,6 +39,7 @@ from ..data.kaldi import Utterance, read_table, read_text, read_utt2spk
 from ..errors import UserError
 from ..fileio import atomic_files, atomic_output, atomic_write_text, finish_staged, make_dirs, path_inside
 from ..scoring.packages import require
+from .formats import unit_dtype
 
 LHOTSE_MANIFEST = "cuts.jsonl.gz"
 LHOTSE_ARRAYS = "lhotse_units"
@@ -53,10 +54,6 @@ def require_format_packages(formats: Sequence[str]) -> None:
         require("lhotse", "extract-units --format lhotse", extra="lhotse")
     if "hf" in formats:
         require("pyarrow", "extract-units --format hf", extra="hf")
-
-
-def _int_type(codebook_size: int):
-    return np.int16 if codebook_size <= 2**15 else np.int32
 
 
 def lhotse_frames(duration: float, frame_shift: float, frames: int) -> int:
@@ -121,7 +118,7 @@ class LhotseWriter:
         self.out = pathlib.Path(out_dir)
         self.final = self.out / LHOTSE_ARRAYS
         self.stage = self.out / f".{LHOTSE_ARRAYS}.tmp{os.getpid()}"
-        self.frame_shift, self.dtype = frame_shift, _int_type(codebook_size)
+        self.frame_shift, self.dtype = frame_shift, unit_dtype(codebook_size)
         self.manifest = self.out / LHOTSE_MANIFEST
 
     def __enter__(self) -> LhotseWriter:
@@ -129,6 +126,7 @@ class LhotseWriter:
 
         shutil.rmtree(self.stage, ignore_errors=True)
         make_dirs(self.stage)
+        self._listed = str(self.final.resolve())  # where the manifest says the arrays are
         self._arrays = NumpyFilesWriter(self.stage)
         self._manifest = atomic_output(self.manifest)
         self._cuts = gzip.open(self._manifest.__enter__(), "wt", encoding="utf-8")
@@ -150,7 +148,7 @@ class LhotseWriter:
         units = np.asarray(codes, dtype=self.dtype).T  # (T, Q)
         units = np.ascontiguousarray(units[: lhotse_frames(cut.duration, self.frame_shift, units.shape[0])])
         array = self._arrays.store_array(cut.id, units, frame_shift=self.frame_shift, temporal_dim=0, start=cut.start)
-        array = fastcopy(array, array=fastcopy(array.array, storage_path=str(self.final.resolve())))
+        array = fastcopy(array, array=fastcopy(array.array, storage_path=self._listed))
         self._cuts.write(json.dumps(cut.with_custom("units", array).to_dict(), ensure_ascii=False) + "\n")
 
 
@@ -196,14 +194,14 @@ class HfWriter:
         group_units: int | None = None,
     ):
         pa = require("pyarrow", "extract-units --format hf", extra="hf")
-        self.dtype = _int_type(codebook_size)
-        self.integer = pa.int16() if self.dtype is np.int16 else pa.int32()
+        self.dtype = unit_dtype(codebook_size)
+        integer = pa.int16() if self.dtype is np.int16 else pa.int32()
         self.schema = pa.schema(
             [
                 ("id", pa.string()),
                 ("speaker", pa.string()),
                 ("text", pa.string()),
-                ("units", pa.list_(pa.list_(self.integer))),
+                ("units", pa.list_(pa.list_(integer))),
                 ("frame_rate", pa.float64()),
                 ("codec", pa.string()),
             ]
