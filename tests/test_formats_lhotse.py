@@ -202,3 +202,18 @@ def test_training_data_and_references_may_be_cut_manifests(tmp_path, corpus):
     out = tmp_path / "eval"
     assert main(["evaluate", "--ref", str(manifest), "--hyp", str(hyp), "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["num_utterances"] == 4
+
+
+def test_utterances_of_one_file_share_its_recording_wherever_they_sort(tmp_path):
+    """Two utterances of one file with another file's between them (in id order): both cuts carry the recording
+    made for the first of them."""
+    from vqaudio.data.kaldi import Utterance
+    from vqaudio.units.toolkits import source_cuts
+
+    x, y = recordings(tmp_path, 2)
+    utts = [Utterance("u1", str(x)), Utterance("u2", str(y)), Utterance("u3", str(x))]
+    samples = {u.utt_id: sf.info(u.source).frames for u in utts}
+    cuts = list(
+        source_cuts(kaldi_dir(tmp_path / "data", [(u.utt_id, u.source, None, None) for u in utts]), utts, samples, SR)
+    )
+    assert [c.recording.id for c in cuts] == ["u1", "u2", "u1"]
